@@ -1,0 +1,160 @@
+"""The configuration model: one YAML file validated at start (unknown keys are errors).
+
+Example:
+    >>> cfg = AppConfig.model_validate({"cameras": [{"id": "door", "url": "clip.mp4"}]})
+    >>> cfg.cameras[0].detect_fps
+    5.0
+"""
+
+from __future__ import annotations
+
+import re
+from pathlib import Path
+from typing import Annotated, Literal
+from urllib.parse import urlsplit
+
+from pydantic import BaseModel, ConfigDict, Field, SecretStr, field_validator, model_validator
+
+CAMERA_ID_PATTERN = r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,63}$"
+SUPPORTED_SCHEMES = ("rtsp", "rtsps", "http", "https", "file")
+
+
+class StrictModel(BaseModel):
+    """Base for config models: unknown keys are errors, assignments are validated."""
+
+    model_config = ConfigDict(extra="forbid", validate_assignment=True)
+
+
+class ReconnectConfig(StrictModel):
+    """Exponential back-off with jitter between reconnect attempts."""
+
+    initial_s: float = Field(0.5, gt=0, description="First delay after a failure.")
+    max_s: float = Field(30.0, gt=0, description="Cap on the delay.")
+    multiplier: float = Field(2.0, ge=1.0, description="Growth factor per consecutive failure.")
+    jitter: float = Field(0.2, ge=0, le=1, description="Random +/- fraction applied to each delay.")
+
+
+class CameraConfig(StrictModel):
+    """One camera: where its video comes from and how often to run detection on it."""
+
+    id: str = Field(pattern=CAMERA_ID_PATTERN, description="Unique id: letters, digits, '_', '.', '-'.")
+    name: str | None = Field(None, max_length=200, description="Display name (defaults to the id).")
+    url: str = Field(
+        min_length=1,
+        max_length=2048,
+        description="rtsp://, rtsps://, http(s)://, file:// or a local path, or /dev/videoN.",
+    )
+    enabled: bool = Field(True, description="Disabled cameras are registered but not started.")
+    detect_fps: float = Field(5.0, gt=0, le=120, description="Frames per second handed to inference.")
+    rtsp_transport: Literal["tcp", "udp"] = Field("tcp", description="RTSP transport.")
+    loop: bool = Field(False, description="Files: start again at the end instead of going offline.")
+    realtime: bool = Field(True, description="Files: play at native frame rate, like a live camera.")
+    keyframes_only: bool = Field(False, description="Decode only keyframes (for very low detect_fps).")
+    open_timeout_s: float = Field(10.0, gt=0, le=300, description="Give up opening the source after this.")
+    read_timeout_s: float = Field(5.0, gt=0, le=300, description="Give up a blocked read after this.")
+    stall_timeout_s: float = Field(
+        10.0, gt=0, le=3600, description="Reopen a connection that delivers no frame for this long."
+    )
+    max_width: int = Field(3840, ge=16, le=8192, description="Frames wider than this are downscaled.")
+    max_height: int = Field(2160, ge=16, le=8192, description="Frames taller than this are downscaled.")
+    reconnect: ReconnectConfig = Field(default_factory=ReconnectConfig)
+
+    @field_validator("url")
+    @classmethod
+    def _check_url(cls, url: str) -> str:
+        if url.startswith("/dev/video"):
+            return url
+        scheme = urlsplit(url).scheme.lower()
+        if "://" in url and scheme not in SUPPORTED_SCHEMES:
+            raise ValueError(f"unsupported URL scheme {scheme!r}; use one of {', '.join(SUPPORTED_SCHEMES)}")
+        return url
+
+    @property
+    def display_name(self) -> str:
+        return self.name or self.id
+
+
+class ModelConfig(StrictModel):
+    """The detector: weights, label aliases and filters."""
+
+    path: str = Field("yolov8n.pt", min_length=1, description="Weights file (or an ultralytics model name).")
+    confidence: float = Field(0.25, ge=0, le=1, description="Minimum detection confidence.")
+    iou: float = Field(0.45, gt=0, le=1, description="NMS IoU threshold.")
+    labels: dict[str, str] = Field(
+        default_factory=dict, description="Aliases from model class names to labels, e.g. {Fall: person}."
+    )
+    classes: list[str] | None = Field(
+        None, description="Keep only these labels (after aliasing); all when unset."
+    )
+
+
+class InferenceConfig(StrictModel):
+    """The shared inference loop."""
+
+    backend: Literal["ultralytics"] = Field("ultralytics", description="Detector backend.")
+    device: str = Field("auto", pattern=r"^(auto|cpu|cuda(:\d+)?)$", description="auto picks CUDA when present.")
+    half: bool | None = Field(None, description="fp16; defaults to true on CUDA, false on CPU.")
+    imgsz: int = Field(640, ge=32, le=4096, multiple_of=32, description="Long side of the network input.")
+    max_batch: int = Field(8, ge=1, le=256, description="Most frames in one forward pass.")
+    max_wait_ms: float = Field(5.0, ge=0, le=1000, description="How long a batch waits to fill up.")
+    stale_after_s: float = Field(2.0, gt=0, description="Frames older than this are discarded, not inferred.")
+    threads: int = Field(0, ge=0, le=256, description="CPU threads for the model; 0 means all cores.")
+    restart_backoff_s: float = Field(1.0, gt=0, description="Delay before restarting a dead inference process.")
+
+
+class TrackerConfig(StrictModel):
+    """Per-camera multi-object tracker; durations in seconds, converted with the processed fps."""
+
+    type: Literal["bytetrack", "deepsort"] = Field("bytetrack", description="Tracker algorithm.")
+    lost_track_s: float = Field(2.0, gt=0, le=600, description="Keep a lost track this long for re-identification.")
+    high_thresh: float = Field(0.25, ge=0, le=1, description="ByteTrack first-association confidence.")
+    low_thresh: float = Field(0.1, ge=0, le=1, description="ByteTrack second-association confidence.")
+    new_track_thresh: float = Field(0.25, ge=0, le=1, description="Confidence needed to start a track.")
+    match_thresh: float = Field(0.8, gt=0, le=1, description="ByteTrack association IoU-distance threshold.")
+    deepsort_max_cosine_distance: float = Field(0.3, gt=0, le=2, description="DeepSORT appearance gate.")
+    deepsort_n_init: int = Field(3, ge=1, le=100, description="DeepSORT hits before a track is confirmed.")
+
+    @model_validator(mode="after")
+    def _check_thresholds(self) -> TrackerConfig:
+        if self.low_thresh > self.high_thresh:
+            raise ValueError(f"low_thresh ({self.low_thresh}) must not exceed high_thresh ({self.high_thresh})")
+        return self
+
+
+class ServerConfig(StrictModel):
+    """HTTP server."""
+
+    host: str = Field("127.0.0.1", description="Bind address.")
+    port: int = Field(8080, ge=0, le=65535, description="Bind port (0 picks a free one).")
+    api_key: SecretStr | None = Field(None, description="Bearer token required when set; use ${ENV_VAR}.")
+    log_json: bool = Field(False, description="Structured JSON log lines.")
+    log_level: Literal["debug", "info", "warning", "error"] = Field("info")
+
+
+class AppConfig(StrictModel):
+    """The whole configuration file."""
+
+    model: ModelConfig = Field(default_factory=ModelConfig)
+    inference: InferenceConfig = Field(default_factory=InferenceConfig)
+    tracker: TrackerConfig = Field(default_factory=TrackerConfig)
+    server: ServerConfig = Field(default_factory=ServerConfig)
+    cameras: list[CameraConfig] = Field(default_factory=list)
+    base_dir: Annotated[Path | None, Field(exclude=True)] = None
+
+    @model_validator(mode="after")
+    def _unique_ids(self) -> AppConfig:
+        seen: set[str] = set()
+        for cam in self.cameras:
+            if cam.id in seen:
+                raise ValueError(f"duplicate camera id {cam.id!r}")
+            seen.add(cam.id)
+        return self
+
+
+def redact_url(url: str) -> str:
+    """Hide credentials in a URL: ``rtsp://user:pw@host/x`` -> ``rtsp://user:***@host/x``.
+
+    >>> redact_url("rtsp://admin:secret@10.0.0.5:554/stream")
+    'rtsp://admin:***@10.0.0.5:554/stream'
+    """
+    return re.sub(r"(?<=://)([^:/@\s]+):([^@/\s]*)@", r"\1:***@", url)

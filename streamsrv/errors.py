@@ -1,0 +1,40 @@
+"""One exception tree for streamsrv.
+
+::
+
+    StreamsrvError
+    ├── ConfigError           a config file or value is invalid (names file, line, field, value)
+    ├── SourceError           a camera source cannot be opened or read
+    │   ├── SourceTimeout         open/read timed out, or the stream stalled
+    │   └── SourceUnavailable     refused, not found, unauthorized, not video
+    ├── ModelError            the model cannot be loaded or run
+    └── NotFoundError         an id (camera, event, zone) does not exist
+"""
+
+
+class StreamsrvError(Exception):
+    """Base of every error streamsrv raises on purpose."""
+
+
+class ConfigError(StreamsrvError):
+    """Invalid configuration; the message names the file, field path and offending value."""
+
+
+class SourceError(StreamsrvError):
+    """A camera source failed to open or read."""
+
+
+class SourceTimeout(SourceError):
+    """A source did not answer within its open/read timeout, or stopped delivering frames."""
+
+
+class SourceUnavailable(SourceError):
+    """A source refused the connection, does not exist, needs credentials, or is not video."""
+
+
+class ModelError(StreamsrvError):
+    """The model could not be loaded or run."""
+
+
+class NotFoundError(StreamsrvError):
+    """A named object (camera, event, zone) does not exist."""

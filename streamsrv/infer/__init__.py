@@ -1,0 +1,1 @@
+"""Batched detection: backends behind one protocol, letterbox pre-processing, NMS post-processing."""

@@ -1,0 +1,64 @@
+"""The ultralytics/torch backend: the model's ``nn.Module`` called directly on our own batch.
+
+Calling the module rather than ``YOLO.predict`` keeps pre- and post-processing ours (shared with
+every other backend) and avoids predict's per-call setup.
+"""
+
+from __future__ import annotations
+
+import os
+from typing import Any
+
+import numpy as np
+import numpy.typing as npt
+
+from streamsrv.errors import ModelError
+
+
+def set_torch_threads(threads: int) -> int:
+    """Use ``threads`` CPU threads (0: all cores); ultralytics quietly drops torch to one thread."""
+    import torch
+
+    n = threads or len(os.sched_getaffinity(0))
+    torch.set_num_threads(n)
+    return n
+
+
+def load_yolo(path: str) -> Any:
+    """Load an ultralytics YOLO model, turning its many failure modes into one ModelError."""
+    from ultralytics import YOLO
+
+    try:
+        return YOLO(path, task="detect")
+    except Exception as exc:  # ultralytics raises FileNotFoundError, RuntimeError, pickle errors...
+        raise ModelError(f"cannot load model {path!r}: {exc}") from exc
+
+
+class TorchBackend:
+    """Runs a YOLO detection model with torch on CPU or CUDA (fp16 on CUDA by default)."""
+
+    def __init__(self, model_path: str, device: str = "cpu", half: bool | None = None, threads: int = 0) -> None:
+        import torch
+
+        set_torch_threads(threads)
+        yolo = load_yolo(model_path)
+        self.device = device
+        self.half = device.startswith("cuda") if half is None else half
+        if self.half and not device.startswith("cuda"):
+            raise ModelError("half precision (fp16) needs a CUDA device")
+        self.class_names: dict[int, str] = {int(k): str(v) for k, v in yolo.names.items()}
+        self.name = f"ultralytics-torch-{'fp16' if self.half else 'fp32'}"
+        module = yolo.model.to(device).eval()
+        module = module.fuse(verbose=False) if hasattr(module, "fuse") else module
+        self._module = module.half() if self.half else module.float()
+        self._torch = torch
+
+    def forward(self, batch: npt.NDArray[np.float32]) -> npt.NDArray[np.float32]:
+        torch = self._torch
+        with torch.inference_mode():
+            x = torch.from_numpy(batch).to(self.device, non_blocking=True)
+            x = x.half() if self.half else x
+            out = self._module(x)
+            pred = out[0] if isinstance(out, (list, tuple)) else out
+            result: npt.NDArray[np.float32] = pred.float().cpu().numpy()
+        return result
