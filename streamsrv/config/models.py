@@ -25,6 +25,10 @@ class StrictModel(BaseModel):
     model_config = ConfigDict(extra="forbid", validate_assignment=True)
 
 
+# Imported after StrictModel, which the rule models derive from.
+from streamsrv.config.rules import RulesSetting  # noqa: E402
+
+
 class ReconnectConfig(StrictModel):
     """Exponential back-off with jitter between reconnect attempts."""
 
@@ -58,6 +62,10 @@ class CameraConfig(StrictModel):
     max_width: int = Field(3840, ge=16, le=8192, description="Frames wider than this are downscaled.")
     max_height: int = Field(2160, ge=16, le=8192, description="Frames taller than this are downscaled.")
     reconnect: ReconnectConfig = Field(default_factory=ReconnectConfig)
+    rules: RulesSetting = Field(
+        None,
+        description="Zones and tripwires inline, or a YAML file (relative to this config file's directory).",
+    )
 
     @field_validator("url")
     @classmethod
@@ -131,6 +139,20 @@ class ServerConfig(StrictModel):
     log_level: Literal["debug", "info", "warning", "error"] = Field("info")
 
 
+class EventsConfig(StrictModel):
+    """Event delivery: Redis when a URL is set, an in-process bus otherwise; event snapshots."""
+
+    redis_url: str | None = Field(None, description="redis://[:password@]host:port/db; use ${ENV_VAR} for secrets.")
+    stream_maxlen: int = Field(100_000, ge=100, description="Approximate length cap of the Redis stream.")
+    buffer_max_events: int = Field(
+        10_000, ge=1, description="Events held in memory while Redis is down; older ones are dropped and counted."
+    )
+    history_size: int = Field(1000, ge=1, description="Events the in-process bus keeps for history.")
+    snapshot_max_count: int = Field(1000, ge=0, description="Event snapshot JPEGs kept in memory at most.")
+    snapshot_max_bytes: int = Field(64 * 2**20, ge=0, description="Total bytes of snapshots kept at most.")
+    snapshot_retention_s: float = Field(3600.0, gt=0, description="Snapshots older than this are dropped.")
+
+
 class AppConfig(StrictModel):
     """The whole configuration file."""
 
@@ -139,6 +161,7 @@ class AppConfig(StrictModel):
     tracker: TrackerConfig = Field(default_factory=TrackerConfig)
     server: ServerConfig = Field(default_factory=ServerConfig)
     cameras: list[CameraConfig] = Field(default_factory=list)
+    events: EventsConfig = Field(default_factory=EventsConfig)
     base_dir: Annotated[Path | None, Field(exclude=True)] = None
 
     @model_validator(mode="after")
