@@ -99,9 +99,20 @@ class ModelConfig(StrictModel):
 class InferenceConfig(StrictModel):
     """The shared inference loop."""
 
-    backend: Literal["ultralytics"] = Field("ultralytics", description="Detector backend.")
-    device: str = Field("auto", pattern=r"^(auto|cpu|cuda(:\d+)?)$", description="auto picks CUDA when present.")
-    half: bool | None = Field(None, description="fp16; defaults to true on CUDA, false on CPU.")
+    backend: Literal["ultralytics", "onnxruntime", "openvino", "tensorrt"] = Field(
+        "ultralytics",
+        description="Detector backend; onnxruntime and openvino run a cached export of the model (made on first use).",
+    )
+    device: str = Field(
+        "auto",
+        pattern=r"^(auto|cpu|cuda(:\d+)?|intel-gpu(:\d+)?)$",
+        description="auto picks CUDA when present (CPU for openvino); intel-gpu[:N] is for the openvino backend.",
+    )
+    precision: Literal["auto", "fp32", "fp16", "bf16"] = Field(
+        "auto",
+        description="auto: fp16 for ultralytics on CUDA and openvino on GPUs, bf16 for openvino on CPUs "
+        "that support it, else fp32. onnxruntime runs fp32 only.",
+    )
     imgsz: int = Field(640, ge=32, le=4096, multiple_of=32, description="Long side of the network input.")
     max_batch: int = Field(8, ge=1, le=256, description="Most frames in one forward pass.")
     max_wait_ms: float = Field(5.0, ge=0, le=1000, description="How long a batch waits to fill up.")

@@ -13,6 +13,9 @@ import numpy as np
 import numpy.typing as npt
 
 from streamsrv.config.models import InferenceConfig, ModelConfig
+from streamsrv.errors import ModelError
+
+TORCH_HALF: dict[str, bool | None] = {"auto": None, "fp32": False, "fp16": True}
 
 
 class Backend(Protocol):
@@ -40,8 +43,46 @@ def resolve_device(device: str) -> str:
 
 
 def create_backend(model: ModelConfig, inference: InferenceConfig) -> Backend:
-    """Build the configured backend; raises ModelError when the model cannot be loaded."""
+    """Build the configured backend; raises ModelError when it cannot run here or the model cannot be loaded.
+
+    onnxruntime and openvino export the model on first use, cached in ``$STREAMSRV_CACHE``
+    (default ``~/.cache/streamsrv/exports``).
+    """
+    if inference.device.startswith("intel-gpu") and inference.backend != "openvino":
+        raise ModelError(f"device {inference.device} needs backend openvino, not {inference.backend}")
+    if inference.backend == "openvino":
+        from streamsrv.infer.openvino_backend import OpenVinoBackend
+
+        # OpenVINO has its own device names, and auto means CPU even when CUDA is present
+        return OpenVinoBackend(model.path, inference.device, inference.threads, inference.precision)
+    device = resolve_device(inference.device)
+    if inference.backend == "onnxruntime":
+        from streamsrv.infer.onnx_backend import OnnxBackend
+
+        return OnnxBackend(model.path, device, inference.threads, inference.precision)
+    if inference.backend == "tensorrt":
+        raise tensorrt_unavailable()
+    if inference.precision == "bf16":
+        raise ModelError("the ultralytics backend has no bf16; use backend openvino for bf16 on CPUs")
     from streamsrv.infer.torch_backend import TorchBackend
 
-    return TorchBackend(model.path, device=resolve_device(inference.device), half=inference.half,
-                        threads=inference.threads)
+    return TorchBackend(model.path, device=device, half=TORCH_HALF[inference.precision], threads=inference.threads)
+
+
+def tensorrt_unavailable() -> ModelError:
+    """Why the tensorrt backend cannot be built: it needs CUDA and the tensorrt package, and is not written yet."""
+    import importlib.util
+
+    import torch
+
+    missing = [
+        what
+        for what, present in (("CUDA", torch.cuda.is_available()), ("tensorrt", importlib.util.find_spec("tensorrt")))
+        if not present
+    ]
+    if missing:
+        return ModelError(
+            f"tensorrt backend needs CUDA and the tensorrt package (missing here: {', '.join(missing)}); "
+            "use backend openvino on CPUs, ultralytics (fp16) on CUDA"
+        )
+    return ModelError("tensorrt backend is not implemented yet; use backend ultralytics (fp16) or onnxruntime on CUDA")
