@@ -1,0 +1,5 @@
+"""Rules over tracks: zones, tripwires, loitering, and the per-camera engine that turns them into events."""
+
+from streamsrv.rules.engine import RuleEngine
+
+__all__ = ["RuleEngine"]

@@ -1,0 +1,162 @@
+"""The per-camera rule engine: tracks in, events out. Pure logic, no I/O, no clock but the frames'.
+
+Only confirmed tracks take part (an object re-linked after an id switch stays confirmed while its new id is
+tentative). All durations come from ``FrameResult.mono_ts``; event times are ``FrameResult.capture_ts``.
+
+Example:
+    >>> from streamsrv.config.rules import RulesConfig
+    >>> engine = RuleEngine("door", RulesConfig.model_validate(
+    ...     {"lines": [{"name": "gate", "points": [[0, 100], [200, 100]]}]}))
+    >>> engine.line_counts()
+    {'gate': {'in': {}, 'out': {}}}
+"""
+
+from __future__ import annotations
+
+from collections import Counter
+from typing import Any
+
+import numpy as np
+
+from streamsrv.config.rules import RulesConfig
+from streamsrv.events.model import Event, EventSequencer, EventType
+from streamsrv.rules.loitering import LoiterTimer
+from streamsrv.rules.tracks import FrameTracks, TrackRegistry, TrackState, filter_mask
+from streamsrv.rules.tripwires import Crossing, Tripwire
+from streamsrv.rules.zones import Zone
+from streamsrv.types import FrameResult
+
+
+class RuleEngine:
+    """Zones, tripwires and loitering for one camera; owns the camera's event sequence.
+
+    Args:
+        camera_id: the camera the frames come from.
+        rules: its rules (inline or loaded with ``resolve_rules``).
+        run_id: names this engine's event sequence; random when unset.
+    """
+
+    def __init__(self, camera_id: str, rules: RulesConfig, run_id: str | None = None) -> None:
+        self.camera_id = camera_id
+        self.events = EventSequencer(camera_id, run_id)
+        self.rules = rules
+        self._registry = TrackRegistry(rules)
+        self._zones = [Zone(z) for z in rules.zones]
+        self._loiter = {z.name: LoiterTimer(z.loiter_seconds) for z in rules.zones if z.loiter_seconds}
+        self._lines = [Tripwire(ln) for ln in rules.lines]
+        self._occupancy: dict[str, dict[str, int]] = {z.name: {} for z in rules.zones}
+        self._now = float("-inf")
+        self._size = (1, 1)
+
+    def process(self, result: FrameResult) -> list[Event]:
+        """Apply every rule to one frame's tracks; returns the events it caused, in sequence order."""
+        # Frame time never runs backwards for durations, even if a source's clock does.
+        now = self._now = max(self._now, result.mono_ts)
+        self._size = (result.width, result.height)
+        frame = self._registry.update(result, now)
+        events: list[Event] = []
+        for zone in self._zones:
+            self._zone_step(zone, frame, now, result.capture_ts, events)
+        for wire in self._lines:
+            for c in wire.update(frame, now):
+                s = frame.states[int(np.flatnonzero(frame.keys == c.key)[0])]
+                events.append(self._cross(wire, c, s, result.capture_ts))
+        for gone in self._registry.expire(now):
+            self._close(gone, now, events)
+        return events
+
+    def occupancy(self) -> dict[str, dict[str, int]]:
+        """Zone -> label -> confirmed objects inside in the latest frame (stationary ones included)."""
+        return {name: dict(counts) for name, counts in self._occupancy.items()}
+
+    def line_counts(self) -> dict[str, dict[str, dict[str, int]]]:
+        """Line -> direction name -> label -> crossings since the line was created."""
+        return {wire.name: wire.counts_by_direction() for wire in self._lines}
+
+    def stationary_track_ids(self) -> set[int]:
+        """Tracker ids of objects currently marked stationary (for the preview)."""
+        return {s.track_id for s in self._registry.states() if s.stationary}
+
+    def tracked_objects(self) -> int:
+        """Objects the engine holds state for; stays flat on a long-running stream."""
+        return len(self._registry)
+
+    def camera_status(self, online: bool, ts: float) -> Event:
+        """A ``camera.online`` / ``camera.offline`` event numbered in this camera's sequence."""
+        return self.events.make("camera.online" if online else "camera.offline", ts)
+
+    def update_rules(self, rules: RulesConfig) -> None:
+        """Replace the rules at runtime. Zones and lines that keep their name keep their state and counters;
+        removed ones are dropped without events (there is nothing left to leave)."""
+        zones = {z.name: z for z in self._zones}
+        lines = {ln.name: ln for ln in self._lines}
+        self._zones = [Zone(z) for z in rules.zones]
+        loiter = {z.name: LoiterTimer(z.loiter_seconds) for z in rules.zones if z.loiter_seconds}
+        for zone in self._zones:
+            if zone.name in zones:
+                zone.adopt(zones[zone.name])
+                if zone.name in loiter and zone.name in self._loiter:
+                    loiter[zone.name].adopt(self._loiter[zone.name])
+        self._loiter = loiter
+        self._lines = [Tripwire(ln) for ln in rules.lines]
+        for wire in self._lines:
+            if wire.name in lines:
+                wire.adopt(lines[wire.name])
+        self._occupancy = {z.name: self._occupancy.get(z.name, {}) for z in rules.zones}
+        self.rules = self._registry.rules = rules
+
+    def _zone_step(self, zone: Zone, frame: FrameTracks, now: float, ts: float, events: list[Event]) -> None:
+        taking_part = frame.confirmed.copy()
+        if zone.cfg.ignore_stationary:
+            taking_part &= ~frame.stationary
+        rows = np.flatnonzero(taking_part)
+        inside = zone.observe(frame)
+        timer = self._loiter.get(zone.name)
+        for change in zone.update(frame.keys[rows].tolist(), inside[rows], now):
+            s = frame.states[int(np.flatnonzero(frame.keys == change.key)[0])]
+            if change.entered:
+                events.append(self._track_event("zone.enter", s, ts, zone=zone.name))
+            else:
+                events.append(self._track_event("zone.exit", s, ts, zone=zone.name, dwell_s=change.dwell_s))
+                if timer is not None and timer.end(change.key):
+                    events.append(self._track_event("loiter.end", s, ts, zone=zone.name, dwell_s=change.dwell_s))
+        counts: Counter[str] = Counter()
+        for r in np.flatnonzero(frame.confirmed).tolist():
+            m = zone.membership(int(frame.keys[r]))
+            if m is None or not m.inside:
+                continue
+            counts[frame.labels[r]] += 1
+            if timer is not None and taking_part[r] and timer.check(int(frame.keys[r]), m.since_mono, now):
+                s = frame.states[r]
+                events.append(self._track_event("loiter.start", s, ts, zone=zone.name, dwell_s=now - m.since_mono))
+        self._occupancy[zone.name] = dict(counts)
+
+    def _close(self, gone: TrackState, now: float, events: list[Event]) -> None:
+        """A pruned object: end its zone stays and count a crossing it left open, dated when it was last seen."""
+        ts, last = gone.last_seen_ts, gone.last_seen_mono
+        for zone in self._zones:
+            m = zone.forget(gone.key)
+            timer = self._loiter.get(zone.name)
+            if m is None or not m.inside:
+                continue
+            dwell = last - m.since_mono
+            events.append(self._track_event("zone.exit", gone, ts, zone=zone.name, dwell_s=dwell))
+            if timer is not None and timer.end(gone.key):
+                events.append(self._track_event("loiter.end", gone, ts, zone=zone.name, dwell_s=dwell))
+        for wire in self._lines:
+            eligible = gone.confirmed and bool(self._passes(wire, gone))
+            c = wire.forget(gone.key, gone.label, eligible, now)
+            if c is not None:
+                events.append(self._cross(wire, c, gone, ts))
+
+    def _passes(self, wire: Tripwire, s: TrackState) -> bool:
+        mask = filter_mask(wire.cfg, wire.cfg.units, [s.label], np.array([s.confidence]), s.xyxy[None], *self._size)
+        return bool(mask[0])
+
+    def _cross(self, wire: Tripwire, c: Crossing, s: TrackState, ts: float) -> Event:
+        return self._track_event("line.cross", s, ts, line=wire.name, direction=c.direction, label=c.label)
+
+    def _track_event(self, type: EventType, s: TrackState, ts: float, **fields: Any) -> Event:
+        fields.setdefault("label", s.label)
+        bbox = tuple(float(v) for v in s.xyxy)
+        return self.events.make(type, ts, track_id=s.track_id, confidence=round(s.confidence, 4), bbox=bbox, **fields)

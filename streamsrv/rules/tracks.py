@@ -1,0 +1,224 @@
+"""Who is who across frames for the rules: one ``TrackState`` per object, kept through id switches and short losses.
+
+Trackers lose objects behind occluders and sometimes give a reappearing object a new id. Rules must not
+count such an object twice (a tripwire crossed again, a zone entered again, a dwell time restarted), so the
+registry keys its state by object, not by tracker id: a new tracker id appearing within ``relink_radius``
+box diagonals of where a track of the same label vanished less than ``relink_seconds`` ago takes over that
+object. A stationary object is remembered longer (``stationary_grace_seconds``) because detectors drop and
+re-find parked cars all the time. State of objects gone for longer is pruned, so memory stays flat.
+
+Example:
+    >>> reg = TrackRegistry(RulesConfig())
+    >>> len(reg)
+    0
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import numpy as np
+import numpy.typing as npt
+
+from streamsrv.config.rules import ObjectFilter, RulesConfig
+from streamsrv.rules.geometry import anchors, box_areas, box_diagonals
+from streamsrv.types import FrameResult
+
+F64 = npt.NDArray[np.float64]
+BoolArray = npt.NDArray[np.bool_]
+
+# A track that reappears with a box this many times larger or smaller is not the one that vanished.
+_MAX_SIZE_RATIO = 2.0
+
+
+@dataclass(slots=True)
+class TrackState:
+    """What the rules remember about one object; ``key`` stays the same across tracker id switches."""
+
+    key: int
+    track_id: int
+    label: str
+    confidence: float
+    xyxy: F64
+    prev_xyxy: F64 | None
+    last_seen_mono: float
+    last_seen_ts: float
+    confirmed: bool
+    rest_xy: F64
+    rest_since_mono: float
+    stationary: bool = False
+
+
+@dataclass(frozen=True, slots=True)
+class FrameTracks:
+    """The tracks of one frame, aligned row by row with their object state."""
+
+    keys: npt.NDArray[np.int64]
+    states: list[TrackState]
+    xyxy: F64
+    prev_xyxy: F64
+    has_prev: BoolArray
+    confidence: F64
+    labels: list[str]
+    confirmed: BoolArray
+    stationary: BoolArray
+    width: int
+    height: int
+
+    def __len__(self) -> int:
+        return len(self.states)
+
+    def passes(self, flt: ObjectFilter, units: str) -> BoolArray:
+        """Which rows pass a rule's label, confidence and box-area filter."""
+        return filter_mask(flt, units, self.labels, self.confidence, self.xyxy, self.width, self.height)
+
+
+def filter_mask(
+    flt: ObjectFilter, units: str, labels: list[str], confidence: F64, xyxy: F64, width: int, height: int
+) -> BoolArray:
+    """Rows passing ``flt``; ``min_box_area`` is px² with units px and a fraction of the frame with units norm."""
+    ok = confidence >= flt.min_confidence
+    if flt.labels is not None:
+        wanted = set(flt.labels)
+        ok &= np.array([label in wanted for label in labels], np.bool_)
+    if flt.min_box_area > 0:
+        area = box_areas(xyxy)
+        ok &= (area / (width * height) if units == "norm" else area) >= flt.min_box_area
+    return np.asarray(ok, np.bool_)
+
+
+class TrackRegistry:
+    """Maps tracker ids to objects, re-links id switches, marks stationary objects and prunes lost ones."""
+
+    def __init__(self, rules: RulesConfig) -> None:
+        self.rules = rules
+        self._states: dict[int, TrackState] = {}
+        self._key_of: dict[int, int] = {}
+        self._next_key = 1
+
+    def __len__(self) -> int:
+        return len(self._states)
+
+    def states(self) -> list[TrackState]:
+        return list(self._states.values())
+
+    def update(self, result: FrameResult, now_mono: float) -> FrameTracks:
+        """Attach this frame's tracks to objects (new, known, or re-linked) and update their state."""
+        tracks = result.tracks
+        ids = [int(t) for t in tracks.track_id]
+        xyxy = tracks.xyxy.astype(np.float64)
+        labels = [result.label_of(c) for c in tracks.class_id]
+        keys = [self._key_of.get(tid, 0) for tid in ids]
+        new_rows = [i for i, k in enumerate(keys) if k == 0]
+        if new_rows:
+            self._link(new_rows, keys, ids, xyxy, labels, now_mono)
+        states, prev = [], np.zeros_like(xyxy)
+        has_prev = np.zeros(len(ids), np.bool_)
+        centers = anchors(xyxy, "center")
+        diagonals = box_diagonals(xyxy)
+        for i, key in enumerate(keys):
+            if key == 0:
+                keys[i] = self._new(ids[i], centers[i], now_mono)
+                s = self._states[keys[i]]
+            else:
+                s = self._states[key]
+                s.prev_xyxy = s.xyxy
+                prev[i], has_prev[i] = s.xyxy, True
+            s.xyxy, s.label, s.confidence = xyxy[i], labels[i], float(tracks.confidence[i])
+            s.last_seen_mono, s.last_seen_ts = now_mono, result.capture_ts
+            s.confirmed |= bool(tracks.confirmed[i])
+            if np.hypot(*(centers[i] - s.rest_xy)) > self.rules.stationary_radius * diagonals[i]:
+                s.rest_xy, s.rest_since_mono = centers[i], now_mono
+            s.stationary = now_mono - s.rest_since_mono >= self.rules.stationary_seconds
+            states.append(s)
+        return FrameTracks(
+            keys=np.array(keys, np.int64),
+            states=states,
+            xyxy=xyxy,
+            prev_xyxy=prev,
+            has_prev=has_prev,
+            confidence=tracks.confidence.astype(np.float64),
+            labels=labels,
+            confirmed=np.array([s.confirmed for s in states], np.bool_),
+            stationary=np.array([s.stationary for s in states], np.bool_),
+            width=result.width,
+            height=result.height,
+        )
+
+    def expire(self, now_mono: float) -> list[TrackState]:
+        """Remove and return objects unseen for longer than their grace time."""
+        gone = [
+            s
+            for s in self._states.values()
+            if now_mono - s.last_seen_mono
+            > (self.rules.stationary_grace_seconds if s.stationary else self.rules.grace_seconds)
+        ]
+        for s in gone:
+            del self._states[s.key]
+            if self._key_of.get(s.track_id) == s.key:
+                del self._key_of[s.track_id]
+        return gone
+
+    def _new(self, track_id: int, center: F64, now_mono: float) -> int:
+        """A fresh object; ``update`` fills in what this frame says about it."""
+        key, self._next_key = self._next_key, self._next_key + 1
+        self._states[key] = TrackState(
+            key=key,
+            track_id=track_id,
+            label="",
+            confidence=0.0,
+            xyxy=np.zeros(4, np.float64),
+            prev_xyxy=None,
+            last_seen_mono=now_mono,
+            last_seen_ts=0.0,
+            confirmed=False,
+            rest_xy=center,
+            rest_since_mono=now_mono,
+        )
+        self._key_of[track_id] = key
+        return key
+
+    def _link(
+        self, rows: list[int], keys: list[int], ids: list[int], xyxy: F64, labels: list[str], now_mono: float
+    ) -> None:
+        """Give new tracker ids the objects of tracks that vanished nearby, closest pairs first."""
+        present = set(keys)
+        rules = self.rules
+        lost = [
+            s
+            for s in self._states.values()
+            if s.key not in present
+            and s.confirmed
+            and now_mono - s.last_seen_mono
+            <= (rules.stationary_grace_seconds if s.stationary else rules.relink_seconds)
+        ]
+        if not lost:
+            return
+        lost_xyxy = np.stack([s.xyxy for s in lost])
+        lost_diag = box_diagonals(lost_xyxy)
+        new_diag = box_diagonals(xyxy[rows])
+        dist = np.linalg.norm(anchors(xyxy[rows], "center")[:, None] - anchors(lost_xyxy, "center")[None], axis=2)
+        ratio = new_diag[:, None] / np.maximum(lost_diag[None, :], 1e-9)
+        same_label = np.array([[labels[r] == s.label for s in lost] for r in rows], np.bool_)
+        ok = (
+            same_label
+            & (dist <= rules.relink_radius * lost_diag[None, :])
+            & (ratio <= _MAX_SIZE_RATIO)
+            & (ratio >= 1 / _MAX_SIZE_RATIO)
+        )
+        taken_rows: set[int] = set()
+        taken_lost: set[int] = set()
+        for flat in np.argsort(np.where(ok, dist, np.inf), axis=None):
+            r, j = divmod(int(flat), len(lost))
+            if not ok[r, j]:
+                break
+            if r in taken_rows or j in taken_lost:
+                continue
+            taken_rows.add(r)
+            taken_lost.add(j)
+            s = lost[j]
+            if self._key_of.get(s.track_id) == s.key:
+                del self._key_of[s.track_id]
+            s.track_id = ids[rows[r]]
+            self._key_of[s.track_id] = s.key
+            keys[rows[r]] = s.key
