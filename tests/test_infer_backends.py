@@ -1,0 +1,202 @@
+"""Every backend against torch fp32 on real frames, the export cache, and backend errors.
+
+Exports go to one module-scoped temp cache, so each format is exported once per run.
+"""
+
+from __future__ import annotations
+
+import importlib.util
+import os
+from collections.abc import Iterator
+from pathlib import Path
+
+import cv2
+import numpy as np
+import numpy.typing as npt
+import pytest
+import torch
+import torchvision
+
+from streamsrv.config.models import InferenceConfig, ModelConfig
+from streamsrv.errors import ModelError
+from streamsrv.infer import export
+from streamsrv.infer.backend import create_backend
+from streamsrv.infer.detector import Detector
+from streamsrv.types import Detections
+
+FRAME_STEP = 50
+NUM_FRAMES = 5
+PERSON_LABELS = {"Normal": "person", "Fall": "person"}
+
+
+def _installed(package: str) -> bool:
+    return importlib.util.find_spec(package) is not None
+
+
+def _bf16_supported() -> bool:
+    if not _installed("openvino"):
+        return False
+    import openvino as ov
+
+    return "BF16" in ov.Core().get_property("CPU", "OPTIMIZATION_CAPABILITIES")
+
+
+needs_onnxruntime = pytest.mark.skipif(not _installed("onnxruntime"), reason="onnxruntime is not installed")
+needs_openvino = pytest.mark.skipif(not _installed("openvino"), reason="openvino is not installed")
+
+
+@pytest.fixture(scope="module")
+def export_cache(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Path]:
+    cache = tmp_path_factory.mktemp("exports")
+    with pytest.MonkeyPatch.context() as mp:
+        mp.setenv(export.CACHE_ENV, str(cache))
+        yield cache
+
+
+@pytest.fixture(scope="module")
+def frames(clip_360p: Path) -> list[npt.NDArray[np.uint8]]:
+    """Every 50th frame: crowds of different sizes and places."""
+    cap = cv2.VideoCapture(str(clip_360p))
+    out: list[npt.NDArray[np.uint8]] = []
+    index = 0
+    while len(out) < NUM_FRAMES:
+        ok, frame = cap.read()
+        assert ok, f"{clip_360p} ended after {index} frames"
+        if index % FRAME_STEP == 0:
+            out.append(np.asarray(frame, dtype=np.uint8))
+        index += 1
+    cap.release()
+    return out
+
+
+@pytest.fixture(scope="module")
+def model_config(person_model: Path) -> ModelConfig:
+    return ModelConfig(path=str(person_model), labels=PERSON_LABELS)
+
+
+def _detect(
+    model_config: ModelConfig, frames: list[npt.NDArray[np.uint8]], backend: str, precision: str
+) -> tuple[str, list[Detections]]:
+    inference = InferenceConfig(backend=backend, device="cpu", precision=precision, threads=2)
+    detector = Detector(create_backend(model_config, inference), model_config)
+    assert detector.backend.class_names == {0: "Normal", 1: "Fall"}
+    return detector.backend.name, detector.detect(frames)
+
+
+@pytest.fixture(scope="module")
+def torch_detections(model_config: ModelConfig, frames: list[npt.NDArray[np.uint8]]) -> list[Detections]:
+    name, detections = _detect(model_config, frames, "ultralytics", "fp32")
+    assert name == "ultralytics-torch-fp32"
+    assert sum(len(d) for d in detections) > 20, "the clip should show crowds"
+    return detections
+
+
+def matched_ious(a: Detections, b: Detections, min_iou: float = 0.5) -> npt.NDArray[np.float32]:
+    """IoUs of boxes paired greedily, best pair first; pairs below ``min_iou`` stay unmatched."""
+    iou = torchvision.ops.box_iou(torch.from_numpy(a.xyxy), torch.from_numpy(b.xyxy)).numpy()
+    pairs: list[float] = []
+    while iou.size and iou.max() >= min_iou:
+        i, j = np.unravel_index(iou.argmax(), iou.shape)
+        pairs.append(float(iou[i, j]))
+        iou[i, :], iou[:, j] = 0, 0
+    return np.array(pairs, np.float32)
+
+
+# (backend, precision, expected name, share of matched boxes that must reach IoU 0.9, lowest IoU allowed)
+CASES = [
+    pytest.param("onnxruntime", "fp32", "onnxruntime-cpu-fp32", 1.0, 0.9, marks=needs_onnxruntime),
+    pytest.param("openvino", "fp32", "openvino-cpu-fp32", 1.0, 0.9, marks=needs_openvino),
+    # bf16 moves a few low-confidence boxes by a few pixels (NMS keeps a neighbouring anchor):
+    # on these frames 63 of 65 boxes reach 0.9, the worst 0.84
+    pytest.param(
+        "openvino",
+        "bf16",
+        "openvino-cpu-bf16",
+        0.95,
+        0.75,
+        marks=pytest.mark.skipif(not _bf16_supported(), reason="this CPU has no bf16"),
+    ),
+]
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize(("backend", "precision", "name", "share_at_0_9", "lowest_iou"), CASES)
+def test_backend_matches_torch(
+    export_cache: Path,
+    model_config: ModelConfig,
+    frames: list[npt.NDArray[np.uint8]],
+    torch_detections: list[Detections],
+    backend: str,
+    precision: str,
+    name: str,
+    share_at_0_9: float,
+    lowest_iou: float,
+) -> None:
+    got_name, detections = _detect(model_config, frames, backend, precision)
+    assert got_name == name
+    all_ious = []
+    for i, (ref, det) in enumerate(zip(torch_detections, detections, strict=True)):
+        assert abs(len(det) - len(ref)) <= 1, f"frame {i}: {len(det)} boxes, torch has {len(ref)}"
+        ious = matched_ious(ref, det)
+        assert len(ious) >= min(len(ref), len(det)) - 1, f"frame {i}: only {len(ious)} boxes match torch's"
+        all_ious.append(ious)
+    ious = np.concatenate(all_ious)
+    assert ious.min() >= lowest_iou
+    assert (ious >= 0.9).mean() >= share_at_0_9
+
+
+@pytest.mark.slow
+@needs_openvino
+def test_export_cache_is_reused(export_cache: Path, person_model: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    first = export.export_model(person_model, "openvino")
+    mtime = first.path.stat().st_mtime_ns
+
+    def no_export(*args: object) -> None:
+        raise AssertionError("exported again despite a cache entry")
+
+    monkeypatch.setattr(export, "_export_onnx", no_export)
+    monkeypatch.setattr(export, "_convert_openvino", no_export)
+    for fmt in ("onnx", "openvino"):
+        again = export.export_model(person_model, fmt)
+        assert again.path.is_file()
+        assert again.class_names == {0: "Normal", 1: "Fall"}
+    assert export.export_model(person_model, "openvino").path.stat().st_mtime_ns == mtime
+    entries = sorted(p.name for p in export_cache.iterdir())
+    assert entries == [f"{first.sha256[:16]}-onnx-fp32", f"{first.sha256[:16]}-openvino-fp32"]
+
+
+@needs_onnxruntime
+@needs_openvino
+def test_missing_model_is_a_model_error(tmp_path: Path) -> None:
+    config = ModelConfig(path=str(tmp_path / "missing.pt"))
+    for backend in ("onnxruntime", "openvino"):
+        with pytest.raises(ModelError, match="not a file"):
+            create_backend(config, InferenceConfig(backend=backend, device="cpu"))
+
+
+def test_corrupt_model_is_a_model_error_and_leaves_no_entry(tmp_path: Path) -> None:
+    corrupt = tmp_path / "corrupt.pt"
+    corrupt.write_bytes(b"definitely not a torch checkpoint")
+    cache = tmp_path / "cache"
+    with pytest.raises(ModelError, match="cannot load model"):
+        export.export_model(corrupt, "onnx", cache)
+    assert os.listdir(cache) == []
+
+
+@pytest.mark.parametrize(
+    ("backend", "device", "precision", "message"),
+    [
+        ("tensorrt", "cpu", "auto", "tensorrt backend"),
+        ("ultralytics", "cpu", "bf16", "no bf16"),
+        ("onnxruntime", "cpu", "bf16", "fp32 only"),
+        ("onnxruntime", "intel-gpu", "auto", "needs backend openvino"),
+        ("openvino", "cuda", "auto", "cpu or intel-gpu"),
+        ("openvino", "intel-gpu:1", "auto", "not available here"),
+    ],
+)
+def test_unsupported_combinations_are_model_errors(
+    person_model: Path, backend: str, device: str, precision: str, message: str
+) -> None:
+    inference = InferenceConfig(backend=backend, device=device, precision=precision)
+    with pytest.raises(ModelError, match=message):
+        create_backend(ModelConfig(path=str(person_model)), inference)
