@@ -1,0 +1,1 @@
+"""Test infrastructure shared by the test suite: real helper servers run as child processes."""
