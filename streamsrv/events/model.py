@@ -50,7 +50,9 @@ _REQUIRED: dict[str, tuple[str, ...]] = {
 class Event(BaseModel):
     """Something a rule or a camera reported; fields that do not apply to a type are null."""
 
-    model_config = ConfigDict(frozen=True, extra="ignore", title="streamsrv event")
+    model_config = ConfigDict(
+        frozen=True, extra="ignore", title="streamsrv event", json_schema_serialization_defaults_required=True
+    )
 
     schema_version: Literal[1] = Field(SCHEMA_VERSION, description="Bumped on incompatible changes only.")
     id: str = Field(default_factory=lambda: uuid.uuid4().hex, pattern=r"^[0-9a-f]{32}$", description="Unique event id.")
@@ -78,6 +80,11 @@ class Event(BaseModel):
         # float32 boxes print as 123.4000015258789; a hundredth of a pixel is plenty on the wire.
         return None if bbox is None else (round(bbox[0], 2), round(bbox[1], 2), round(bbox[2], 2), round(bbox[3], 2))
 
+    @field_validator("confidence", "dwell_s")
+    @classmethod
+    def _round(cls, value: float | None) -> float | None:
+        return None if value is None else round(value, 4)
+
     @model_validator(mode="after")
     def _fields_of_type(self) -> Event:
         missing = [name for name in _REQUIRED[self.type] if getattr(self, name) is None]
@@ -95,8 +102,19 @@ class Event(BaseModel):
 
 
 def event_json_schema() -> dict[str, Any]:
-    """The JSON Schema (draft 2020-12) of the wire format, as published in docs/events.md."""
+    """The JSON Schema (draft 2020-12) of the wire format, as published in docs/events.md.
+
+    Every key is always present; which ones are non-null depends on ``type`` (the ``allOf`` rules).
+    """
     schema = Event.model_json_schema(mode="serialization")
+    schema["allOf"] = [
+        {
+            "if": {"properties": {"type": {"const": kind}}},
+            "then": {"properties": {name: {"not": {"type": "null"}} for name in needed}},
+        }
+        for kind, needed in _REQUIRED.items()
+        if needed
+    ]
     return {"$schema": "https://json-schema.org/draft/2020-12/schema", "$id": "streamsrv-event-v1", **schema}
 
 

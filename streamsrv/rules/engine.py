@@ -159,4 +159,4 @@ class RuleEngine:
     def _track_event(self, type: EventType, s: TrackState, ts: float, **fields: Any) -> Event:
         fields.setdefault("label", s.label)
         bbox = tuple(float(v) for v in s.xyxy)
-        return self.events.make(type, ts, track_id=s.track_id, confidence=round(s.confidence, 4), bbox=bbox, **fields)
+        return self.events.make(type, ts, track_id=s.track_id, confidence=s.confidence, bbox=bbox, **fields)
