@@ -1,0 +1,394 @@
+"""Event delivery through Redis: pub/sub for live listeners, a capped stream for replay and catch-up.
+
+Every event is PUBLISHed on ``streamsrv:events`` and ``streamsrv:events:{camera_id}`` and XADDed (``MAXLEN ~``)
+to the stream ``streamsrv:events`` (keys and channels are separate namespaces in Redis), by one Lua script per
+event, so the three happen together or not at all.
+
+``publish`` never touches the network: events go into a bounded in-memory buffer (``buffer_max_events``, in the
+publishing process) that one background thread drains in order, in pipelined batches. While Redis is down the
+thread retries with exponential back-off and the buffer holds what arrives; past the bound the oldest waiting
+events are dropped, counted in ``stats().dropped`` and logged. A batch whose reply was lost is sent again; the
+script skips events whose ``seq`` Redis already has for that ``(camera_id, run_id)`` (a short-lived key per
+producer run), so a retry never adds an event twice. If Redis itself dies after applying an event but before
+answering, it comes back without that event (no persistence) or with it (AOF): either way the stream ends up
+holding it once; a pub/sub listener may then see it twice and can tell by ``(run_id, seq)``.
+
+Example:
+    >>> bus = RedisBus("redis://127.0.0.1:6379/0")  # doctest: +SKIP
+    >>> bus.publish(event)  # doctest: +SKIP
+    >>> bus.stats().published  # doctest: +SKIP
+"""
+
+from __future__ import annotations
+
+import logging
+import threading
+import time
+from collections import deque
+from collections.abc import Collection
+from typing import Any
+
+import redis
+from pydantic import ValidationError
+from redis.backoff import NoBackoff
+from redis.retry import Retry
+
+from streamsrv.events.bus import BusStats, Callback, EventBusUnavailable, EventFilter, EventRecord, Subscription, _call
+from streamsrv.events.model import Event
+
+log = logging.getLogger(__name__)
+
+# KEYS: stream, last-seq key. ARGV: seq, json, maxlen, channel, camera channel, ttl, camera_id, type.
+_DELIVER = """
+local last = redis.call('GET', KEYS[2])
+if last and tonumber(last) >= tonumber(ARGV[1]) then return 0 end
+redis.call('SET', KEYS[2], ARGV[1], 'EX', ARGV[6])
+redis.call('XADD', KEYS[1], 'MAXLEN', '~', ARGV[3], '*', 'camera_id', ARGV[7], 'type', ARGV[8], 'event', ARGV[2])
+redis.call('PUBLISH', ARGV[4], ARGV[2])
+redis.call('PUBLISH', ARGV[5], ARGV[2])
+return 1
+"""
+_REDIS_DOWN = (redis.ConnectionError, redis.TimeoutError, OSError)
+# Stream ids carry the XADD time; events are XADDed after their capture, so this margin only covers clock skew.
+_CLOCK_SLACK_S = 60.0
+_HISTORY_SCAN_MAX = 20_000
+_LOG_EVERY_S = 10.0
+
+
+def _client(url: str, timeout_s: float) -> redis.Redis:
+    # No retries inside redis-py: the caller decides (back-off, buffering), and no call blocks for long.
+    return redis.Redis.from_url(
+        url, socket_timeout=timeout_s, socket_connect_timeout=min(timeout_s, 2.0), retry=Retry(NoBackoff(), 0)
+    )
+
+
+class RedisBus:
+    """Publishes to Redis from a background thread; reads history and subscribes through the stream.
+
+    Args:
+        url: ``redis://[:password@]host:port/db``.
+        channel: pub/sub channel; per-camera channels are ``{channel}:{camera_id}``.
+        stream: stream key for replay.
+        stream_maxlen: approximate cap of the stream.
+        buffer_max_events: events held in memory while Redis is unreachable.
+    """
+
+    def __init__(
+        self,
+        url: str,
+        *,
+        channel: str = "streamsrv:events",
+        stream: str = "streamsrv:events",
+        stream_maxlen: int = 100_000,
+        buffer_max_events: int = 10_000,
+        batch_size: int = 200,
+        seq_ttl_s: int = 86_400,
+        backoff_initial_s: float = 0.05,
+        backoff_max_s: float = 5.0,
+        health_interval_s: float = 5.0,
+        socket_timeout_s: float = 2.0,
+    ) -> None:
+        self.url, self.channel, self.stream = url, channel, stream
+        self.stream_maxlen, self.buffer_max_events, self.batch_size = stream_maxlen, buffer_max_events, batch_size
+        self._seq_ttl_s = seq_ttl_s
+        self._backoff = (backoff_initial_s, backoff_max_s)
+        self._health_interval_s = health_interval_s
+        self._timeout_s = socket_timeout_s
+        self._reader = _client(url, socket_timeout_s)
+        self._writer = _client(url, socket_timeout_s)
+        self._script = self._writer.register_script(_DELIVER)
+        self._buffer: deque[Event] = deque()
+        self._inflight = 0
+        self._cond = threading.Condition()
+        self._closing = False
+        self._close_deadline = float("inf")
+        self._accepted = self._published = self._dropped = self._reconnects = 0
+        self._connected = False
+        self._ever_connected = False
+        self._last_error: str | None = None
+        self._last_drop_log = 0.0
+        self._warned = False
+        self._down_since = 0.0
+        # Set only by close: cuts a back-off short (publish must not, or an outage would be hammered).
+        self._wake = threading.Event()
+        self._subs: set[_StreamSubscription] = set()
+        self._thread = threading.Thread(target=self._run, name="redis-events", daemon=True)
+        self._thread.start()
+
+    # --- publishing ---------------------------------------------------------------------------------------
+
+    def publish(self, event: Event) -> None:
+        with self._cond:
+            self._accepted += 1
+            if len(self._buffer) + self._inflight >= self.buffer_max_events:
+                # The oldest waiting event goes (recent ones matter more to live consumers); if the whole bound
+                # is in flight, the new one does.
+                if self._buffer:
+                    self._buffer.popleft()
+                    self._buffer.append(event)
+                self._drop()
+            else:
+                self._buffer.append(event)
+            self._cond.notify()
+
+    def flush(self, timeout_s: float = 5.0) -> bool:
+        """Wait until everything published so far is in Redis; False on timeout."""
+        deadline = time.monotonic() + timeout_s
+        with self._cond:
+            while self._buffer or self._inflight:
+                left = deadline - time.monotonic()
+                if left <= 0:
+                    return False
+                self._cond.wait(left)
+        return True
+
+    def close(self, timeout_s: float = 5.0) -> None:
+        """Stop subscribers, try for up to ``timeout_s`` to deliver what is buffered, then stop."""
+        with self._cond:
+            subs = list(self._subs)
+        for sub in subs:
+            sub.close()
+        with self._cond:
+            self._closing = True
+            self._close_deadline = time.monotonic() + timeout_s
+            self._cond.notify_all()
+        self._wake.set()
+        self._thread.join(timeout_s + self._timeout_s + 1)
+        left = len(self._buffer) + self._inflight
+        if left:
+            log.error("event bus closed with %d events not delivered to Redis", left)
+        self._reader.close()
+        self._writer.close()
+
+    def stats(self) -> BusStats:
+        with self._cond:
+            return BusStats(
+                accepted=self._accepted,
+                published=self._published,
+                buffered=len(self._buffer) + self._inflight,
+                dropped=self._dropped,
+                redis_connected=self._connected,
+                reconnects=self._reconnects,
+                subscribers=len(self._subs),
+                last_error=self._last_error,
+            )
+
+    def _drop(self) -> None:
+        self._dropped += 1
+        now = time.monotonic()
+        if now - self._last_drop_log >= _LOG_EVERY_S:
+            self._last_drop_log = now
+            log.warning(
+                "event buffer full (%d, Redis unreachable): dropping the oldest events, %d dropped so far",
+                self.buffer_max_events,
+                self._dropped,
+            )
+
+    def _run(self) -> None:
+        delay = self._backoff[0]
+        next_check = 0.0  # learn at once whether Redis is there
+        while True:
+            with self._cond:
+                while not self._buffer and not self._closing and time.monotonic() < next_check:
+                    self._cond.wait(next_check - time.monotonic())
+                if self._closing and (not self._buffer or time.monotonic() >= self._close_deadline):
+                    return
+                batch = [self._buffer.popleft() for _ in range(min(self.batch_size, len(self._buffer)))]
+                self._inflight = len(batch)
+            try:
+                if batch:
+                    self._deliver(batch)
+                else:
+                    self._writer.ping()
+            except Exception as exc:
+                # Whatever failed, the batch goes back and is retried: this thread must never lose events silently.
+                if not isinstance(exc, redis.RedisError | OSError):
+                    log.exception("unexpected error delivering events to Redis")
+                self._down(exc, batch)
+                self._backoff_wait(delay)
+                delay = min(delay * 2, self._backoff[1])
+                continue
+            delay = self._backoff[0]
+            next_check = time.monotonic() + self._health_interval_s
+            self._up(len(batch))
+
+    def _deliver(self, batch: list[Event]) -> None:
+        pipe = self._writer.pipeline(transaction=False)
+        for e in batch:
+            self._script(
+                keys=[self.stream, f"streamsrv:lastseq:{e.camera_id}:{e.run_id}"],
+                args=[
+                    e.seq,
+                    e.to_json(),
+                    self.stream_maxlen,
+                    self.channel,
+                    f"{self.channel}:{e.camera_id}",
+                    self._seq_ttl_s,
+                    e.camera_id,
+                    e.type,
+                ],
+                client=pipe,
+            )
+        pipe.execute()
+
+    def _up(self, delivered: int) -> None:
+        with self._cond:
+            self._warned = False
+            self._inflight = 0
+            self._published += delivered
+            if not self._connected:
+                if self._ever_connected:
+                    self._reconnects += 1
+                    log.info(
+                        "Redis reachable again after %.1f s; delivering %d buffered events",
+                        time.monotonic() - self._down_since,
+                        delivered + len(self._buffer),
+                    )
+                self._connected = self._ever_connected = True
+            self._cond.notify_all()
+
+    def _down(self, exc: Exception, batch: list[Event]) -> None:
+        """Put a failed batch back in front, in order (publish kept room for it), and note the outage."""
+        with self._cond:
+            self._buffer.extendleft(reversed(batch))
+            self._inflight = 0
+            self._last_error = f"{type(exc).__name__}: {exc}"
+            if not self._warned:  # once per outage
+                log.warning("Redis at %s unreachable (%s); buffering events", self._safe_url(), self._last_error)
+                self._warned = True
+                self._down_since = time.monotonic()
+            self._connected = False
+            self._cond.notify_all()
+
+    def _backoff_wait(self, delay: float) -> None:
+        if self._closing:
+            time.sleep(max(0.0, min(delay, self._close_deadline - time.monotonic())))
+        else:
+            self._wake.wait(delay)
+
+    # --- reading ------------------------------------------------------------------------------------------
+
+    def subscribe(
+        self,
+        callback: Callback,
+        *,
+        camera_id: str | None = None,
+        types: Collection[str] | None = None,
+        after: str | None = None,
+    ) -> Subscription:
+        """Follow the stream (XREAD) from ``after`` or from now; one thread and connection per subscriber."""
+        start = after if after is not None else self._last_id()
+        sub = _StreamSubscription(self, callback, EventFilter.of(camera_id, types), start)
+        with self._cond:
+            self._subs.add(sub)
+        return sub
+
+    def history(
+        self,
+        *,
+        camera_id: str | None = None,
+        type: str | None = None,
+        since: float | None = None,
+        after: str | None = None,
+        limit: int = 100,
+    ) -> list[EventRecord]:
+        """Read the stream (XRANGE after a cursor, else XREVRANGE back from the newest), filtering as it goes;
+        at most 20 000 entries are scanned per call. Raises EventBusUnavailable when Redis is down."""
+        flt = EventFilter.of(camera_id, type)
+        out: list[EventRecord] = []
+        page = min(max(limit, 100), 1000)
+        scanned = 0
+        try:
+            if after is not None:
+                low = f"({after}"
+                while len(out) < limit and scanned < _HISTORY_SCAN_MAX:
+                    entries = _records(self._reader.xrange(self.stream, min=low, max="+", count=page))
+                    if not entries:
+                        break
+                    scanned += len(entries)
+                    low = f"({entries[-1][0]}"
+                    out += [r for _, r in entries if r is not None and flt(r.event)]
+                return out[:limit]
+            low = "-" if since is None else str(max(0, int((since - _CLOCK_SLACK_S) * 1000)))
+            high = "+"
+            while len(out) < limit and scanned < _HISTORY_SCAN_MAX:
+                entries = _records(self._reader.xrevrange(self.stream, max=high, min=low, count=page))
+                if not entries:
+                    break
+                scanned += len(entries)
+                high = f"({entries[-1][0]}"
+                out += [
+                    r for _, r in entries if r is not None and flt(r.event) and (since is None or r.event.ts >= since)
+                ]
+        except _REDIS_DOWN as exc:
+            raise EventBusUnavailable(f"Redis at {self._safe_url()} unreachable: {exc}") from None
+        return out[:limit][::-1]
+
+    def _last_id(self) -> str:
+        try:
+            newest = _records(self._reader.xrevrange(self.stream, count=1))
+        except _REDIS_DOWN:
+            # Follow from about now (stream ids are the server's milliseconds).
+            return f"{int(time.time() * 1000)}-0"
+        return newest[0][0] if newest else "0-0"
+
+    def _safe_url(self) -> str:
+        from streamsrv.config.models import redact_url
+
+        return redact_url(self.url)
+
+
+class _StreamSubscription:
+    """A thread following the stream with blocking XREAD, reconnecting with back-off."""
+
+    _BLOCK_MS = 1000
+
+    def __init__(self, bus: RedisBus, callback: Callback, flt: EventFilter, start: str) -> None:
+        self._bus, self._callback, self._filter, self._last = bus, callback, flt, start
+        self._stop = threading.Event()
+        self._client = _client(bus.url, bus._timeout_s + self._BLOCK_MS / 1000)
+        self._thread = threading.Thread(target=self._run, name="redis-events-reader", daemon=True)
+        self._thread.start()
+
+    def close(self) -> None:
+        # No join: closing from an event loop must not wait out a blocking XREAD; the thread ends within it.
+        self._stop.set()
+        with self._bus._cond:
+            self._bus._subs.discard(self)
+
+    def _run(self) -> None:
+        delay = self._bus._backoff[0]
+        while not self._stop.is_set():
+            try:
+                replies = self._client.xread({self._bus.stream: self._last}, count=500, block=self._BLOCK_MS)
+            except _REDIS_DOWN:
+                self._stop.wait(delay)
+                delay = min(delay * 2, self._bus._backoff[1])
+                continue
+            delay = self._bus._backoff[0]
+            # RESP2 answers [[stream, entries]], RESP3 {stream: entries}.
+            per_stream = replies.values() if isinstance(replies, dict) else [e for _, e in replies or []]
+            for entries in per_stream:
+                for entry_id, record in _records(entries):
+                    self._last = entry_id
+                    if record is not None and self._filter(record.event) and not self._stop.is_set():
+                        _call(self._callback, record)
+        self._client.close()
+
+
+def _str(value: bytes | str) -> str:
+    return value.decode() if isinstance(value, bytes) else value
+
+
+def _records(entries: Any) -> list[tuple[str, EventRecord | None]]:
+    """``(entry id, record)`` per stream entry, the record None for an entry that is not a readable event."""
+    out: list[tuple[str, EventRecord | None]] = []
+    for entry_id, fields in entries or []:
+        eid = _str(entry_id)
+        try:
+            out.append((eid, EventRecord(eid, Event.from_json((fields or {})[b"event"]))))
+        except (KeyError, ValidationError):
+            # Another producer's entry, or a future schema: skipped, not fatal to the reader.
+            log.warning("skipping unreadable stream entry %s", eid)
+            out.append((eid, None))
+    return out
