@@ -95,3 +95,28 @@ def test_boundary_jitter_does_not_restart_the_dwell() -> None:
     events = [e for i, x in enumerate(xs) for e in eng.process(frame(i * 0.5, (1, x)))]
     # Entered when the third inside frame confirmed it (1 s), dwell counted from the first (0 s).
     assert kinds(events) == [("zone.enter", 1.0), ("loiter.start", 10.0)]
+
+
+def test_state_stays_flat_over_thousands_of_passers_by() -> None:
+    eng = RuleEngine(
+        "cam",
+        RulesConfig.model_validate(
+            {
+                "zones": [{**ZONE, "loiter_seconds": 1.0}],
+                "lines": [{"name": "gate", "points": [[350, 0], [350, 720]]}],
+            }
+        ),
+    )
+    sizes = []
+    t = 0.0
+    for wave in range(400):  # five at a time walk through the zone and over the line, then leave the frame
+        ids = range(wave * 5 + 1, wave * 5 + 6)
+        for x in (50, 200, 300, 400, 500, 700):
+            eng.process(frame(t, *[(tid, x + 30 * (tid % 5)) for tid in ids]))
+            t += 0.5
+        eng.process(frame(t))
+        t += 4.0  # gone for longer than the grace time
+        sizes.append(eng.state_size())
+    # Drawn downwards, the line has the right of the image on its left: walking rightwards is right_to_left.
+    assert eng.line_counts()["gate"] == {"in": {}, "out": {"person": 2000}}
+    assert max(sizes) == sizes[0] and sizes[-1] <= 5 * 4

@@ -181,4 +181,4 @@ def test_state_of_lost_tracks_is_pruned_so_memory_stays_flat() -> None:
         t += 1.0  # far apart in time: no re-linking
     assert eng.line_counts()["gate"]["in"] == {"person": 600}
     assert eng.tracked_objects() <= 3
-    assert eng._lines[0].tracked() <= 3
+    assert eng.state_size() <= 6

@@ -59,8 +59,7 @@ class RuleEngine:
             self._zone_step(zone, frame, now, result.capture_ts, events)
         for wire in self._lines:
             for c in wire.update(frame, now):
-                s = frame.states[int(np.flatnonzero(frame.keys == c.key)[0])]
-                events.append(self._cross(wire, c, s, result.capture_ts))
+                events.append(self._cross(wire, c, frame.states[frame.row_of[c.key]], result.capture_ts))
         for gone in self._registry.expire(now):
             self._close(gone, now, events)
         return events
@@ -78,8 +77,13 @@ class RuleEngine:
         return {s.track_id for s in self._registry.states() if s.stationary}
 
     def tracked_objects(self) -> int:
-        """Objects the engine holds state for; stays flat on a long-running stream."""
+        """Objects the engine follows (seen lately, or vanished within their grace time)."""
         return len(self._registry)
+
+    def state_size(self) -> int:
+        """Entries of per-object state across all rules: stays flat on a stream that runs for weeks."""
+        rules = [*self._zones, *self._loiter.values(), *self._lines]
+        return len(self._registry) + sum(len(r) for r in rules)
 
     def camera_status(self, online: bool, ts: float) -> Event:
         """A ``camera.online`` / ``camera.offline`` event numbered in this camera's sequence."""
@@ -113,7 +117,7 @@ class RuleEngine:
         inside = zone.observe(frame)
         timer = self._loiter.get(zone.name)
         for change in zone.update(frame.keys[rows].tolist(), inside[rows], now):
-            s = frame.states[int(np.flatnonzero(frame.keys == change.key)[0])]
+            s = frame.states[frame.row_of[change.key]]
             if change.entered:
                 events.append(self._track_event("zone.enter", s, ts, zone=zone.name))
             else:
@@ -121,12 +125,12 @@ class RuleEngine:
                 if timer is not None and timer.end(change.key):
                     events.append(self._track_event("loiter.end", s, ts, zone=zone.name, dwell_s=change.dwell_s))
         counts: Counter[str] = Counter()
-        for r in np.flatnonzero(frame.confirmed).tolist():
-            m = zone.membership(int(frame.keys[r]))
-            if m is None or not m.inside:
-                continue
+        for key, m in zone.inside():
+            r = frame.row_of.get(key)
+            if r is None or not frame.confirmed[r]:
+                continue  # not in this frame: occupancy is what is seen now
             counts[frame.labels[r]] += 1
-            if timer is not None and taking_part[r] and timer.check(int(frame.keys[r]), m.since_mono, now):
+            if timer is not None and taking_part[r] and timer.check(key, m.since_mono, now):
                 s = frame.states[r]
                 events.append(self._track_event("loiter.start", s, ts, zone=zone.name, dwell_s=now - m.since_mono))
         self._occupancy[zone.name] = dict(counts)

@@ -32,8 +32,10 @@ def anchors(xyxy: npt.ArrayLike, anchor: AnchorPoint) -> F64:
     [[5.0, 20.0]]
     """
     b = np.asarray(xyxy, np.float64).reshape(-1, 4)
-    y = b[:, 3] if anchor == "bottom_center" else (b[:, 1] + b[:, 3]) / 2
-    return np.stack([(b[:, 0] + b[:, 2]) / 2, y], axis=1)
+    out = np.empty((len(b), 2), np.float64)
+    out[:, 0] = (b[:, 0] + b[:, 2]) / 2
+    out[:, 1] = b[:, 3] if anchor == "bottom_center" else (b[:, 1] + b[:, 3]) / 2
+    return out
 
 
 def box_diagonals(xyxy: npt.ArrayLike) -> F64:
@@ -83,20 +85,22 @@ def crossings(start: F64, end: F64, polyline: F64) -> npt.NDArray[np.int8]:
     crossing is found however far a skipped frame jumps. Each polyline segment owns its start vertex but not its
     end vertex (the last one owns both), so passing exactly through a vertex counts once.
     """
-    p, q = start[:, None, :], end[:, None, :]
-    a, b = polyline[None, :-1, :], polyline[None, 1:, :]
-    ab, pq = b - a, q - p
-    right_p = _cross(ab, p - a) > 0
-    right_q = _cross(ab, q - a) > 0
-    denom = _cross(ab, pq)
+    ax, ay = polyline[:-1, 0], polyline[:-1, 1]
+    dx, dy = polyline[1:, 0] - ax, polyline[1:, 1] - ay
+    px, py, qx, qy = start[:, :1], start[:, 1:2], end[:, :1], end[:, 1:2]
+    right_q = dx * (qy - ay) - dy * (qx - ax) > 0
+    flips = (dx * (py - ay) - dy * (px - ax) > 0) != right_q
+    if not flips.any():  # the usual frame: nobody changed sides of any segment's line
+        return np.zeros(len(start), np.int8)
+    mx, my = qx - px, qy - py
+    denom = dx * my - dy * mx
     with np.errstate(divide="ignore", invalid="ignore"):
-        t = _cross(p - a, pq) / denom  # where along a -> b the movement's line meets it
-    last = np.zeros(ab.shape[1], np.bool_)
+        t = ((px - ax) * my - (py - ay) * mx) / denom  # where along the segment the movement's line meets it
+    last = np.zeros(len(ax), np.bool_)
     last[-1] = True
-    within = (t >= 0) & ((t < 1) | (last[None, :] & (t <= 1)))
-    hit = (right_p != right_q) & (denom != 0) & within
-    sign = np.where(right_q, 1, -1)
-    return np.sign((hit * sign).sum(axis=1)).astype(np.int8)
+    within = (t >= 0) & ((t < 1) | (last & (t <= 1)))
+    hit = flips & (denom != 0) & within
+    return np.sign((hit * np.where(right_q, 1, -1)).sum(axis=1)).astype(np.int8)
 
 
 def distances(shape: shapely.Geometry, xy: F64) -> F64:
@@ -104,7 +108,3 @@ def distances(shape: shapely.Geometry, xy: F64) -> F64:
     if len(xy) == 0:
         return np.zeros(0, np.float64)
     return np.asarray(shapely.distance(shape, shapely.points(xy)), np.float64)
-
-
-def _cross(u: F64, v: F64) -> F64:
-    return u[..., 0] * v[..., 1] - u[..., 1] * v[..., 0]

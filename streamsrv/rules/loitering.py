@@ -32,8 +32,8 @@ class LoiterTimer:
         self._loitering.add(key)
         return True
 
-    def is_loitering(self, key: int) -> bool:
-        return key in self._loitering
+    def __len__(self) -> int:
+        return len(self._loitering)
 
     def end(self, key: int) -> bool:
         """The stay is over; True if the object was loitering (a ``loiter.end`` is due)."""

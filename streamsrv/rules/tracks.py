@@ -15,13 +15,13 @@ Example:
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 import numpy as np
 import numpy.typing as npt
 
 from streamsrv.config.rules import ObjectFilter, RulesConfig
-from streamsrv.rules.geometry import anchors, box_areas, box_diagonals
+from streamsrv.rules.geometry import AnchorPoint, anchors, box_areas, box_diagonals
 from streamsrv.types import FrameResult
 
 F64 = npt.NDArray[np.float64]
@@ -40,7 +40,6 @@ class TrackState:
     label: str
     confidence: float
     xyxy: F64
-    prev_xyxy: F64 | None
     last_seen_mono: float
     last_seen_ts: float
     confirmed: bool
@@ -64,9 +63,17 @@ class FrameTracks:
     stationary: BoolArray
     width: int
     height: int
+    row_of: dict[int, int]
+    _anchors: dict[tuple[AnchorPoint, bool], F64] = field(default_factory=dict, repr=False, compare=False)
 
     def __len__(self) -> int:
         return len(self.states)
+
+    def anchors(self, kind: AnchorPoint, prev: bool = False) -> F64:
+        """Anchor points ``(n, 2)`` of this frame's boxes (or of each object's previous box), computed once."""
+        if (kind, prev) not in self._anchors:
+            self._anchors[kind, prev] = anchors(self.prev_xyxy if prev else self.xyxy, kind)
+        return self._anchors[kind, prev]
 
     def passes(self, flt: ObjectFilter, units: str) -> BoolArray:
         """Which rows pass a rule's label, confidence and box-area filter."""
@@ -110,27 +117,26 @@ class TrackRegistry:
         labels = [result.label_of(c) for c in tracks.class_id]
         keys = [self._key_of.get(tid, 0) for tid in ids]
         new_rows = [i for i, k in enumerate(keys) if k == 0]
-        if new_rows:
-            self._link(new_rows, keys, ids, xyxy, labels, now_mono)
-        states, prev = [], np.zeros_like(xyxy)
-        has_prev = np.zeros(len(ids), np.bool_)
+        linked = self._link(new_rows, keys, ids, xyxy, labels, now_mono) if new_rows else set()
+        fresh = [i for i in new_rows if i not in linked]
+        for i in fresh:
+            keys[i] = self._new(ids[i], now_mono)
+        states = [self._states[k] for k in keys]
+        has_prev = np.ones(len(keys), np.bool_)
+        has_prev[fresh] = False
+        prev = np.array([s.xyxy for s in states], np.float64).reshape(-1, 4)
         centers = anchors(xyxy, "center")
-        diagonals = box_diagonals(xyxy)
-        for i, key in enumerate(keys):
-            if key == 0:
-                keys[i] = self._new(ids[i], centers[i], now_mono)
-                s = self._states[keys[i]]
-            else:
-                s = self._states[key]
-                s.prev_xyxy = s.xyxy
-                prev[i], has_prev[i] = s.xyxy, True
-            s.xyxy, s.label, s.confidence = xyxy[i], labels[i], float(tracks.confidence[i])
+        rest = np.array([s.rest_xy for s in states], np.float64).reshape(-1, 2)
+        moved = np.linalg.norm(centers - rest, axis=1) > self.rules.stationary_radius * box_diagonals(xyxy)
+        moved |= ~has_prev
+        confidence, confirmed = tracks.confidence.tolist(), tracks.confirmed.tolist()
+        for i, s in enumerate(states):
+            s.xyxy, s.label, s.confidence = xyxy[i], labels[i], confidence[i]
             s.last_seen_mono, s.last_seen_ts = now_mono, result.capture_ts
-            s.confirmed |= bool(tracks.confirmed[i])
-            if np.hypot(*(centers[i] - s.rest_xy)) > self.rules.stationary_radius * diagonals[i]:
+            s.confirmed = s.confirmed or confirmed[i]
+            if moved[i]:
                 s.rest_xy, s.rest_since_mono = centers[i], now_mono
             s.stationary = now_mono - s.rest_since_mono >= self.rules.stationary_seconds
-            states.append(s)
         return FrameTracks(
             keys=np.array(keys, np.int64),
             states=states,
@@ -143,6 +149,7 @@ class TrackRegistry:
             stationary=np.array([s.stationary for s in states], np.bool_),
             width=result.width,
             height=result.height,
+            row_of={k: i for i, k in enumerate(keys)},
         )
 
     def expire(self, now_mono: float) -> list[TrackState]:
@@ -159,7 +166,7 @@ class TrackRegistry:
                 del self._key_of[s.track_id]
         return gone
 
-    def _new(self, track_id: int, center: F64, now_mono: float) -> int:
+    def _new(self, track_id: int, now_mono: float) -> int:
         """A fresh object; ``update`` fills in what this frame says about it."""
         key, self._next_key = self._next_key, self._next_key + 1
         self._states[key] = TrackState(
@@ -168,11 +175,10 @@ class TrackRegistry:
             label="",
             confidence=0.0,
             xyxy=np.zeros(4, np.float64),
-            prev_xyxy=None,
             last_seen_mono=now_mono,
             last_seen_ts=0.0,
             confirmed=False,
-            rest_xy=center,
+            rest_xy=np.zeros(2, np.float64),
             rest_since_mono=now_mono,
         )
         self._key_of[track_id] = key
@@ -180,8 +186,9 @@ class TrackRegistry:
 
     def _link(
         self, rows: list[int], keys: list[int], ids: list[int], xyxy: F64, labels: list[str], now_mono: float
-    ) -> None:
-        """Give new tracker ids the objects of tracks that vanished nearby, closest pairs first."""
+    ) -> set[int]:
+        """Give new tracker ids the objects of tracks that vanished nearby, closest pairs first; returns the rows
+        that were linked."""
         present = set(keys)
         rules = self.rules
         lost = [
@@ -193,7 +200,7 @@ class TrackRegistry:
             <= (rules.stationary_grace_seconds if s.stationary else rules.relink_seconds)
         ]
         if not lost:
-            return
+            return set()
         lost_xyxy = np.stack([s.xyxy for s in lost])
         lost_diag = box_diagonals(lost_xyxy)
         new_diag = box_diagonals(xyxy[rows])
@@ -222,3 +229,4 @@ class TrackRegistry:
             s.track_id = ids[rows[r]]
             self._key_of[s.track_id] = s.key
             keys[rows[r]] = s.key
+        return {rows[r] for r in taken_rows}

@@ -24,7 +24,7 @@ import numpy as np
 import shapely
 
 from streamsrv.config.rules import LineConfig
-from streamsrv.rules.geometry import F64, anchors, box_diagonals, crossings, distances
+from streamsrv.rules.geometry import F64, box_diagonals, crossings, distances
 from streamsrv.rules.tracks import FrameTracks
 
 
@@ -74,14 +74,14 @@ class Tripwire:
             return []
         pts, line = self.geometry(frame.width, frame.height)
         rows = np.flatnonzero(frame.has_prev)
-        cur = anchors(frame.xyxy, self.cfg.anchor)
-        net = crossings(anchors(frame.prev_xyxy[rows], self.cfg.anchor), cur[rows], pts)
-        for r, n in zip(rows.tolist(), net.tolist(), strict=True):
-            if n:
-                w = self._wires.setdefault(int(frame.keys[r]), _Wire())
-                # Clamped: a second crossing the same way (round the end of a polyline) is still one side change.
-                w.balance = max(-1, min(1, w.balance + n))
-        open_rows = [r for r in range(len(frame)) if self._balance(int(frame.keys[r]))]
+        cur = frame.anchors(self.cfg.anchor)
+        net = crossings(frame.anchors(self.cfg.anchor, prev=True)[rows], cur[rows], pts)
+        hit = net != 0
+        for r, n in zip(rows[hit].tolist(), net[hit].tolist(), strict=True):
+            w = self._wires.setdefault(int(frame.keys[r]), _Wire())
+            # Clamped: a second crossing the same way (round the end of a polyline) is still one side change.
+            w.balance = max(-1, min(1, w.balance + n))
+        open_rows = [frame.row_of[k] for k, w in self._wires.items() if w.balance and k in frame.row_of]
         if not open_rows:
             return []
         eligible = frame.confirmed & frame.passes(self.cfg, self.cfg.units)
@@ -104,8 +104,8 @@ class Tripwire:
         """Crossings so far: direction name -> label -> count."""
         return {self.cfg.direction_name(sign): dict(self._counts[sign]) for sign in (1, -1)}
 
-    def tracked(self) -> int:
-        """Objects with crossing state (open balance or cooldown), for memory checks."""
+    def __len__(self) -> int:
+        """Objects with crossing state (an open balance or a cooldown)."""
         return len(self._wires)
 
     def adopt(self, old: Tripwire) -> None:

@@ -99,12 +99,13 @@ class Zone:
                 del self._members[key]
         return changes
 
-    def membership(self, key: int) -> Membership | None:
-        return self._members.get(key)
+    def __len__(self) -> int:
+        """Objects with state here (inside, or a change pending)."""
+        return len(self._members)
 
-    def is_inside(self, key: int) -> bool:
-        m = self._members.get(key)
-        return m is not None and m.inside
+    def inside(self) -> list[tuple[int, Membership]]:
+        """Objects whose committed state is inside, with their membership."""
+        return [(key, m) for key, m in self._members.items() if m.inside]
 
     def forget(self, key: int) -> Membership | None:
         """Drop an object's state (it is gone); returns it so the caller can close an open stay."""
