@@ -82,8 +82,10 @@ class RuleEngine:
 
     def state_size(self) -> int:
         """Entries of per-object state across all rules: stays flat on a stream that runs for weeks."""
-        rules = [*self._zones, *self._loiter.values(), *self._lines]
-        return len(self._registry) + sum(len(r) for r in rules)
+        per_rule = (
+            [len(z) for z in self._zones] + [len(t) for t in self._loiter.values()] + [len(w) for w in self._lines]
+        )
+        return len(self._registry) + sum(per_rule)
 
     def camera_status(self, online: bool, ts: float) -> Event:
         """A ``camera.online`` / ``camera.offline`` event numbered in this camera's sequence."""
