@@ -80,6 +80,8 @@ def test_norm_units_must_be_within_the_frame_and_names_unique() -> None:
         parse_rules("zones:\n" + "  - {name: z, polygon: [[0,0],[9,0],[9,9]]}\n" * 2)
     with pytest.raises(ConfigError, match=r"colour.*unknown field"):
         parse_rules("zones:\n  - {name: z, colour: red, polygon: [[0,0],[9,0],[9,9]]}\n")
+    with pytest.raises(ConfigError, match=r"relink_seconds \(5\.0\) cannot exceed grace_seconds \(3\.0\)"):
+        parse_rules("relink_seconds: 5\n")
 
 
 def test_tripwire_needs_two_distinct_points_and_two_direction_names() -> None:

@@ -66,8 +66,12 @@ class ZoneConfig(ObjectFilter):
         description="Inside when this box point is in the polygon; overlap: when min_overlap of the box is.",
     )
     min_overlap: float = Field(0.5, gt=0, le=1, description="Fraction of the box area inside (anchor: overlap).")
-    min_frames: int = Field(2, ge=1, le=1000, description="A change of state must hold this many frames ...")
-    min_seconds: float = Field(0.0, ge=0, le=3600, description="... and this long (frame time) to count.")
+    min_frames: int = Field(
+        2, ge=1, le=1000, description="An enter or exit counts once it has held this many consecutive frames."
+    )
+    min_seconds: float = Field(
+        0.0, ge=0, le=3600, description="An enter or exit counts once it has held this long (frame time), too."
+    )
     loiter_seconds: float | None = Field(
         None, gt=0, description="Raise loiter.start after a track has stayed inside this long; off when unset."
     )
@@ -167,11 +171,16 @@ class RulesConfig(StrictModel):
         description="A new track id this close (fraction of box diagonal) to where a track vanished takes it over.",
     )
     relink_seconds: float = Field(
-        2.0, ge=0, le=600, description="... if it appears within this long of the vanishing (an id switch)."
+        2.0, ge=0, le=600, description="How soon after the vanishing such a new id must appear (an id switch)."
     )
 
     @model_validator(mode="after")
-    def _unique_names(self) -> RulesConfig:
+    def _check_consistent(self) -> RulesConfig:
+        if self.relink_seconds > self.grace_seconds:
+            raise ValueError(
+                f"relink_seconds ({self.relink_seconds}) cannot exceed grace_seconds ({self.grace_seconds}): "
+                "a vanished track's state is gone by then"
+            )
         for kind, names in (("zone", [z.name for z in self.zones]), ("line", [ln.name for ln in self.lines])):
             dupes = sorted({n for n in names if names.count(n) > 1})
             if dupes:

@@ -30,6 +30,8 @@ from streamsrv.types import FrameResult
 class RuleEngine:
     """Zones, tripwires and loitering for one camera; owns the camera's event sequence.
 
+    Not thread-safe: call every method from the thread that calls ``process`` (the camera's inference loop).
+
     Args:
         camera_id: the camera the frames come from.
         rules: its rules (inline or loaded with ``resolve_rules``).
