@@ -133,6 +133,8 @@ def test_past_the_buffer_bound_the_oldest_are_dropped_and_counted(redis_server: 
     # What survived is in order and ends with the newest; the 30 lost show as gaps in seq.
     assert len(seqs) == 50 and seqs == sorted(seqs) and seqs[-1] == 80
     assert bus.stats().published == 50
+    bus.publish(cross(seqr))  # after close: counted, not silently kept
+    assert bus.stats().dropped == 31
 
 
 def test_a_retried_batch_is_not_added_twice(redis_server: RedisServer, bus: RedisBus) -> None:

@@ -120,13 +120,15 @@ class RedisBus:
     def publish(self, event: Event) -> None:
         with self._cond:
             self._accepted += 1
-            if len(self._buffer) + self._inflight >= self.buffer_max_events:
+            if self._closing:
+                self._drop("the bus is closed")
+            elif len(self._buffer) + self._inflight >= self.buffer_max_events:
                 # The oldest waiting event goes (recent ones matter more to live consumers); if the whole bound
                 # is in flight, the new one does.
                 if self._buffer:
                     self._buffer.popleft()
                     self._buffer.append(event)
-                self._drop()
+                self._drop(f"the buffer of {self.buffer_max_events} is full while Redis is unreachable")
             else:
                 self._buffer.append(event)
             self._cond.notify()
@@ -173,16 +175,12 @@ class RedisBus:
                 last_error=self._last_error,
             )
 
-    def _drop(self) -> None:
+    def _drop(self, why: str) -> None:
         self._dropped += 1
         now = time.monotonic()
         if now - self._last_drop_log >= _LOG_EVERY_S:
             self._last_drop_log = now
-            log.warning(
-                "event buffer full (%d, Redis unreachable): dropping the oldest events, %d dropped so far",
-                self.buffer_max_events,
-                self._dropped,
-            )
+            log.warning("dropping events: %s (%d dropped so far)", why, self._dropped)
 
     def _run(self) -> None:
         delay = self._backoff[0]
