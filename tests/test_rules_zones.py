@@ -9,7 +9,7 @@ import numpy as np
 import pytest
 
 from streamsrv.config.loader import parse_config
-from streamsrv.config.rules import RulesConfig, load_rules, parse_rules, resolve_rules
+from streamsrv.config.rules import RulesConfig, load_rules, parse_rules, resolve_rules, save_rules
 from streamsrv.errors import ConfigError
 from streamsrv.events.model import Event
 from streamsrv.rules.engine import RuleEngine
@@ -101,6 +101,16 @@ def test_example_zones_file_loads() -> None:
     for zone in rules.zones:
         pts = zone.points_px(1280, 720)
         assert (pts >= 0).all() and (pts[:, 0] <= 1280).all() and (pts[:, 1] <= 720).all()
+
+
+def test_saved_rules_load_back_equal_and_keep_only_what_differs_from_defaults(tmp_path: Path) -> None:
+    rules = load_rules(REPO / "zones" / "example.yaml")
+    edited = rules.model_copy(update={"zones": rules.zones[:1]})
+    save_rules(edited, tmp_path / "cam.yaml")
+    assert load_rules(tmp_path / "cam.yaml") == edited
+    text = (tmp_path / "cam.yaml").read_text()
+    assert "grace_seconds" not in text and "counter" in text and "parking" not in text
+    assert [p.name for p in tmp_path.iterdir()] == ["cam.yaml"]
 
 
 def test_camera_rules_inline_or_a_file_relative_to_the_config(tmp_path: Path) -> None:

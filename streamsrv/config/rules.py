@@ -20,6 +20,8 @@ Example:
 
 from __future__ import annotations
 
+import os
+import tempfile
 from pathlib import Path
 from typing import Annotated, Any, Literal
 
@@ -262,6 +264,23 @@ def load_rules(path: str | Path) -> RulesConfig:
     except OSError as exc:
         raise ConfigError(f"{p}: cannot read rules file: {exc.strerror or exc}") from None
     return parse_rules(text, str(p))
+
+
+def save_rules(rules: RulesConfig, path: str | Path) -> None:
+    """Write a rules file (after a runtime edit), atomically: a reader sees the old file or the new, never half.
+
+    Only values that differ from the defaults are written, so the file stays as short as a hand-written one.
+    """
+    p = Path(path)
+    text = yaml.safe_dump(rules.model_dump(mode="json", exclude_defaults=True), sort_keys=False)
+    fd, tmp = tempfile.mkstemp(dir=p.parent, prefix=f".{p.name}.", suffix=".tmp")
+    try:
+        with os.fdopen(fd, "w", encoding="utf-8") as f:
+            f.write(text)
+        os.replace(tmp, p)
+    except BaseException:
+        os.unlink(tmp)
+        raise
 
 
 def resolve_rules(rules: RulesConfig | str | None, base_dir: Path | None, camera_id: str = "") -> RulesConfig:
