@@ -51,6 +51,7 @@ class FrameRef:
     camera_id: str
     seq: int
     slot: int
+    frame_index: int
     width: int
     height: int
     capture_ts: float

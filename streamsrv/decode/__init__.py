@@ -1,0 +1,1 @@
+"""Decoding: camera sources and the per-camera decoder process."""

@@ -1,0 +1,116 @@
+"""The decoder process: one per camera, owns the connection and its reconnect state machine.
+
+States: ``starting`` until the first frame, ``online`` while frames flow, ``reconnecting`` after a
+drop (refused, timeout, stall, live stream ended), ``error`` when the source looks permanently
+wrong (not found, unauthorized, not video) — it keeps retrying at the capped delay, since cameras
+do come back — and ``offline`` when a file ends without ``loop``.
+
+Frames go to the camera's shared-memory ring; state changes go to the supervisor on a queue.
+"""
+
+from __future__ import annotations
+
+import logging
+import signal
+import time
+from multiprocessing.connection import Connection
+from types import FrameType
+
+from streamsrv.config.models import CameraConfig
+from streamsrv.decode.backoff import Backoff
+from streamsrv.decode.source import VideoSource, is_permanent
+from streamsrv.errors import SourceError
+from streamsrv.ipc.frame_ring import FrameRing
+from streamsrv.ipc.messages import DecoderStatus
+from streamsrv.ipc.signals import FramesReady, StopFlag
+from streamsrv.types import CameraState
+
+log = logging.getLogger(__name__)
+_SLEEP_SLICE_S = 0.2
+
+
+class _Decoder:
+    def __init__(
+        self, cam: CameraConfig, ring: FrameRing, frames_ready: FramesReady, status: Connection, stop: StopFlag
+    ) -> None:
+        self.cam, self.ring, self.frames_ready, self.status, self.stop = cam, ring, frames_ready, status, stop
+        self.backoff = Backoff(cam.reconnect)
+        self.state: CameraState | None = None
+
+    def report(self, state: CameraState, error: str | None = None, src: VideoSource | None = None) -> None:
+        if state == self.state and error is None:
+            return
+        self.state = state
+        extra = {"codec": src.codec, "width": src.width, "height": src.height, "source_fps": src.fps} if src else {}
+        self.status.send(DecoderStatus(self.cam.id, state, error, ts=time.time(), **extra))  # type: ignore[arg-type]
+
+    def beat(self) -> None:
+        self.ring.set_time("heartbeat_mono", time.monotonic())
+
+    def run(self) -> None:
+        self.report(CameraState.STARTING)
+        while not self.stop.is_set():
+            self.beat()
+            src = VideoSource(self.cam)
+            try:
+                ended = self._stream(src)
+            except SourceError as exc:
+                state = CameraState.ERROR if is_permanent(exc) else CameraState.RECONNECTING
+                self.report(state, str(exc))
+            else:
+                if self.stop.is_set():
+                    break
+                if ended and src.is_file and not self.cam.loop:
+                    self.report(CameraState.OFFLINE, "end of file")
+                    return
+                self.report(CameraState.RECONNECTING, "stream ended")
+            finally:
+                src.close()
+            self.ring.add("reconnects")
+            self._sleep(self.backoff.next_delay())
+
+    def _stream(self, src: VideoSource) -> bool:
+        """Read frames into the ring; True when the stream ended by itself."""
+        ring = self.ring
+        src.open()
+        decoded = skipped = ingest = packets = 0
+        for frame in src.frames():
+            if self.state != CameraState.ONLINE:
+                self.report(CameraState.ONLINE, src=src)
+                self.backoff.reset()
+            ring.write(frame.image, time.time(), frame.decoded_at_mono, frame.pts_s, frame.frame_index)
+            self.frames_ready.notify()
+            # counters are deltas so a reconnect (new VideoSource) keeps the totals rising
+            ring.add("decoded", src.decoded - decoded)
+            ring.add("skipped", src.skipped - skipped)
+            ring.add("ingest_bytes", src.ingest_bytes - ingest)
+            ring.add("packets", src.packets - packets)
+            decoded, skipped, ingest, packets = src.decoded, src.skipped, src.ingest_bytes, src.packets
+            ring.set_time("last_frame_mono", frame.decoded_at_mono)
+            self.beat()
+            if self.stop.is_set():
+                return False
+        return True
+
+    def _sleep(self, seconds: float) -> None:
+        deadline = time.monotonic() + seconds
+        while not self.stop.is_set() and (left := deadline - time.monotonic()) > 0:
+            self.beat()
+            time.sleep(min(_SLEEP_SLICE_S, left))
+
+
+def run_decoder(cam_json: str, ring_path: str, frames_ready: FramesReady, status: Connection, stop: StopFlag) -> None:
+    """Process entry point. The camera comes as JSON so the child needs no pickled pydantic state."""
+    cam = CameraConfig.model_validate_json(cam_json)
+
+    def on_term(signum: int, frame: FrameType | None) -> None:
+        stop.set()
+
+    signal.signal(signal.SIGTERM, on_term)
+    signal.signal(signal.SIGINT, signal.SIG_IGN)  # the supervisor decides when decoders stop
+    ring = FrameRing.attach(ring_path, writable=True)
+    try:
+        _Decoder(cam, ring, frames_ready, status, stop).run()
+    finally:
+        ring.close()
+        status.close()

@@ -1,0 +1,219 @@
+"""Open a camera with PyAV and yield decoded frames spaced to its ``detect_fps``.
+
+Every packet is decoded (H.264 needs the reference frames), but only the frames that are due are
+converted to BGR: conversion costs more than decoding at 720p, so skipped frames stay cheap.
+
+This module imports neither torch nor ultralytics: decoder processes must stay small.
+"""
+
+from __future__ import annotations
+
+import logging
+import time
+from collections.abc import Iterator
+from dataclasses import dataclass
+from typing import Any
+
+import av
+import av.error
+import numpy as np
+import numpy.typing as npt
+
+from streamsrv.config.models import CameraConfig, redact_url
+from streamsrv.errors import SourceError, SourceTimeout, SourceUnavailable
+
+log = logging.getLogger(__name__)
+
+# Errors after which retrying soon is unlikely to help; the camera shows ``error``, not ``reconnecting``.
+_PERMANENT = (
+    av.error.HTTPNotFoundError,
+    av.error.HTTPUnauthorizedError,
+    av.error.HTTPForbiddenError,
+    av.error.FileNotFoundError,
+    av.error.PermissionError,
+    av.error.InvalidDataError,
+    av.error.ProtocolNotFoundError,
+)
+_TIMEOUTS = (av.error.TimeoutError, av.error.ExitError)
+# Timestamps are rounded to the stream's time base; 1 ms keeps 25 -> 5 fps at exactly every 5th frame.
+_TS_TOLERANCE_S = 1e-3
+
+
+@dataclass(frozen=True, slots=True)
+class DecodedFrame:
+    image: npt.NDArray[np.uint8]
+    pts_s: float
+    frame_index: int
+    decoded_at_mono: float
+
+
+class FrameSkipper:
+    """Decides which frames to hand on so they are spaced ``1/fps`` apart by timestamp.
+
+    After a gap (a stall, a reconnect) it restarts from the next frame instead of bursting.
+
+    >>> s = FrameSkipper(fps=5)
+    >>> [t for t in [i / 25 for i in range(26)] if s.due(t)]
+    [0.0, 0.2, 0.4, 0.6, 0.8, 1.0]
+    """
+
+    def __init__(self, fps: float) -> None:
+        self.interval = 1.0 / fps
+        self._next: float | None = None
+
+    def due(self, ts: float) -> bool:
+        nxt = self._next
+        if nxt is not None and nxt - self.interval - _TS_TOLERANCE_S <= ts < nxt - _TS_TOLERANCE_S:
+            return False
+        gap_or_jump_back = nxt is None or ts - nxt > self.interval or ts < nxt - self.interval
+        self._next = ts + self.interval if gap_or_jump_back else nxt + self.interval
+        return True
+
+    def reset(self) -> None:
+        self._next = None
+
+
+def classify_error(exc: BaseException, url: str) -> SourceError:
+    """Turn a PyAV/OS error into our tree with a message that names the (redacted) source."""
+    where = redact_url(url)
+    if isinstance(exc, SourceError):
+        return exc
+    if isinstance(exc, _TIMEOUTS):
+        return SourceTimeout(f"{where}: timed out ({type(exc).__name__})")
+    if isinstance(exc, av.error.HTTPUnauthorizedError | av.error.HTTPForbiddenError):
+        return SourceUnavailable(f"{where}: unauthorized (check the camera credentials)")
+    if isinstance(exc, av.error.HTTPNotFoundError | av.error.FileNotFoundError | FileNotFoundError):
+        return SourceUnavailable(f"{where}: not found")
+    if isinstance(exc, av.error.InvalidDataError):
+        return SourceUnavailable(f"{where}: not a readable video stream (invalid data)")
+    if isinstance(exc, _PERMANENT):
+        return SourceUnavailable(f"{where}: {exc}")
+    if isinstance(exc, av.error.ConnectionRefusedError | ConnectionRefusedError):
+        return SourceError(f"{where}: connection refused")
+    return SourceError(f"{where}: {type(exc).__name__}: {exc}")
+
+
+def is_permanent(err: SourceError) -> bool:
+    return isinstance(err, SourceUnavailable)
+
+
+def _is_file(url: str) -> bool:
+    return "://" not in url or url.startswith("file://")
+
+
+class VideoSource:
+    """One open connection to a camera. Use ``frames()``; it ends when the stream ends.
+
+    >>> src = VideoSource(CameraConfig(id="c", url="clip.mp4", realtime=False))  # doctest: +SKIP
+    >>> for f in src.frames(): ...  # doctest: +SKIP
+    """
+
+    def __init__(self, cam: CameraConfig, realtime: bool | None = None, skip: bool = True) -> None:
+        self.cam = cam
+        self.is_file = _is_file(cam.url) and not cam.url.startswith("/dev/video")
+        self.realtime = cam.realtime if realtime is None else realtime
+        self.skipper = FrameSkipper(cam.detect_fps) if skip else None
+        self._container: Any = None
+        self.codec = ""
+        self.width = 0
+        self.height = 0
+        self.fps = 0.0
+        self.decoded = 0
+        self.skipped = 0
+        self.ingest_bytes = 0
+        self.packets = 0
+
+    def open(self) -> None:
+        cam = self.cam
+        url = cam.url.removeprefix("file://")
+        options: dict[str, str] = {}
+        kwargs: dict[str, Any] = {"timeout": (cam.open_timeout_s, cam.read_timeout_s)}
+        if url.startswith(("rtsp://", "rtsps://")):
+            options["rtsp_transport"] = cam.rtsp_transport
+            # FFmpeg's own socket timeout, in microseconds, also bounds the RTSP handshake
+            options["timeout"] = str(int(cam.read_timeout_s * 1e6))
+        if url.startswith("/dev/video"):
+            kwargs["format"] = "v4l2"
+        try:
+            self._container = av.open(url, options=options, **kwargs)
+            stream = self._container.streams.video[0]
+        except IndexError:
+            self.close()
+            raise SourceUnavailable(f"{redact_url(cam.url)}: has no video stream") from None
+        except Exception as exc:
+            self.close()
+            raise classify_error(exc, cam.url) from exc
+        stream.thread_type = "AUTO"
+        if cam.keyframes_only:
+            stream.codec_context.skip_frame = "NONKEY"
+        self.codec = stream.codec_context.name
+        self.width, self.height = stream.codec_context.width, stream.codec_context.height
+        rate = stream.average_rate or stream.guessed_rate
+        self.fps = float(rate) if rate else 0.0
+
+    def _target_size(self, w: int, h: int) -> tuple[int, int] | None:
+        scale = min(self.cam.max_width / w, self.cam.max_height / h)
+        if scale >= 1:
+            return None
+        return max(2, int(w * scale) // 2 * 2), max(2, int(h * scale) // 2 * 2)
+
+    def frames(self) -> Iterator[DecodedFrame]:
+        """Decode until the stream ends (files: loop if configured); raises SourceError on failure."""
+        if self._container is None:
+            self.open()
+        container = self._container
+        stream = container.streams.video[0]
+        pts_offset = 0.0
+        last_pts = 0.0
+        frame_dur = 1.0 / self.fps if self.fps else 0.04
+        start_mono: float | None = None
+        last_frame_mono = time.monotonic()
+        index = 0
+        while True:
+            try:
+                for packet in container.demux(stream):
+                    self.ingest_bytes += packet.size
+                    self.packets += 1
+                    for frame in packet.decode():
+                        now = time.monotonic()
+                        last_frame_mono = now
+                        self.decoded += 1
+                        pts = pts_offset + (float(frame.time) if frame.time is not None else index * frame_dur)
+                        last_pts = pts
+                        index += 1
+                        if self.realtime and self.is_file:
+                            start_mono = start_mono if start_mono is not None else now - pts
+                            delay = start_mono + pts - now
+                            if delay > 0:
+                                time.sleep(delay)
+                        if self.skipper is not None and not self.skipper.due(pts):
+                            self.skipped += 1
+                            continue
+                        size = self._target_size(frame.width, frame.height)
+                        image = (
+                            frame.to_ndarray(format="bgr24")
+                            if size is None
+                            else frame.reformat(width=size[0], height=size[1], format="bgr24").to_ndarray()
+                        )
+                        yield DecodedFrame(image, pts, index - 1, time.monotonic())
+                    if time.monotonic() - last_frame_mono > self.cam.stall_timeout_s:
+                        raise SourceTimeout(
+                            f"{redact_url(self.cam.url)}: stalled: packets but no frame for "
+                            f"{self.cam.stall_timeout_s:g}s"
+                        )
+            except SourceError:
+                raise
+            except Exception as exc:
+                raise classify_error(exc, self.cam.url) from exc
+            if not (self.is_file and self.cam.loop):
+                return
+            container.seek(0)
+            pts_offset = last_pts + frame_dur
+
+    def close(self) -> None:
+        if self._container is not None:
+            try:
+                self._container.close()
+            except Exception:  # closing a broken connection must never mask the original error
+                log.debug("error closing %s", redact_url(self.cam.url), exc_info=True)
+            self._container = None

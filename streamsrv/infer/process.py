@@ -1,0 +1,211 @@
+"""The inference process: the only owner of the model; batches the newest frame of every camera.
+
+Each cycle takes the newest not-yet-inferred frame of each ready camera (latest-frame-wins: frames
+overwritten in a ring before we got to them are counted as dropped), discards frames older than the
+staleness budget, runs one forward pass, tracks per camera and emits a ``FrameResult`` per frame.
+"""
+
+from __future__ import annotations
+
+import logging
+import queue
+import signal
+import time
+from dataclasses import dataclass
+from multiprocessing.queues import Queue
+from types import FrameType
+from typing import TYPE_CHECKING, Any
+
+import numpy as np
+import numpy.typing as npt
+
+from streamsrv.config.models import AppConfig
+from streamsrv.errors import StreamsrvError
+from streamsrv.infer.batcher import BatchPolicy, Candidate
+from streamsrv.ipc.frame_ring import FrameRing
+from streamsrv.ipc.messages import (
+    AddCamera,
+    CameraCounters,
+    InferenceFailed,
+    InferenceStatus,
+    RemoveCamera,
+)
+from streamsrv.ipc.signals import FramesReady, StopFlag
+from streamsrv.track import Tracker, create_tracker
+from streamsrv.types import FrameRef, FrameResult
+
+if TYPE_CHECKING:  # torch-heavy: imported only inside the inference process
+    from streamsrv.infer.detector import Detector
+
+log = logging.getLogger(__name__)
+STATUS_INTERVAL_S = 1.0
+_IDLE_WAIT_S = 0.1
+
+
+@dataclass
+class _Camera:
+    camera_id: str
+    ring: FrameRing
+    tracker: Tracker
+    last_seq: int = 0
+    processed: int = 0
+    dropped_latest_wins: int = 0
+    dropped_stale: int = 0
+
+    def counters(self) -> CameraCounters:
+        return CameraCounters(self.processed, self.dropped_latest_wins, self.dropped_stale)
+
+
+class InferenceLoop:
+    """Batching, detection and tracking for all cameras; runs in the inference process."""
+
+    def __init__(self, cfg: AppConfig, detector: Detector, frames_ready: FramesReady) -> None:
+        self.cfg = cfg
+        self.detector = detector
+        self.frames_ready = frames_ready
+        self.policy = BatchPolicy(cfg.inference.max_batch, cfg.inference.max_wait_ms / 1e3)
+        self.cameras: dict[str, _Camera] = {}
+        self.device = getattr(detector.backend, "device", "cpu")
+
+    def add_camera(self, msg: AddCamera) -> None:
+        self.remove_camera(RemoveCamera(msg.camera_id))
+        ring = FrameRing.attach(msg.ring_path)
+        tracker = create_tracker(self.cfg.tracker, msg.detect_fps, self.device)
+        # frames already in the ring predate us; start from the newest
+        self.cameras[msg.camera_id] = _Camera(msg.camera_id, ring, tracker, last_seq=max(0, ring.latest_seq - 1))
+
+    def remove_camera(self, msg: RemoveCamera) -> None:
+        cam = self.cameras.pop(msg.camera_id, None)
+        if cam is not None:
+            cam.ring.close()
+
+    def ready(self) -> list[Candidate]:
+        out = []
+        for cam in self.cameras.values():
+            seq = cam.ring.latest_seq
+            if seq > cam.last_seq:
+                out.append(Candidate(cam.camera_id, seq, cam.ring.latest_mono_ts()))
+        return out
+
+    def next_batch(self, stop: StopFlag) -> list[Candidate]:
+        """Wait (bounded) for frames; returns the cameras to infer now, possibly none."""
+        ready = self.ready()
+        if not ready:
+            self.frames_ready.wait(_IDLE_WAIT_S)
+            return []
+        while not stop.is_set() and (wait := self.policy.wait_s(ready, len(self.cameras), time.monotonic())) > 0:
+            self.frames_ready.wait(wait)
+            ready = self.ready()
+        return self.policy.choose(ready)
+
+    def run_batch(self, chosen: list[Candidate]) -> list[FrameResult]:
+        """Read, infer and track one batch; returns a result per inferred frame."""
+        taken: list[tuple[_Camera, FrameRef, npt.NDArray[np.uint8]]] = []
+        now = time.monotonic()
+        for c in chosen:
+            cam = self.cameras.get(c.camera_id)
+            if cam is None:
+                continue
+            got = cam.ring.read_latest(cam.last_seq, cam.camera_id)
+            if got is None:  # torn read: the decoder lapped us; try again next cycle
+                continue
+            ref, frame = got
+            cam.dropped_latest_wins += max(0, ref.seq - cam.last_seq - 1)
+            cam.last_seq = ref.seq
+            if now - ref.mono_ts > self.cfg.inference.stale_after_s:
+                cam.dropped_stale += 1
+                continue
+            taken.append((cam, ref, frame))
+        if not taken:
+            return []
+        start = time.monotonic()
+        detections = self.detector.detect([f for _, _, f in taken])
+        inference_ms = (time.monotonic() - start) * 1e3
+        results = []
+        for (cam, ref, frame), dets in zip(taken, detections, strict=True):
+            tracks = cam.tracker.update(dets, frame, ref.capture_ts)
+            cam.processed += 1
+            results.append(
+                FrameResult(
+                    camera_id=cam.camera_id,
+                    frame_index=ref.frame_index,
+                    seq=ref.seq,
+                    capture_ts=ref.capture_ts,
+                    mono_ts=ref.mono_ts,
+                    width=ref.width,
+                    height=ref.height,
+                    tracks=tracks,
+                    labels=self.detector.labels,
+                    frame_age_s=start - ref.mono_ts,
+                    inference_ms=inference_ms,
+                    batch_size=len(taken),
+                )
+            )
+        return results
+
+    def status(self, results_dropped: int) -> InferenceStatus:
+        return InferenceStatus(
+            backend=self.detector.backend.name,
+            device=self.device,
+            labels=self.detector.labels,
+            cameras={cid: cam.counters() for cid, cam in self.cameras.items()},
+            results_dropped=results_dropped,
+            ts=time.time(),
+        )
+
+    def close(self) -> None:
+        for cid in list(self.cameras):
+            self.remove_camera(RemoveCamera(cid))
+
+
+def run_inference(
+    cfg_json: str, control: Queue[Any], results: Queue[Any], frames_ready: FramesReady, stop: StopFlag
+) -> None:
+    """Process entry point: load the model, then loop until ``stop`` is set."""
+    cfg = AppConfig.model_validate_json(cfg_json)
+
+    def on_term(signum: int, frame: FrameType | None) -> None:
+        stop.set()
+
+    signal.signal(signal.SIGTERM, on_term)
+    signal.signal(signal.SIGINT, signal.SIG_IGN)
+    from streamsrv.infer.backend import create_backend
+    from streamsrv.infer.detector import Detector
+
+    try:
+        detector = Detector(create_backend(cfg.model, cfg.inference), cfg.model, cfg.inference.imgsz)
+    except StreamsrvError as exc:
+        results.put(InferenceFailed(str(exc)))
+        return
+    loop = InferenceLoop(cfg, detector, frames_ready)
+    results_dropped = 0
+    results.put(loop.status(results_dropped))
+    next_status = time.monotonic() + STATUS_INTERVAL_S
+    try:
+        while not stop.is_set():
+            _drain_control(loop, control)
+            for result in loop.run_batch(loop.next_batch(stop)):
+                try:
+                    results.put_nowait(result)
+                except queue.Full:
+                    results_dropped += 1
+            if time.monotonic() >= next_status:
+                results.put(loop.status(results_dropped))
+                next_status = time.monotonic() + STATUS_INTERVAL_S
+    finally:
+        loop.close()
+
+
+def _drain_control(loop: InferenceLoop, control: Queue[Any]) -> None:
+    while True:
+        try:
+            msg = control.get_nowait()
+        except queue.Empty:
+            return
+        try:
+            if isinstance(msg, AddCamera):
+                loop.add_camera(msg)
+            elif isinstance(msg, RemoveCamera):
+                loop.remove_camera(msg)
+        except (OSError, ValueError) as exc:  # a vanished ring must not take the other cameras down
+            log.warning("control message %s failed: %s", msg, exc)

@@ -1,0 +1,1 @@
+"""Inter-process hand-off: shared-memory frame rings."""

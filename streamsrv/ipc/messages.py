@@ -1,0 +1,66 @@
+"""Small messages between the supervisor, decoder processes and the inference process.
+
+Pixels never travel in these; they stay in each camera's ``FrameRing``.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+
+from streamsrv.types import CameraState
+
+
+@dataclass(frozen=True, slots=True)
+class DecoderStatus:
+    """A decoder's state change."""
+
+    camera_id: str
+    state: CameraState
+    error: str | None = None
+    codec: str = ""
+    width: int = 0
+    height: int = 0
+    source_fps: float = 0.0
+    ts: float = 0.0
+
+
+@dataclass(frozen=True, slots=True)
+class AddCamera:
+    """Start inferring a camera whose frames arrive in the ring at ``ring_path``."""
+
+    camera_id: str
+    ring_path: str
+    detect_fps: float
+
+
+@dataclass(frozen=True, slots=True)
+class RemoveCamera:
+    camera_id: str
+
+
+@dataclass(frozen=True, slots=True)
+class CameraCounters:
+    """Inference-side counters of one camera since the inference process started."""
+
+    processed: int = 0
+    dropped_latest_wins: int = 0  # overwritten in the ring before inference could take them
+    dropped_stale: int = 0  # taken but older than the staleness budget, so not inferred
+
+
+@dataclass(frozen=True, slots=True)
+class InferenceStatus:
+    """Sent once the model is loaded, then about once a second."""
+
+    backend: str
+    device: str
+    labels: dict[int, str]
+    cameras: dict[str, CameraCounters] = field(default_factory=dict)
+    results_dropped: int = 0
+    ts: float = 0.0
+
+
+@dataclass(frozen=True, slots=True)
+class InferenceFailed:
+    """The inference process cannot go on (e.g. the model does not load)."""
+
+    error: str

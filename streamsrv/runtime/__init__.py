@@ -1,0 +1,1 @@
+"""Runtime: the supervisor that owns processes, per-camera state and stats."""

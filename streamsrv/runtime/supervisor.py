@@ -1,0 +1,452 @@
+"""The supervisor: starts, watches and restarts the decoder processes and the inference process.
+
+It owns the cameras' runtime state in one place (config, ring, process, stats) and fans each
+``FrameResult`` out to in-process subscribers (rules, preview, API). Decoders that die or hang are
+restarted with back-off; a dead inference process is restarted and every camera re-attached, while
+the API stays up and reports the outage.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import logging
+import multiprocessing as mp
+import os
+import queue
+import threading
+import time
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from multiprocessing.connection import Connection, wait
+from multiprocessing.process import BaseProcess
+from multiprocessing.queues import Queue
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import numpy.typing as npt
+
+from streamsrv.config.models import AppConfig, CameraConfig, redact_url
+from streamsrv.decode.process import run_decoder
+from streamsrv.errors import NotFoundError
+from streamsrv.infer.process import run_inference
+from streamsrv.ipc.frame_ring import SHM_DIR, FrameRing, ring_path
+from streamsrv.ipc.messages import (
+    AddCamera,
+    DecoderStatus,
+    InferenceFailed,
+    InferenceStatus,
+    RemoveCamera,
+)
+from streamsrv.ipc.signals import FramesReady, StopFlag
+from streamsrv.runtime.stats import CameraStats, CameraStatsTracker
+from streamsrv.types import CameraState, FrameRef, FrameResult
+
+log = logging.getLogger(__name__)
+ResultCallback = Callable[[FrameResult], None]
+StateCallback = Callable[[str, CameraState, str | None], None]
+
+WATCHDOG_INTERVAL_S = 0.25
+RESULTS_QUEUE_SIZE = 4096
+_JOIN_TIMEOUT_S = 5.0
+_HANG_MARGIN_S = 5.0
+_MAX_RESTART_DELAY_S = 30.0
+
+
+def _restart_delay(restarts: int) -> float:
+    return min(_MAX_RESTART_DELAY_S, 0.5 * 2 ** min(restarts, 6))
+
+
+@dataclass
+class _CameraRuntime:
+    cfg: CameraConfig
+    ring: FrameRing
+    stats: CameraStatsTracker
+    process: BaseProcess | None = None
+    status_conn: Connection | None = None
+    stop: StopFlag | None = None
+    restart_at: float | None = None
+    finished: bool = False  # a file that ended: not restarted
+
+    @property
+    def hang_timeout_s(self) -> float:
+        c = self.cfg
+        return c.open_timeout_s + c.read_timeout_s + c.stall_timeout_s + _HANG_MARGIN_S
+
+
+@dataclass
+class InferenceHealth:
+    """The inference process as the API reports it."""
+
+    alive: bool = False
+    model_loaded: bool = False
+    backend: str = ""
+    device: str = ""
+    labels: dict[int, str] = field(default_factory=dict)
+    restarts: int = 0
+    error: str | None = None
+    down_since: float | None = None  # epoch seconds of the current outage, if any
+    results_dropped: int = 0
+
+
+class Supervisor:
+    """Runs the pipeline for a set of cameras; thread-safe.
+
+    >>> sup = Supervisor(load_config("streamsrv.yaml"))  # doctest: +SKIP
+    >>> sup.start(); sup.camera_stats("door").processed_fps  # doctest: +SKIP
+    """
+
+    def __init__(self, cfg: AppConfig, instance: str | None = None) -> None:
+        self.cfg = cfg
+        self.instance = instance or str(os.getpid())
+        self._ctx = mp.get_context("spawn")
+        self._lock = threading.RLock()
+        self._cameras: dict[str, _CameraRuntime] = {}
+        self._subscribers: list[ResultCallback] = []
+        self._state_listeners: list[StateCallback] = []
+        self._frames_ready = FramesReady(self._ctx)
+        self._stopping = threading.Event()
+        self._threads: list[threading.Thread] = []
+        self.inference = InferenceHealth()
+        self._infer_proc: BaseProcess | None = None
+        self._infer_stop: StopFlag | None = None
+        self._control: Queue[Any] | None = None
+        self._results: Queue[Any] | None = None
+        self._infer_restart_at: float | None = None
+        self.started = False
+
+    # -- life cycle ------------------------------------------------------------------------
+    def start(self) -> None:
+        sweep_stale_rings()
+        with self._lock:
+            self._start_inference()
+            for cam in self.cfg.cameras:
+                if cam.enabled:
+                    self._add(cam)
+        for target, name in ((self._watchdog, "watchdog"), (self._read_status, "decoder-status")):
+            t = threading.Thread(target=target, name=f"streamsrv-{name}", daemon=True)
+            t.start()
+            self._threads.append(t)
+        self.started = True
+
+    def stop(self) -> None:
+        """Stop every process, release shared memory. Idempotent."""
+        if self._stopping.is_set():
+            return
+        self._stopping.set()
+        with self._lock:
+            for cam_id in list(self._cameras):
+                self._remove(cam_id)
+            self._stop_inference()
+        for t in self._threads:
+            t.join(timeout=_JOIN_TIMEOUT_S)
+
+    # -- cameras -----------------------------------------------------------------------------
+    def camera_ids(self) -> list[str]:
+        with self._lock:
+            return list(self._cameras)
+
+    def camera_config(self, camera_id: str) -> CameraConfig:
+        return self._get(camera_id).cfg
+
+    def add_camera(self, cam: CameraConfig) -> None:
+        """Start a camera; raises ValueError if the id exists."""
+        with self._lock:
+            if cam.id in self._cameras:
+                raise ValueError(f"camera {cam.id!r} already exists")
+            self._add(cam)
+
+    def remove_camera(self, camera_id: str) -> None:
+        with self._lock:
+            self._get(camera_id)
+            self._remove(camera_id)
+
+    def replace_camera(self, cam: CameraConfig) -> None:
+        """Apply a changed camera config (restarts only that camera)."""
+        with self._lock:
+            if cam.id in self._cameras:
+                self._remove(cam.id)
+            self._add(cam)
+
+    def camera_stats(self, camera_id: str) -> CameraStats:
+        rt = self._get(camera_id)
+        with self._lock:
+            return rt.stats.snapshot()
+
+    def all_stats(self) -> list[CameraStats]:
+        with self._lock:
+            return [rt.stats.snapshot() for rt in self._cameras.values()]
+
+    def latest_frame(self, camera_id: str) -> tuple[FrameRef, npt.NDArray[np.uint8]] | None:
+        """A copy of the camera's newest decoded frame (for previews and snapshots)."""
+        rt = self._get(camera_id)
+        return rt.ring.read_latest(0, camera_id)
+
+    def subscribe(self, callback: ResultCallback) -> Callable[[], None]:
+        """Call ``callback`` (on the results thread; keep it fast) for every FrameResult."""
+        with self._lock:
+            self._subscribers.append(callback)
+        return lambda: self._unsubscribe(callback)
+
+    def on_state_change(self, callback: StateCallback) -> None:
+        """Call ``callback(camera_id, state, error)`` whenever a camera's state changes."""
+        with self._lock:
+            self._state_listeners.append(callback)
+
+    def _unsubscribe(self, callback: ResultCallback) -> None:
+        with self._lock, contextlib.suppress(ValueError):
+            self._subscribers.remove(callback)
+
+    def _get(self, camera_id: str) -> _CameraRuntime:
+        with self._lock:
+            rt = self._cameras.get(camera_id)
+        if rt is None:
+            raise NotFoundError(f"camera {camera_id!r} not found")
+        return rt
+
+    def _add(self, cam: CameraConfig) -> None:
+        ring = FrameRing.create(f"{self.instance}-{cam.id}", cam.max_width, cam.max_height)
+        rt = _CameraRuntime(cam, ring, CameraStatsTracker(cam.id))
+        self._cameras[cam.id] = rt
+        self._spawn_decoder(rt)
+        if self._control is not None:
+            self._control.put(AddCamera(cam.id, str(ring.path), cam.detect_fps))
+
+    def _remove(self, camera_id: str) -> None:
+        rt = self._cameras.pop(camera_id)
+        if self._control is not None:
+            self._control.put(RemoveCamera(camera_id))
+        self._stop_decoder(rt)
+        rt.ring.close()
+        rt.ring.unlink()
+
+    # -- decoder processes -------------------------------------------------------------------
+    def _spawn_decoder(self, rt: _CameraRuntime) -> None:
+        reader, writer = self._ctx.Pipe(duplex=False)
+        rt.stop = StopFlag(self._ctx)
+        rt.status_conn = reader
+        rt.ring.set_time("heartbeat_mono", time.monotonic())
+        rt.process = self._ctx.Process(
+            target=run_decoder,
+            args=(rt.cfg.model_dump_json(), str(rt.ring.path), self._frames_ready, writer, rt.stop),
+            name=f"streamsrv-decoder-{rt.cfg.id}",
+            daemon=True,
+        )
+        rt.process.start()
+        writer.close()  # the child holds the only write end, so a dead child reads as EOF
+        rt.restart_at = None
+
+    def _stop_decoder(self, rt: _CameraRuntime) -> None:
+        proc = rt.process
+        if proc is not None and proc.is_alive():
+            assert rt.stop is not None
+            rt.stop.set()
+            proc.terminate()
+            proc.join(_JOIN_TIMEOUT_S)
+            if proc.is_alive():
+                proc.kill()
+                proc.join(_JOIN_TIMEOUT_S)
+        if rt.status_conn is not None:
+            rt.status_conn.close()
+            rt.status_conn = None
+        rt.process = None
+
+    def _check_decoder(self, rt: _CameraRuntime, now: float) -> None:
+        proc = rt.process
+        if proc is not None and proc.is_alive():
+            if rt.ring.seconds_since_heartbeat() > rt.hang_timeout_s:
+                log.warning("camera %s: decoder hung for %.0fs, killing it", rt.cfg.id, rt.hang_timeout_s)
+                proc.kill()
+                proc.join(_JOIN_TIMEOUT_S)
+            return
+        if rt.finished:
+            return
+        if rt.restart_at is None:
+            code = proc.exitcode if proc is not None else None
+            if code == 0 and rt.stats.state == CameraState.OFFLINE:
+                rt.finished = True
+                return
+            delay = _restart_delay(rt.stats.decoder_restarts)
+            self._set_state(rt, CameraState.RECONNECTING, f"decoder process exited (code {code}); restarting")
+            rt.restart_at = now + delay
+        elif now >= rt.restart_at:
+            self._stop_decoder(rt)
+            rt.stats.decoder_restarts += 1
+            self._spawn_decoder(rt)
+
+    def _read_status(self) -> None:
+        while not self._stopping.is_set():
+            with self._lock:
+                conns = {rt.status_conn: rt for rt in self._cameras.values() if rt.status_conn is not None}
+            if not conns:
+                time.sleep(WATCHDOG_INTERVAL_S)
+                continue
+            for conn in wait(list(conns), timeout=WATCHDOG_INTERVAL_S):
+                rt = conns[conn]  # type: ignore[index]
+                try:
+                    msg: DecoderStatus = conn.recv()  # type: ignore[union-attr]
+                except (EOFError, OSError):
+                    with self._lock:
+                        if rt.status_conn is conn:
+                            rt.status_conn.close()
+                            rt.status_conn = None
+                    continue
+                with self._lock:
+                    if msg.codec:
+                        rt.stats.codec, rt.stats.width, rt.stats.height = msg.codec, msg.width, msg.height
+                        rt.stats.source_fps = msg.source_fps
+                    self._set_state(rt, msg.state, msg.error)
+
+    def _set_state(self, rt: _CameraRuntime, state: CameraState, error: str | None) -> None:
+        changed = rt.stats.state != state
+        rt.stats.state = state
+        rt.stats.error = redact_url(error) if error else (None if state == CameraState.ONLINE else rt.stats.error)
+        if changed:
+            log.info("camera %s: %s%s", rt.cfg.id, state.value, f" ({rt.stats.error})" if error else "")
+            for listener in list(self._state_listeners):
+                listener(rt.cfg.id, state, rt.stats.error)
+
+    # -- inference process -------------------------------------------------------------------
+    def _start_inference(self) -> None:
+        # fresh queues per incarnation: a process killed mid-write can leave a queue corrupt
+        self._control = self._ctx.Queue()
+        self._results = self._ctx.Queue(maxsize=RESULTS_QUEUE_SIZE)
+        self._infer_stop = StopFlag(self._ctx)
+        self._infer_proc = self._ctx.Process(
+            target=run_inference,
+            args=(self.cfg.model_dump_json(), self._control, self._results, self._frames_ready, self._infer_stop),
+            name="streamsrv-inference",
+            daemon=True,
+        )
+        self._infer_proc.start()
+        self.inference.alive = True
+        for rt in self._cameras.values():
+            self._control.put(AddCamera(rt.cfg.id, str(rt.ring.path), rt.cfg.detect_fps))
+        t = threading.Thread(target=self._read_results, args=(self._results,), name="streamsrv-results", daemon=True)
+        t.start()
+        self._infer_restart_at = None
+
+    def _stop_inference(self) -> None:
+        proc = self._infer_proc
+        if proc is None:
+            return
+        if self._infer_stop is not None:
+            self._infer_stop.set()
+        proc.join(_JOIN_TIMEOUT_S)
+        if proc.is_alive():
+            proc.kill()
+            proc.join(_JOIN_TIMEOUT_S)
+        for q in (self._control, self._results):
+            if q is not None:
+                q.cancel_join_thread()
+                q.close()
+        self._infer_proc = None
+        self.inference.alive = False
+
+    def _check_inference(self, now: float) -> None:
+        proc = self._infer_proc
+        if proc is not None and proc.is_alive():
+            return
+        if self._infer_restart_at is None:
+            code = proc.exitcode if proc is not None else None
+            log.error("inference process exited (code %s); restarting", code)
+            self.inference.alive = False
+            self.inference.model_loaded = False
+            self.inference.down_since = self.inference.down_since or time.time()
+            self.inference.error = self.inference.error or f"inference process exited (code {code})"
+            self._infer_restart_at = now + _restart_delay(self.inference.restarts)
+        elif now >= self._infer_restart_at:
+            self._stop_inference()
+            self.inference.restarts += 1
+            for rt in self._cameras.values():
+                rt.stats.on_inference_restart()
+            self._start_inference()
+
+    def _read_results(self, results: Queue[Any]) -> None:
+        while not self._stopping.is_set():
+            try:
+                msg = results.get(timeout=WATCHDOG_INTERVAL_S)
+            except queue.Empty:
+                if results is not self._results:
+                    return  # a newer inference process has its own queue
+                continue
+            except (EOFError, OSError, ValueError):
+                return
+            if isinstance(msg, FrameResult):
+                self._dispatch(msg)
+            elif isinstance(msg, InferenceStatus):
+                self._on_inference_status(msg)
+            elif isinstance(msg, InferenceFailed):
+                log.error("inference failed: %s", msg.error)
+                self.inference.error = msg.error
+
+    def _dispatch(self, result: FrameResult) -> None:
+        with self._lock:
+            rt = self._cameras.get(result.camera_id)
+            if rt is None:
+                return
+            rt.stats.on_result(result)
+            subscribers = list(self._subscribers)
+        for callback in subscribers:
+            try:
+                callback(result)
+            except Exception:  # one broken subscriber must not starve the others
+                log.exception("result subscriber %r failed", callback)
+
+    def _on_inference_status(self, msg: InferenceStatus) -> None:
+        with self._lock:
+            h = self.inference
+            h.model_loaded, h.backend, h.device, h.labels = True, msg.backend, msg.device, msg.labels
+            h.results_dropped = msg.results_dropped
+            h.error, h.down_since = None, None
+            for cam_id, counters in msg.cameras.items():
+                rt = self._cameras.get(cam_id)
+                if rt is not None:
+                    rt.stats.on_inference_counters(counters)
+
+    # -- watchdog ----------------------------------------------------------------------------
+    def _watchdog(self) -> None:
+        while not self._stopping.wait(WATCHDOG_INTERVAL_S):
+            now = time.monotonic()
+            with self._lock:
+                if self._stopping.is_set():
+                    return
+                self._check_inference(now)
+                for rt in self._cameras.values():
+                    self._check_decoder(rt, now)
+                    s = rt.stats
+                    for k in ("decoded", "skipped", "reconnects", "packets", "latest_seq"):
+                        s.ring_counts[k] = rt.ring.counter(k)
+                    last = rt.ring.time_value("last_frame_mono")
+                    s.last_frame_mono = last or None
+                    s.sample_rates(now)
+
+    @property
+    def ready(self) -> bool:
+        """Model loaded and every enabled camera's decoder started."""
+        with self._lock:
+            return self.inference.model_loaded and all(rt.process is not None for rt in self._cameras.values())
+
+
+def sweep_stale_rings(shm_dir: Path = SHM_DIR) -> int:
+    """Remove rings left in /dev/shm by streamsrv instances that died without cleaning up."""
+    removed = 0
+    for path in shm_dir.glob("streamsrv-*"):
+        pid = path.name.split("-")[1]
+        if pid.isdigit() and not _pid_alive(int(pid)):
+            path.unlink(missing_ok=True)
+            removed += 1
+    return removed
+
+
+def _pid_alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        return True
+    return True
+
+
+__all__ = ["CameraStats", "InferenceHealth", "Supervisor", "ring_path", "sweep_stale_rings"]
