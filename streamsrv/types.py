@@ -30,7 +30,7 @@ BoolArray = npt.NDArray[np.bool_]
 Anchor = Literal["bottom_center", "center"]
 
 
-class CameraState(str, enum.Enum):
+class CameraState(enum.StrEnum):
     """Life cycle of a camera's source, owned by its decoder process."""
 
     STARTING = "starting"
@@ -165,3 +165,24 @@ class FrameResult:
 
     def label_of(self, class_id: int) -> str:
         return self.labels.get(int(class_id), str(class_id))
+
+    def to_dict(self) -> dict[str, object]:
+        """The JSON form used by ``streamsrv analyze`` output and the API."""
+        t = self.tracks
+        return {
+            "camera_id": self.camera_id,
+            "frame_index": self.frame_index,
+            "ts": round(self.capture_ts, 4),
+            "width": self.width,
+            "height": self.height,
+            "tracks": [
+                {
+                    "track_id": int(t.track_id[i]),
+                    "label": self.label_of(int(t.class_id[i])),
+                    "confidence": round(float(t.confidence[i]), 4),
+                    "bbox": [round(float(v), 1) for v in t.xyxy[i]],
+                    "confirmed": bool(t.confirmed[i]),
+                }
+                for i in range(len(t))
+            ],
+        }

@@ -101,7 +101,20 @@ def parse_config(text: str, where: str = "<config>", base_dir: Path | None = Non
     except ValidationError as err:
         raise ConfigError(format_validation_error(err, where, lines)) from None
     cfg.base_dir = base_dir
+    if base_dir is not None:
+        _resolve_relative_paths(cfg, base_dir)
     return cfg
+
+
+def _resolve_relative_paths(cfg: AppConfig, base_dir: Path) -> None:
+    """Local paths in a config file are relative to the file, not to the working directory."""
+    model = base_dir / cfg.model.path
+    if not Path(cfg.model.path).is_absolute() and model.exists():
+        cfg.model.path = str(model.resolve())
+    for cam in cfg.cameras:
+        url = cam.url.removeprefix("file://")
+        if "://" not in url and not url.startswith("/"):
+            cam.url = str((base_dir / url).resolve())
 
 
 def load_config(path: str | Path) -> AppConfig:

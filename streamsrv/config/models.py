@@ -91,9 +91,7 @@ class ModelConfig(StrictModel):
     labels: dict[str, str] = Field(
         default_factory=dict, description="Aliases from model class names to labels, e.g. {Fall: person}."
     )
-    classes: list[str] | None = Field(
-        None, description="Keep only these labels (after aliasing); all when unset."
-    )
+    classes: list[str] | None = Field(None, description="Keep only these labels (after aliasing); all when unset.")
 
 
 class InferenceConfig(StrictModel):

@@ -22,7 +22,7 @@ from streamsrv.decode.source import VideoSource, is_permanent
 from streamsrv.errors import SourceError
 from streamsrv.ipc.frame_ring import FrameRing
 from streamsrv.ipc.messages import DecoderStatus
-from streamsrv.ipc.signals import FramesReady, StopFlag
+from streamsrv.ipc.signals import FramesReady, StopFlag, exit_with_parent
 from streamsrv.types import CameraState
 
 log = logging.getLogger(__name__)
@@ -108,6 +108,7 @@ def run_decoder(cam_json: str, ring_path: str, frames_ready: FramesReady, status
 
     signal.signal(signal.SIGTERM, on_term)
     signal.signal(signal.SIGINT, signal.SIG_IGN)  # the supervisor decides when decoders stop
+    exit_with_parent()
     ring = FrameRing.attach(ring_path, writable=True)
     try:
         _Decoder(cam, ring, frames_ready, status, stop).run()

@@ -65,8 +65,10 @@ class FrameSkipper:
         nxt = self._next
         if nxt is not None and nxt - self.interval - _TS_TOLERANCE_S <= ts < nxt - _TS_TOLERANCE_S:
             return False
-        gap_or_jump_back = nxt is None or ts - nxt > self.interval or ts < nxt - self.interval
-        self._next = ts + self.interval if gap_or_jump_back else nxt + self.interval
+        if nxt is None or ts - nxt > self.interval or ts < nxt - self.interval:
+            self._next = ts + self.interval  # first frame, a gap, or time ran backwards: restart the schedule
+        else:
+            self._next = nxt + self.interval
         return True
 
     def reset(self) -> None:
@@ -118,6 +120,7 @@ class VideoSource:
         self.width = 0
         self.height = 0
         self.fps = 0.0
+        self.frame_count = 0  # as the container declares it; 0 for live streams
         self.decoded = 0
         self.skipped = 0
         self.ingest_bytes = 0
@@ -150,6 +153,7 @@ class VideoSource:
         self.width, self.height = stream.codec_context.width, stream.codec_context.height
         rate = stream.average_rate or stream.guessed_rate
         self.fps = float(rate) if rate else 0.0
+        self.frame_count = int(stream.frames or 0)
 
     def _target_size(self, w: int, h: int) -> tuple[int, int] | None:
         scale = min(self.cam.max_width / w, self.cam.max_height / h)

@@ -30,7 +30,7 @@ from streamsrv.ipc.messages import (
     InferenceStatus,
     RemoveCamera,
 )
-from streamsrv.ipc.signals import FramesReady, StopFlag
+from streamsrv.ipc.signals import FramesReady, StopFlag, exit_with_parent
 from streamsrv.track import Tracker, create_tracker
 from streamsrv.types import FrameRef, FrameResult
 
@@ -169,6 +169,7 @@ def run_inference(
 
     signal.signal(signal.SIGTERM, on_term)
     signal.signal(signal.SIGINT, signal.SIG_IGN)
+    exit_with_parent()
     from streamsrv.infer.backend import create_backend
     from streamsrv.infer.detector import Detector
 

@@ -169,12 +169,14 @@ class FrameRing:
         """When the newest handed-on frame was decoded (``time.monotonic()``, comparable across processes)."""
         return float(self._slots[self.latest_seq % NUM_SLOTS]["mono_ts"])
 
-    def read_latest(
-        self, after_seq: int = 0, camera_id: str = ""
-    ) -> tuple[FrameRef, npt.NDArray[np.uint8]] | None:
+    def read_latest(self, after_seq: int = 0, camera_id: str = "") -> tuple[FrameRef, npt.NDArray[np.uint8]] | None:
         """Copy out the newest frame if it is newer than ``after_seq``; None if none or torn."""
         seq = self.latest_seq
-        if seq <= after_seq:
+        return self.read_seq(seq, camera_id) if seq > after_seq else None
+
+    def read_seq(self, seq: int, camera_id: str = "") -> tuple[FrameRef, npt.NDArray[np.uint8]] | None:
+        """Copy out frame ``seq`` if the ring still holds it intact (the last ``NUM_SLOTS`` frames)."""
+        if seq <= 0:
             return None
         slot = seq % NUM_SLOTS
         meta = self._slots[slot].copy()

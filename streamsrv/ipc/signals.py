@@ -42,3 +42,15 @@ class FramesReady:
         while self._sem.acquire(block=False):
             pass
         return got
+
+
+def exit_with_parent() -> None:
+    """Ask Linux to SIGTERM this process when its parent dies, so no worker outlives a crashed server."""
+    import ctypes.util
+    import signal
+
+    libc_name = ctypes.util.find_library("c")
+    if libc_name is None:
+        return
+    pr_set_pdeathsig = 1
+    ctypes.CDLL(libc_name, use_errno=True).prctl(pr_set_pdeathsig, signal.SIGTERM)

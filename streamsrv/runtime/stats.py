@@ -146,7 +146,5 @@ class CameraStatsTracker:
             frame_age_ms_p95=round(float(np.percentile(ages, 95)), 2),
             batch_size_mean=round(float(np.mean(self.batches)), 3) if self.batches else 0.0,
             inference_ms_mean=round(float(np.mean(self.infer_ms)), 2) if self.infer_ms else 0.0,
-            seconds_since_frame=(
-                round(time.monotonic() - self.last_frame_mono, 3) if self.last_frame_mono else None
-            ),
+            seconds_since_frame=(round(time.monotonic() - self.last_frame_mono, 3) if self.last_frame_mono else None),
         )

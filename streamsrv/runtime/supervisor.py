@@ -21,7 +21,7 @@ from multiprocessing.connection import Connection, wait
 from multiprocessing.process import BaseProcess
 from multiprocessing.queues import Queue
 from pathlib import Path
-from typing import Any
+from typing import Any, cast
 
 import numpy as np
 import numpy.typing as npt
@@ -182,6 +182,10 @@ class Supervisor:
         rt = self._get(camera_id)
         return rt.ring.read_latest(0, camera_id)
 
+    def frame_at(self, camera_id: str, seq: int) -> tuple[FrameRef, npt.NDArray[np.uint8]] | None:
+        """Frame ``seq`` of a camera if its ring still holds it (for event snapshots)."""
+        return self._get(camera_id).ring.read_seq(seq, camera_id)
+
     def subscribe(self, callback: ResultCallback) -> Callable[[], None]:
         """Call ``callback`` (on the results thread; keep it fast) for every FrameResult."""
         with self._lock:
@@ -281,10 +285,11 @@ class Supervisor:
             if not conns:
                 time.sleep(WATCHDOG_INTERVAL_S)
                 continue
-            for conn in wait(list(conns), timeout=WATCHDOG_INTERVAL_S):
-                rt = conns[conn]  # type: ignore[index]
+            for ready in wait(list(conns), timeout=WATCHDOG_INTERVAL_S):
+                conn = cast(Connection, ready)
+                rt = conns[conn]
                 try:
-                    msg: DecoderStatus = conn.recv()  # type: ignore[union-attr]
+                    msg: DecoderStatus = conn.recv()
                 except (EOFError, OSError):
                     with self._lock:
                         if rt.status_conn is conn:

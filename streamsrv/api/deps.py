@@ -1,0 +1,45 @@
+"""Shared request dependencies: the app state and API-key authentication."""
+
+from __future__ import annotations
+
+import hmac
+import logging
+from typing import Annotated
+
+from fastapi import Depends, HTTPException, Request, status
+from fastapi.security import HTTPAuthorizationCredentials, HTTPBearer
+
+from streamsrv.runtime.server import StreamServer
+
+log = logging.getLogger(__name__)
+_bearer = HTTPBearer(auto_error=False)
+
+
+def get_server(request: Request) -> StreamServer:
+    server: StreamServer = request.app.state.server
+    return server
+
+
+def require_api_key(
+    request: Request, credentials: Annotated[HTTPAuthorizationCredentials | None, Depends(_bearer)]
+) -> None:
+    """Refuse the request unless it carries the configured bearer token (constant-time compare)."""
+    expected: str | None = request.app.state.api_key
+    if expected is None:
+        return
+    given = credentials.credentials if credentials is not None else ""
+    if not hmac.compare_digest(given.encode(), expected.encode()):
+        log.warning(
+            "refused %s %s from %s: %s API key",
+            request.method,
+            request.url.path,
+            request.client.host if request.client else "?",
+            "wrong" if given else "no",
+        )
+        raise HTTPException(
+            status.HTTP_401_UNAUTHORIZED, "missing or wrong API key", headers={"WWW-Authenticate": "Bearer"}
+        )
+
+
+ServerDep = Annotated[StreamServer, Depends(get_server)]
+Authenticated = Depends(require_api_key)

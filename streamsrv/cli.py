@@ -1,0 +1,119 @@
+"""The ``streamsrv`` command: serve | analyze | validate-config."""
+
+from __future__ import annotations
+
+import argparse
+import json
+import logging
+import sys
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+from streamsrv.config import AppConfig, load_config
+from streamsrv.errors import StreamsrvError
+from streamsrv.logs import setup_logging
+
+log = logging.getLogger("streamsrv")
+
+
+def _load(path: str | None) -> AppConfig:
+    return load_config(path) if path else AppConfig()
+
+
+def cmd_serve(args: argparse.Namespace) -> int:
+    import uvicorn
+
+    from streamsrv.api.app import create_app
+
+    cfg = _load(args.config)
+    if args.host:
+        cfg.server.host = args.host
+    if args.port is not None:
+        cfg.server.port = args.port
+    setup_logging(cfg.server.log_level, cfg.server.log_json)
+    app = create_app(cfg)
+    log.info("streamsrv serving on http://%s:%d with %d camera(s)", cfg.server.host, cfg.server.port, len(cfg.cameras))
+    uvicorn.run(app, host=cfg.server.host, port=cfg.server.port, log_config=None, access_log=False)
+    return 0
+
+
+def cmd_analyze(args: argparse.Namespace) -> int:
+    from tqdm import tqdm
+
+    from streamsrv.analyze import Analyzer, write_jsonl
+
+    cfg = _load(args.config)
+    setup_logging("warning", False)
+    if args.model:
+        cfg.model.path = args.model
+    camera = next((c for c in cfg.cameras if c.id == args.camera), None) if args.camera else None
+    if args.camera and camera is None:
+        raise StreamsrvError(f"--camera {args.camera!r} is not in {args.config}")
+    analyzer = Analyzer(cfg)
+    progress = tqdm(desc=f"analyze {Path(args.video).name}", unit="frame", disable=args.quiet, file=sys.stderr)
+
+    def counted(records: Iterator[dict[str, Any]]) -> Iterator[dict[str, Any]]:
+        for record in records:
+            if record["type"] == "frame":
+                progress.total = analyzer.total_frames
+                progress.update()
+            yield record
+
+    records = counted(analyzer.records(args.video, camera=camera, detect_fps=args.detect_fps))
+    if args.out:
+        with open(args.out, "w", encoding="utf-8") as out:
+            summary = write_jsonl(records, out)
+    else:
+        summary = write_jsonl(records, sys.stdout)
+    progress.close()
+    if args.out and not args.quiet:
+        print(json.dumps(summary), file=sys.stderr)
+    return 0
+
+
+def cmd_validate(args: argparse.Namespace) -> int:
+    cfg = load_config(args.config)
+    print(f"{args.config}: OK ({len(cfg.cameras)} camera(s))")
+    return 0
+
+
+def build_parser() -> argparse.ArgumentParser:
+    p = argparse.ArgumentParser(prog="streamsrv", description="Multi-camera streaming video analytics server.")
+    sub = p.add_subparsers(dest="command", required=True)
+
+    s = sub.add_parser("serve", help="run the live server")
+    s.add_argument("--config", "-c", help="YAML config file")
+    s.add_argument("--host", help="override server.host")
+    s.add_argument("--port", type=int, help="override server.port")
+    s.set_defaults(func=cmd_serve)
+
+    a = sub.add_parser("analyze", help="run the pipeline over a recorded file as fast as possible")
+    a.add_argument("video", help="video file")
+    a.add_argument("--config", "-c", help="YAML config (model, inference, tracker, cameras' rules)")
+    a.add_argument("--model", "-m", help="override model.path")
+    a.add_argument("--camera", help="apply this configured camera's rules and settings")
+    a.add_argument("--detect-fps", type=float, help="process only this many frames/s (default: every frame)")
+    a.add_argument("--out", "-o", help="write JSON lines here (default: stdout)")
+    a.add_argument("--quiet", "-q", action="store_true", help="no progress bar")
+    a.set_defaults(func=cmd_analyze)
+
+    v = sub.add_parser("validate-config", help="check a config file and exit")
+    v.add_argument("config")
+    v.set_defaults(func=cmd_validate)
+    return p
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
+    try:
+        return int(args.func(args))
+    except StreamsrvError as exc:
+        print(f"streamsrv: error: {exc}", file=sys.stderr)
+        return 2
+    except KeyboardInterrupt:
+        return 130
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,198 @@
+"""``StreamServer``: the running system as the API sees it.
+
+It composes the ``Supervisor`` (processes, frames, stats) with each camera's ``RuleEngine``, the
+event bus and the snapshot store, and keeps them in step when cameras or rules change. The rule
+engines run on the supervisor's results thread (one thread, so engines need no locks of their
+own); camera state changes arrive on another thread and take the same per-camera lock.
+
+Example:
+    >>> server = StreamServer(load_config("streamsrv.yaml"))  # doctest: +SKIP
+    >>> server.start(); server.bus.history(limit=10)  # doctest: +SKIP
+"""
+
+from __future__ import annotations
+
+import logging
+import threading
+import time
+from collections import Counter
+
+import cv2
+
+from streamsrv.config.models import AppConfig, CameraConfig
+from streamsrv.config.rules import RulesConfig, resolve_rules
+from streamsrv.errors import NotFoundError
+from streamsrv.events import Event, EventBus, SnapshotStore, create_bus
+from streamsrv.rules import RuleEngine
+from streamsrv.runtime.supervisor import Supervisor
+from streamsrv.types import CameraState, FrameResult
+
+log = logging.getLogger(__name__)
+SNAPSHOT_JPEG_QUALITY = 80
+_SNAPSHOT_BOX_BGR = (0, 200, 255)
+
+
+class StreamServer:
+    """Cameras, rules and events for one streamsrv instance; thread-safe."""
+
+    def __init__(self, cfg: AppConfig, supervisor: Supervisor | None = None, bus: EventBus | None = None) -> None:
+        self.cfg = cfg
+        self.supervisor = supervisor or Supervisor(cfg)
+        self.bus = bus or create_bus(cfg.events)
+        ev = cfg.events
+        self.snapshots = SnapshotStore(ev.snapshot_max_count, ev.snapshot_max_bytes, ev.snapshot_retention_s)
+        self._lock = threading.RLock()
+        self._engines: dict[str, RuleEngine] = {}
+        self._engine_locks: dict[str, threading.Lock] = {}
+        self._online: set[str] = set()
+        self.events_by_type: Counter[tuple[str, str]] = Counter()  # (camera_id, type) -> n, for metrics
+        for cam in cfg.cameras:
+            self._engines[cam.id] = RuleEngine(cam.id, resolve_rules(cam.rules, cfg.base_dir, cam.id))
+            self._engine_locks[cam.id] = threading.Lock()
+        self.supervisor.subscribe(self._on_result)
+        self.supervisor.on_state_change(self._on_state)
+
+    @property
+    def started(self) -> bool:
+        return self.supervisor.started
+
+    def start(self) -> None:
+        self.supervisor.start()
+
+    def stop(self) -> None:
+        self.supervisor.stop()
+        self.bus.close()
+
+    # -- cameras and rules -------------------------------------------------------------------
+    def add_camera(self, cam: CameraConfig) -> None:
+        """Register and start a camera; raises ValueError if the id exists, ConfigError for bad rules."""
+        rules = resolve_rules(cam.rules, self.cfg.base_dir, cam.id)
+        with self._lock:
+            if cam.id in self._engines:
+                raise ValueError(f"camera {cam.id!r} already exists")
+            self._engines[cam.id] = RuleEngine(cam.id, rules)
+            self._engine_locks[cam.id] = threading.Lock()
+        try:
+            if cam.enabled:
+                self.supervisor.add_camera(cam)
+        except Exception:
+            self._forget(cam.id)
+            raise
+        self._set_config(cam, present=True)
+
+    def replace_camera(self, cam: CameraConfig) -> None:
+        """Apply a changed camera: restarts its decoder; counters of rules that keep their names stay."""
+        rules = resolve_rules(cam.rules, self.cfg.base_dir, cam.id)
+        self._engine(cam.id)
+        self.update_rules(cam.id, rules)
+        if cam.id in self.supervisor.camera_ids():
+            self.supervisor.remove_camera(cam.id)
+        if cam.enabled:
+            self.supervisor.add_camera(cam)
+        self._set_config(cam, present=True)
+
+    def remove_camera(self, camera_id: str) -> None:
+        cam = self.camera_config(camera_id)
+        if camera_id in self.supervisor.camera_ids():
+            self.supervisor.remove_camera(camera_id)
+        self._forget(camera_id)
+        self._set_config(cam, present=False)
+
+    def camera_config(self, camera_id: str) -> CameraConfig:
+        with self._lock:
+            for cam in self.cfg.cameras:
+                if cam.id == camera_id:
+                    return cam
+        raise NotFoundError(f"camera {camera_id!r} not found")
+
+    def rules(self, camera_id: str) -> RulesConfig:
+        return self._engine(camera_id).rules
+
+    def update_rules(self, camera_id: str, rules: RulesConfig) -> None:
+        """Swap a camera's rules at runtime; zones and lines that keep their name keep their state."""
+        engine = self._engine(camera_id)
+        with self._engine_locks[camera_id]:
+            engine.update_rules(rules)
+
+    def occupancy(self, camera_id: str) -> dict[str, dict[str, int]]:
+        engine = self._engine(camera_id)
+        with self._engine_locks[camera_id]:
+            return engine.occupancy()
+
+    def line_counts(self, camera_id: str) -> dict[str, dict[str, dict[str, int]]]:
+        engine = self._engine(camera_id)
+        with self._engine_locks[camera_id]:
+            return engine.line_counts()
+
+    def stationary_track_ids(self, camera_id: str) -> set[int]:
+        engine = self._engine(camera_id)
+        with self._engine_locks[camera_id]:
+            return engine.stationary_track_ids()
+
+    def _engine(self, camera_id: str) -> RuleEngine:
+        with self._lock:
+            engine = self._engines.get(camera_id)
+        if engine is None:
+            raise NotFoundError(f"camera {camera_id!r} not found")
+        return engine
+
+    def _forget(self, camera_id: str) -> None:
+        with self._lock:
+            self._engines.pop(camera_id, None)
+            self._engine_locks.pop(camera_id, None)
+            self._online.discard(camera_id)
+
+    def _set_config(self, cam: CameraConfig, present: bool) -> None:
+        with self._lock:
+            others = [c for c in self.cfg.cameras if c.id != cam.id]
+            self.cfg.cameras = [*others, cam] if present else others
+
+    # -- results and state, from the supervisor's threads ------------------------------------
+    def _on_result(self, result: FrameResult) -> None:
+        with self._lock:
+            engine = self._engines.get(result.camera_id)
+            lock = self._engine_locks.get(result.camera_id)
+        if engine is None or lock is None:
+            return
+        with lock:
+            events = engine.process(result)
+        for event in events:
+            self._snapshot(event, result)
+            self._publish(event)
+
+    def _on_state(self, camera_id: str, state: CameraState, error: str | None) -> None:
+        with self._lock:
+            engine = self._engines.get(camera_id)
+            lock = self._engine_locks.get(camera_id)
+            was_online = camera_id in self._online
+            if state == CameraState.ONLINE:
+                self._online.add(camera_id)
+            else:
+                self._online.discard(camera_id)
+        if engine is None or lock is None or (state == CameraState.ONLINE) == was_online:
+            return
+        with lock:
+            event = engine.camera_status(state == CameraState.ONLINE, time.time())
+        self._publish(event)
+
+    def _publish(self, event: Event) -> None:
+        self.events_by_type[(event.camera_id, event.type)] += 1
+        self.bus.publish(event)
+
+    def _snapshot(self, event: Event, result: FrameResult) -> None:
+        if event.bbox is None:
+            return
+        try:
+            got = self.supervisor.frame_at(result.camera_id, result.seq)
+        except NotFoundError:
+            return
+        if got is None:  # the ring moved on; a later frame is the honest fallback
+            got = self.supervisor.latest_frame(result.camera_id)
+            if got is None:
+                return
+        image = got[1]
+        x1, y1, x2, y2 = (int(v) for v in event.bbox)
+        cv2.rectangle(image, (x1, y1), (x2, y2), _SNAPSHOT_BOX_BGR, 2)
+        ok, jpeg = cv2.imencode(".jpg", image, [cv2.IMWRITE_JPEG_QUALITY, SNAPSHOT_JPEG_QUALITY])
+        if ok:
+            self.snapshots.put(event.id, jpeg.tobytes())
