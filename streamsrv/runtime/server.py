@@ -45,6 +45,7 @@ class StreamServer:
         self._engines: dict[str, RuleEngine] = {}
         self._engine_locks: dict[str, threading.Lock] = {}
         self._online: set[str] = set()
+        self._latest: dict[str, FrameResult] = {}
         self.events_by_type: Counter[tuple[str, str]] = Counter()  # (camera_id, type) -> n, for metrics
         for cam in cfg.cameras:
             self._engines[cam.id] = RuleEngine(cam.id, resolve_rules(cam.rules, cfg.base_dir, cam.id))
@@ -114,6 +115,12 @@ class StreamServer:
         with self._engine_locks[camera_id]:
             engine.update_rules(rules)
 
+    def latest_result(self, camera_id: str) -> FrameResult | None:
+        """The camera's newest processed frame (tracks), or None before the first one."""
+        self._engine(camera_id)
+        with self._lock:
+            return self._latest.get(camera_id)
+
     def occupancy(self, camera_id: str) -> dict[str, dict[str, int]]:
         engine = self._engine(camera_id)
         with self._engine_locks[camera_id]:
@@ -141,6 +148,7 @@ class StreamServer:
             self._engines.pop(camera_id, None)
             self._engine_locks.pop(camera_id, None)
             self._online.discard(camera_id)
+            self._latest.pop(camera_id, None)
 
     def _set_config(self, cam: CameraConfig, present: bool) -> None:
         with self._lock:
@@ -152,6 +160,8 @@ class StreamServer:
         with self._lock:
             engine = self._engines.get(result.camera_id)
             lock = self._engine_locks.get(result.camera_id)
+            if engine is not None:
+                self._latest[result.camera_id] = result
         if engine is None or lock is None:
             return
         with lock:
