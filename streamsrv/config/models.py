@@ -146,6 +146,14 @@ class ServerConfig(StrictModel):
     api_key: SecretStr | None = Field(None, description="Bearer token required when set; use ${ENV_VAR}.")
     log_json: bool = Field(False, description="Structured JSON log lines.")
     log_level: Literal["debug", "info", "warning", "error"] = Field("info")
+    persist: bool = Field(
+        True,
+        description="Write camera and rule changes made through the API back into this config file "
+        "(and a camera's rules file), so they survive a restart.",
+    )
+    max_body_bytes: int = Field(
+        1_048_576, ge=1024, le=2**30, description="Request bodies larger than this are refused with 413."
+    )
 
 
 class EventsConfig(StrictModel):
