@@ -117,11 +117,10 @@ class FrameRing:
             mm = mmap.mmap(fd, size, access=mmap.ACCESS_WRITE if writable else mmap.ACCESS_READ)
         finally:
             os.close(fd)
-        head = np.frombuffer(mm, dtype="<i8", count=3)
-        if head[0] != _MAGIC or head[1] != NUM_SLOTS:
+        magic, num_slots = (int(v) for v in np.frombuffer(mm, dtype="<i8", count=2))
+        if magic != _MAGIC or num_slots != NUM_SLOTS:
             mm.close()
             raise ValueError(f"{p} is not a streamsrv frame ring")
-        del head
         return cls(p, mm, writable)
 
     # -- writer side (the decoder) -------------------------------------------------------

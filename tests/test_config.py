@@ -1,0 +1,92 @@
+"""Config loading: precise errors naming file, line, field and value; env secrets; relative paths."""
+
+from __future__ import annotations
+
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+from streamsrv.config import load_config, parse_config
+from streamsrv.errors import ConfigError
+
+
+def test_defaults_are_valid() -> None:
+    cfg = parse_config("cameras: [{id: door, url: rtsp://10.0.0.2/s}]")
+    assert cfg.cameras[0].detect_fps == 5.0
+    assert cfg.inference.device == "auto"
+    assert cfg.tracker.type == "bytetrack"
+
+
+@pytest.mark.parametrize(
+    ("text", "expected"),
+    [
+        ("cameras: [{id: a, url: x.mp4, detect_fps: 0}]", "cfg.yaml:1: cameras[0].detect_fps = 0: Input should be greater than 0"),
+        ("cameras: [{id: a, url: x.mp4, colour: red}]", "cameras[0].colour = 'red': unknown field"),
+        ("cameras: [{id: a, url: 'ftp://h/x'}]", "unsupported URL scheme 'ftp'"),
+        ("cameras: [{id: 'a b', url: x.mp4}]", "cameras[0].id = 'a b'"),
+        ("cameras: [{id: a, url: x.mp4}, {id: a, url: y.mp4}]", "duplicate camera id 'a'"),
+        ("inference: {max_batch: many}", "inference.max_batch = 'many'"),
+        ("tracker: {type: sort}", "tracker.type = 'sort'"),
+        ("modle: {path: x.pt}", "modle"),
+        ("cameras: [{id: a}]", "cameras[0].url: Field required"),
+        ("cameras: [a, b", "not valid YAML"),
+        ("- just\n- a list", "top level must be a mapping"),
+    ],
+)
+def test_bad_config_names_field_and_value(text: str, expected: str) -> None:
+    with pytest.raises(ConfigError) as err:
+        parse_config(text, "cfg.yaml")
+    assert expected in str(err.value)
+    assert str(err.value).startswith("cfg.yaml")
+
+
+def test_error_points_at_the_offending_line() -> None:
+    text = "model:\n  path: m.pt\ncameras:\n  - id: a\n    url: a.mp4\n  - id: b\n    url: b.mp4\n    detect_fps: -2\n"
+    with pytest.raises(ConfigError, match=r"^cfg.yaml:8: cameras\[1\].detect_fps = -2"):
+        parse_config(text, "cfg.yaml")
+
+
+def test_secrets_come_from_environment(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("CAM_PASSWORD", "s3cret")
+    monkeypatch.setenv("API_KEY", "tok-9f2e")
+    cfg = parse_config(
+        "server: {api_key: '${API_KEY}'}\ncameras: [{id: a, url: 'rtsp://admin:${CAM_PASSWORD}@h/s'}]"
+    )
+    assert cfg.cameras[0].url == "rtsp://admin:s3cret@h/s"
+    assert cfg.server.api_key is not None and cfg.server.api_key.get_secret_value() == "tok-9f2e"
+    assert "tok-9f2e" not in repr(cfg.server)
+
+
+def test_missing_environment_variable_is_named(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.delenv("NOPE", raising=False)
+    with pytest.raises(ConfigError, match=r"cameras\[0\]\.url: environment variable NOPE is not set"):
+        parse_config("cameras: [{id: a, url: 'rtsp://u:${NOPE}@h/s'}]", "cfg.yaml")
+    assert parse_config("server: {host: '${NOPE:-0.0.0.0}'}").server.host == "0.0.0.0"
+
+
+def test_relative_paths_resolve_against_the_config_file(tmp_path: Path) -> None:
+    (tmp_path / "models").mkdir()
+    (tmp_path / "models" / "m.pt").write_bytes(b"x")
+    cfg_file = tmp_path / "streamsrv.yaml"
+    cfg_file.write_text("model: {path: models/m.pt}\ncameras: [{id: a, url: clips/a.mp4}, {id: b, url: 'rtsp://h/s'}]")
+    cfg = load_config(cfg_file)
+    assert cfg.model.path == str(tmp_path / "models" / "m.pt")
+    assert cfg.cameras[0].url == str(tmp_path / "clips" / "a.mp4")
+    assert cfg.cameras[1].url == "rtsp://h/s"
+
+
+def test_unreadable_file_is_reported(tmp_path: Path) -> None:
+    with pytest.raises(ConfigError, match="cannot read config file"):
+        load_config(tmp_path / "missing.yaml")
+
+
+def test_cli_validate_config_exits_2_with_the_field(tmp_path: Path) -> None:
+    bad = tmp_path / "bad.yaml"
+    bad.write_text("cameras:\n  - id: a\n    url: a.mp4\n    detect_fps: fast\n")
+    proc = subprocess.run(
+        [sys.executable, "-m", "streamsrv.cli", "validate-config", str(bad)], capture_output=True, text=True
+    )
+    assert proc.returncode == 2
+    assert f"{bad}:4: cameras[0].detect_fps = 'fast'" in proc.stderr

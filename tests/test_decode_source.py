@@ -1,0 +1,110 @@
+"""Decoding real video: frame skipping by timestamp, downscaling, looping, error classification."""
+
+from __future__ import annotations
+
+import random
+import time
+from pathlib import Path
+
+import pytest
+
+from streamsrv.config.models import CameraConfig, ReconnectConfig
+from streamsrv.decode.backoff import Backoff
+from streamsrv.decode.source import FrameSkipper, VideoSource, is_permanent
+from streamsrv.errors import SourceError, SourceUnavailable
+
+
+def test_skipper_spaces_frames_by_timestamp_not_count() -> None:
+    s = FrameSkipper(fps=5)
+    # variable frame rate: 25 fps then 10 fps; output stays ~5 fps
+    stamps = [i / 25 for i in range(25)] + [1 + i / 10 for i in range(10)]
+    kept = [t for t in stamps if s.due(t)]
+    gaps = [b - a for a, b in zip(kept, kept[1:], strict=False)]
+    assert len(kept) == 10
+    assert all(0.19 <= g <= 0.21 for g in gaps)
+
+
+def test_skipper_restarts_after_a_gap_instead_of_bursting() -> None:
+    s = FrameSkipper(fps=5)
+    assert s.due(0.0)
+    assert s.due(10.0)  # stream resumed after a stall
+    assert not s.due(10.04)
+    assert s.due(10.2)
+
+
+def test_backoff_grows_to_its_cap_with_jitter() -> None:
+    b = Backoff(ReconnectConfig(initial_s=0.5, max_s=4, multiplier=2, jitter=0.2), rng=random.Random(1))
+    delays = [b.next_delay() for _ in range(8)]
+    assert 0.4 <= delays[0] <= 0.6
+    assert all(d <= 4 * 1.2 for d in delays)
+    assert delays[-1] >= 4 * 0.8
+    b.reset()
+    assert b.next_delay() <= 0.6
+
+
+def test_file_decodes_at_detect_fps_without_pacing(clip_360p: Path) -> None:
+    src = VideoSource(CameraConfig(id="c", url=str(clip_360p), detect_fps=5, realtime=False))
+    frames = list(src.frames())
+    src.close()
+    assert src.decoded == 341 and src.fps == 25.0 and src.codec == "h264"
+    assert len(frames) == 69  # 341 frames at 25 fps, every 5th
+    assert src.skipped == 341 - 69
+    assert frames[0].image.shape == (360, 640, 3)
+    assert [f.frame_index for f in frames[:3]] == [0, 5, 10]
+
+
+def test_large_frames_are_downscaled_to_the_camera_limit(clip_720p: Path) -> None:
+    cam = CameraConfig(id="c", url=str(clip_720p), detect_fps=1, realtime=False, max_width=640, max_height=640)
+    src = VideoSource(cam)
+    first = next(iter(src.frames()))
+    src.close()
+    assert first.image.shape == (360, 640, 3)
+
+
+def test_realtime_file_is_paced_like_a_camera(clip_360p: Path) -> None:
+    src = VideoSource(CameraConfig(id="c", url=str(clip_360p), detect_fps=25))
+    start = time.monotonic()
+    for frame in src.frames():
+        if frame.frame_index >= 25:
+            break
+    src.close()
+    assert time.monotonic() - start >= 0.9  # 25 frames of a 25 fps clip take a second of real time
+
+
+def test_looping_file_keeps_timestamps_rising(clip_360p: Path) -> None:
+    src = VideoSource(CameraConfig(id="c", url=str(clip_360p), detect_fps=2, loop=True, realtime=False))
+    stamps = []
+    for frame in src.frames():
+        stamps.append(frame.pts_s)
+        if len(stamps) >= 35:  # past the 13.6 s end
+            break
+    src.close()
+    assert stamps == sorted(stamps) and stamps[-1] > 14
+
+
+@pytest.mark.parametrize(
+    ("url", "message", "permanent"),
+    [
+        ("/nonexistent/clip.mp4", "not found", True),
+        ("rtsp://127.0.0.1:9/stream", "connection refused", False),
+    ],
+)
+def test_open_errors_are_classified(url: str, message: str, permanent: bool) -> None:
+    src = VideoSource(CameraConfig(id="c", url=url, open_timeout_s=3, read_timeout_s=3))
+    with pytest.raises(SourceError, match=message) as err:
+        src.open()
+    assert is_permanent(err.value) == permanent
+
+
+def test_a_file_that_is_not_video(tmp_path: Path) -> None:
+    junk = tmp_path / "notes.mp4"
+    junk.write_bytes(b"this is not a video" * 100)
+    with pytest.raises(SourceUnavailable, match="not a readable video"):
+        VideoSource(CameraConfig(id="c", url=str(junk))).open()
+
+
+def test_credentials_never_appear_in_errors() -> None:
+    src = VideoSource(CameraConfig(id="c", url="rtsp://admin:hunter2@127.0.0.1:9/s", open_timeout_s=2))
+    with pytest.raises(SourceError) as err:
+        src.open()
+    assert "hunter2" not in str(err.value) and "admin:***@" in str(err.value)
