@@ -22,7 +22,10 @@ def test_defaults_are_valid() -> None:
 @pytest.mark.parametrize(
     ("text", "expected"),
     [
-        ("cameras: [{id: a, url: x.mp4, detect_fps: 0}]", "cfg.yaml:1: cameras[0].detect_fps = 0: Input should be greater than 0"),
+        (
+            "cameras: [{id: a, url: x.mp4, detect_fps: 0}]",
+            "cfg.yaml:1: cameras[0].detect_fps = 0: Input should be greater than 0",
+        ),
         ("cameras: [{id: a, url: x.mp4, colour: red}]", "cameras[0].colour = 'red': unknown field"),
         ("cameras: [{id: a, url: 'ftp://h/x'}]", "unsupported URL scheme 'ftp'"),
         ("cameras: [{id: 'a b', url: x.mp4}]", "cameras[0].id = 'a b'"),
@@ -51,9 +54,7 @@ def test_error_points_at_the_offending_line() -> None:
 def test_secrets_come_from_environment(monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.setenv("CAM_PASSWORD", "s3cret")
     monkeypatch.setenv("API_KEY", "tok-9f2e")
-    cfg = parse_config(
-        "server: {api_key: '${API_KEY}'}\ncameras: [{id: a, url: 'rtsp://admin:${CAM_PASSWORD}@h/s'}]"
-    )
+    cfg = parse_config("server: {api_key: '${API_KEY}'}\ncameras: [{id: a, url: 'rtsp://admin:${CAM_PASSWORD}@h/s'}]")
     assert cfg.cameras[0].url == "rtsp://admin:s3cret@h/s"
     assert cfg.server.api_key is not None and cfg.server.api_key.get_secret_value() == "tok-9f2e"
     assert "tok-9f2e" not in repr(cfg.server)
