@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import itertools
 import random
 import time
 from pathlib import Path
@@ -19,7 +20,7 @@ def test_skipper_spaces_frames_by_timestamp_not_count() -> None:
     # variable frame rate: 25 fps then 10 fps; output stays ~5 fps
     stamps = [i / 25 for i in range(25)] + [1 + i / 10 for i in range(10)]
     kept = [t for t in stamps if s.due(t)]
-    gaps = [b - a for a, b in zip(kept, kept[1:], strict=False)]
+    gaps = [b - a for a, b in itertools.pairwise(kept)]
     assert len(kept) == 10
     assert all(0.19 <= g <= 0.21 for g in gaps)
 

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from collections import Counter
 from collections.abc import Iterator
-from itertools import islice
+from itertools import islice, pairwise
 from pathlib import Path
 
 import pytest
@@ -19,7 +19,7 @@ pytestmark = pytest.mark.slow
 def _persistence(results: list[FrameResult]) -> float:
     """Mean share of confirmed ids in one frame that are still tracked in the next."""
     kept = []
-    for a, b in zip(results, results[1:], strict=False):
+    for a, b in pairwise(results):
         ids_a = set(a.tracks.track_id[a.tracks.confirmed].tolist())
         if ids_a:
             kept.append(len(ids_a & set(b.tracks.track_id.tolist())) / len(ids_a))
