@@ -25,6 +25,8 @@ from streamsrv.infer.letterbox import letterbox_batch, to_network_input, unlette
 from streamsrv.types import Detections
 
 MAX_DETECTIONS = 300
+# NMS is quadratic in candidates; an untrained or confused model can pass thousands per frame.
+MAX_NMS_CANDIDATES = 3000
 
 
 @dataclass(frozen=True, slots=True)
@@ -107,6 +109,9 @@ class Detector:
         keep = (conf >= self.confidence) & self.label_map.keep_class[class_id]
         if not keep.any():
             return Detections.empty()
+        if keep.sum() > MAX_NMS_CANDIDATES:
+            cutoff = np.partition(conf[keep], -MAX_NMS_CANDIDATES)[-MAX_NMS_CANDIDATES]
+            keep &= conf >= cutoff
         cxcywh = pred[:4, keep].T
         conf, label = conf[keep], self.label_map.class_to_label[class_id[keep]]
         xyxy = np.concatenate([cxcywh[:, :2] - cxcywh[:, 2:] / 2, cxcywh[:, :2] + cxcywh[:, 2:] / 2], axis=1)

@@ -176,25 +176,33 @@ def run_inference(
     try:
         detector = Detector(create_backend(cfg.model, cfg.inference), cfg.model, cfg.inference.imgsz)
     except StreamsrvError as exc:
-        results.put(InferenceFailed(str(exc)))
+        results.put_nowait(InferenceFailed(str(exc)))
         return
     loop = InferenceLoop(cfg, detector, frames_ready)
+    # Never block on a full or orphaned results queue: a stuck put would make SIGTERM useless.
+    results.cancel_join_thread()
     results_dropped = 0
-    results.put(loop.status(results_dropped))
+    _offer(results, loop.status(results_dropped))
     next_status = time.monotonic() + STATUS_INTERVAL_S
     try:
         while not stop.is_set():
             _drain_control(loop, control)
             for result in loop.run_batch(loop.next_batch(stop)):
-                try:
-                    results.put_nowait(result)
-                except queue.Full:
+                if not _offer(results, result):
                     results_dropped += 1
             if time.monotonic() >= next_status:
-                results.put(loop.status(results_dropped))
+                _offer(results, loop.status(results_dropped))
                 next_status = time.monotonic() + STATUS_INTERVAL_S
     finally:
         loop.close()
+
+
+def _offer(results: Queue[Any], message: object) -> bool:
+    try:
+        results.put_nowait(message)
+    except queue.Full:
+        return False
+    return True
 
 
 def _drain_control(loop: InferenceLoop, control: Queue[Any]) -> None:

@@ -1,0 +1,267 @@
+"""Throughput and frame age of the streamsrv pipeline against the raw model and the naive loop.
+
+For K cameras (a real 25 fps clip, looped and paced in real time), measured in one run:
+
+  (a) streamsrv: decoder processes -> shared-memory rings -> one batched inference process
+      -> per-camera ByteTrack; processed frames/s and the age of frames at inference;
+  (b) raw batched throughput of the same detector on pre-decoded frames (the ceiling);
+  (c) the naive loop from blog posts: a thread per camera reading every frame and calling
+      ``model(frame)``; frames wait in the reader's buffer, so their age grows.
+
+Ratios (a)/(b) and (a)/(c) are what matter: absolute numbers depend on this noisy shared machine.
+
+    python -m benchmarks.pipeline_throughput --cameras 1,2,4,8 --seconds 20 --out pipeline.json
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import queue
+import statistics
+import sys
+import threading
+import time
+from pathlib import Path
+from typing import Any
+
+import av
+import numpy as np
+import psutil
+from tqdm import tqdm
+
+from streamsrv.config import parse_config
+from streamsrv.config.models import AppConfig
+from streamsrv.runtime.supervisor import Supervisor
+from streamsrv.types import FrameResult
+
+REPO = Path(__file__).resolve().parent.parent
+DEFAULT_CLIP = Path(os.environ.get("STREAMSRV_SHARED", REPO.parent / "shared")) / "media" / "concourse_720p.mp4"
+
+
+def percentile(values: list[float], q: float) -> float:
+    return float(np.percentile(values, q)) if values else 0.0
+
+
+def config(model: str, clip: Path, k: int, threads: int, max_batch: int) -> AppConfig:
+    cams = "\n".join(
+        f'  - {{id: cam{i}, url: "{clip}", detect_fps: 25, loop: true, realtime: true}}' for i in range(k)
+    )
+    return parse_config(
+        f'model: {{path: "{model}"}}\ninference: {{threads: {threads}, max_batch: {max_batch}, max_wait_ms: 5}}\n'
+        f"cameras:\n{cams}\n"
+    )
+
+
+def run_streamsrv(cfg: AppConfig, seconds: float, warmup_s: float) -> dict[str, Any]:
+    sup = Supervisor(cfg, instance=f"bench{os.getpid()}")
+    ages: list[tuple[float, float]] = []
+    batches: list[int] = []
+    lock = threading.Lock()
+    measuring = threading.Event()
+
+    def on_result(r: FrameResult) -> None:
+        if measuring.is_set():
+            with lock:
+                ages.append((time.monotonic(), r.frame_age_s))
+                batches.append(r.batch_size)
+
+    sup.subscribe(on_result)
+    sup.start()
+    try:
+        deadline = time.monotonic() + 300
+        while not sup.inference.model_loaded and time.monotonic() < deadline:
+            time.sleep(0.2)
+        time.sleep(warmup_s)
+        measuring.set()
+        start = time.monotonic()
+        time.sleep(seconds)
+        measuring.clear()
+        elapsed = time.monotonic() - start
+        rss = process_rss(sup)
+        stats = sup.all_stats()
+    finally:
+        sup.stop()
+    with lock:
+        a = [age for _, age in ages]
+    half = len(a) // 2
+    return {
+        "frames_per_s": len(a) / elapsed,
+        "frame_age_ms_p50": percentile(a, 50) * 1e3,
+        "frame_age_ms_p95": percentile(a, 95) * 1e3,
+        "frame_age_ms_p95_first_half": percentile(a[:half], 95) * 1e3,
+        "frame_age_ms_p95_second_half": percentile(a[half:], 95) * 1e3,
+        "batch_size_mean": statistics.fmean(batches) if batches else 0.0,
+        "dropped_latest_wins": sum(s.dropped_latest_wins for s in stats),
+        "rss_mb": rss,
+    }
+
+
+def process_rss(sup: Supervisor) -> dict[str, float]:
+    """RSS in MB of the main process, the inference process and each decoder."""
+    out = {"main": psutil.Process().memory_info().rss / 2**20}
+    infer = sup._infer_proc
+    if infer is not None and infer.pid:
+        out["inference"] = psutil.Process(infer.pid).memory_info().rss / 2**20
+    decoders = [rt.process.pid for rt in sup._cameras.values() if rt.process is not None and rt.process.pid]
+    rss = [psutil.Process(pid).memory_info().rss / 2**20 for pid in decoders]
+    if rss:
+        out["decoder_max"] = max(rss)
+        out["decoder_mean"] = statistics.fmean(rss)
+    return out
+
+
+def decode_frames(clip: Path, n: int) -> list[np.ndarray]:
+    with av.open(str(clip)) as c:
+        return [f.to_ndarray(format="bgr24") for f, _ in zip(c.decode(video=0), range(n), strict=False)]
+
+
+def run_raw(cfg: AppConfig, frames: list[np.ndarray], k: int, seconds: float) -> dict[str, Any]:
+    # torch is imported only here: worker processes re-import this module, and decoders must stay small
+    from streamsrv.infer.backend import create_backend
+    from streamsrv.infer.detector import Detector
+
+    detector = Detector(create_backend(cfg.model, cfg.inference), cfg.model, cfg.inference.imgsz)
+    batch_size = min(k, cfg.inference.max_batch)
+    detector.detect(frames[:batch_size])  # warm-up
+    done = 0
+    start = time.monotonic()
+    i = 0
+    while time.monotonic() - start < seconds:
+        batch = [frames[(i + j) % len(frames)] for j in range(batch_size)]
+        detector.detect(batch)
+        done += batch_size
+        i += batch_size
+    return {"frames_per_s": done / (time.monotonic() - start), "batch_size": batch_size}
+
+
+def run_naive(model: str, clip: Path, k: int, seconds: float, threads: int, warmup_s: float) -> dict[str, Any]:
+    """A thread per camera: a paced reader fills an unbounded buffer (like OpenCV's RTSP capture); the
+    worker calls ``model(frame)`` on every frame it takes. Each thread has its own model, as the
+    ultralytics docs advise for threads."""
+    from ultralytics import YOLO
+
+    from streamsrv.infer.torch_backend import set_torch_threads
+
+    set_torch_threads(threads)
+    stop = threading.Event()
+    measuring = threading.Event()
+    ages: list[float] = []
+    lock = threading.Lock()
+
+    def camera(idx: int) -> None:
+        buffer: queue.Queue[tuple[float, np.ndarray]] = queue.Queue()
+        yolo = YOLO(model, task="detect")
+
+        def reader() -> None:
+            while not stop.is_set():
+                with av.open(str(clip)) as c:
+                    start = time.monotonic()
+                    for f in c.decode(video=0):
+                        if stop.is_set():
+                            return
+                        delay = start + float(f.time or 0) - time.monotonic()
+                        if delay > 0:
+                            time.sleep(delay)
+                        buffer.put((time.monotonic(), f.to_ndarray(format="bgr24")))
+
+        threading.Thread(target=reader, daemon=True).start()
+        while not stop.is_set():
+            try:
+                captured, frame = buffer.get(timeout=0.5)
+            except queue.Empty:
+                continue
+            age = time.monotonic() - captured
+            yolo(frame, verbose=False, imgsz=640)
+            if measuring.is_set():
+                with lock:
+                    ages.append(age)
+
+    workers = [threading.Thread(target=camera, args=(i,), daemon=True) for i in range(k)]
+    for w in workers:
+        w.start()
+    time.sleep(warmup_s + 5)  # model loading per thread
+    measuring.set()
+    start = time.monotonic()
+    time.sleep(seconds)
+    measuring.clear()
+    elapsed = time.monotonic() - start
+    stop.set()
+    for w in workers:
+        w.join(timeout=30)
+    half = len(ages) // 2
+    return {
+        "frames_per_s": len(ages) / elapsed,
+        "frame_age_ms_p50": percentile(ages, 50) * 1e3,
+        "frame_age_ms_p95": percentile(ages, 95) * 1e3,
+        "frame_age_ms_p95_first_half": percentile(ages[:half], 95) * 1e3,
+        "frame_age_ms_p95_second_half": percentile(ages[half:], 95) * 1e3,
+    }
+
+
+def main(argv: list[str] | None = None) -> int:
+    p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    p.add_argument("--model", default="yolov8n.yaml", help="weights or a model yaml (default: untrained yolov8n)")
+    p.add_argument("--clip", type=Path, default=DEFAULT_CLIP)
+    p.add_argument("--cameras", default="1,2,4,8", help="comma-separated camera counts")
+    p.add_argument("--seconds", type=float, default=20.0, help="measurement time per step")
+    p.add_argument("--warmup", type=float, default=5.0)
+    p.add_argument("--threads", type=int, default=2)
+    p.add_argument("--max-batch", type=int, default=8)
+    p.add_argument("--skip-naive", action="store_true")
+    p.add_argument("--out", type=Path, help="write results as JSON here")
+    args = p.parse_args(argv)
+
+    counts = [int(k) for k in args.cameras.split(",")]
+    frames = decode_frames(args.clip, 50)
+    rows: list[dict[str, Any]] = []
+    steps = tqdm(counts, desc="pipeline_throughput", unit="step", file=sys.stderr)
+    for k in steps:
+        cfg = config(args.model, args.clip, k, args.threads, args.max_batch)
+        steps.set_postfix_str(f"K={k} raw")
+        raw = run_raw(cfg, frames, k, min(args.seconds, 10))
+        steps.set_postfix_str(f"K={k} streamsrv")
+        ours = run_streamsrv(cfg, args.seconds, args.warmup)
+        naive = None
+        if not args.skip_naive:
+            steps.set_postfix_str(f"K={k} naive")
+            naive = run_naive(args.model, args.clip, k, args.seconds, args.threads, args.warmup)
+        rows.append(
+            {
+                "cameras": k,
+                "streamsrv": ours,
+                "raw": raw,
+                "naive": naive,
+                "ours_over_raw": ours["frames_per_s"] / raw["frames_per_s"],
+                "ours_over_naive": ours["frames_per_s"] / naive["frames_per_s"] if naive else None,
+            }
+        )
+    print_table(rows)
+    if args.out:
+        meta = {"model": args.model, "clip": str(args.clip), "threads": args.threads, "cpu_count": os.cpu_count()}
+        args.out.write_text(json.dumps({"meta": meta, "rows": rows}, indent=2))
+    return 0
+
+
+def print_table(rows: list[dict[str, Any]]) -> None:
+    head = (
+        f"{'K':>3} {'ours f/s':>9} {'raw f/s':>8} {'naive f/s':>9} {'ours/raw':>8} {'ours/naive':>10}"
+        f" {'age p95 ours ms (1st->2nd half)':>32} {'age p95 naive ms (1st->2nd half)':>33} {'decoder MB':>10}"
+    )
+    print(head)
+    for r in rows:
+        o, n = r["streamsrv"], r["naive"]
+        naive_fps = f"{n['frames_per_s']:.1f}" if n else "-"
+        naive_age = f"{n['frame_age_ms_p95_first_half']:.0f} -> {n['frame_age_ms_p95_second_half']:.0f}" if n else "-"
+        ratio = f"{r['ours_over_naive']:.2f}" if r["ours_over_naive"] else "-"
+        print(
+            f"{r['cameras']:>3} {o['frames_per_s']:>9.1f} {r['raw']['frames_per_s']:>8.1f} {naive_fps:>9}"
+            f" {r['ours_over_raw']:>8.2f} {ratio:>10}"
+            f" {o['frame_age_ms_p95_first_half']:>15.0f} -> {o['frame_age_ms_p95_second_half']:<13.0f}"
+            f" {naive_age:>33} {o['rss_mb'].get('decoder_max', 0):>10.0f}"
+        )
+
+
+if __name__ == "__main__":
+    sys.exit(main())
