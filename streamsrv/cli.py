@@ -1,17 +1,20 @@
-"""The ``streamsrv`` command: serve | analyze | validate-config."""
+"""The ``streamsrv`` command: serve | analyze | events | validate-config."""
 
 from __future__ import annotations
 
 import argparse
 import json
 import logging
+import re
 import sys
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
 from streamsrv.config import AppConfig, load_config
+from streamsrv.config.models import CAMERA_ID_PATTERN
 from streamsrv.errors import StreamsrvError
+from streamsrv.events.model import EVENT_TYPES
 from streamsrv.logs import setup_logging
 
 log = logging.getLogger("streamsrv")
@@ -72,10 +75,54 @@ def cmd_analyze(args: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_events(args: argparse.Namespace) -> int:
+    import contextlib
+    import os
+
+    from streamsrv.events.client import follow_bus, follow_sse
+
+    cfg = _load(args.config)
+    setup_logging("warning", False)
+    filters = {"camera_id": args.camera, "type": args.type, "replay": args.replay}
+    if args.url is None and cfg.events.redis_url:
+        from streamsrv.events.redis_bus import RedisBus
+
+        bus = RedisBus(cfg.events.redis_url)
+        events = follow_bus(bus, **filters)
+    else:
+        url = args.url or f"http://{cfg.server.host}:{cfg.server.port}"
+        config_key = cfg.server.api_key.get_secret_value() if cfg.server.api_key else None
+        api_key = args.api_key or os.environ.get("STREAMSRV_API_KEY") or config_key
+        bus = None
+        events = follow_sse(url, api_key=api_key, **filters)
+    try:
+        with contextlib.closing(events):
+            for n, event in enumerate(events, start=1):
+                print(event.to_json(), flush=True)
+                if n == args.max_events:
+                    break
+    finally:
+        if bus is not None:
+            bus.close()
+    return 0
+
+
 def cmd_validate(args: argparse.Namespace) -> int:
     cfg = load_config(args.config)
     print(f"{args.config}: OK ({len(cfg.cameras)} camera(s))")
     return 0
+
+
+def _camera_id(value: str) -> str:
+    if not re.fullmatch(CAMERA_ID_PATTERN, value):
+        raise argparse.ArgumentTypeError(f"{value!r} is not a camera id (letters, digits, '_', '.', '-')")
+    return value
+
+
+def _count(value: str) -> int:
+    if not value.isdigit():
+        raise argparse.ArgumentTypeError(f"{value!r} is not a whole number >= 0")
+    return int(value)
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -97,6 +144,21 @@ def build_parser() -> argparse.ArgumentParser:
     a.add_argument("--out", "-o", help="write JSON lines here (default: stdout)")
     a.add_argument("--quiet", "-q", action="store_true", help="no progress bar")
     a.set_defaults(func=cmd_analyze)
+
+    e = sub.add_parser(
+        "events",
+        help="print events as JSON lines, live",
+        description="Follow events from Redis (when the config sets events.redis_url) or from a running server's "
+        "event stream (--url, or the config's server address).",
+    )
+    e.add_argument("--config", "-c", help="YAML config (events.redis_url, server address and api_key)")
+    e.add_argument("--url", help="server to follow, e.g. http://127.0.0.1:8080 (instead of Redis)")
+    e.add_argument("--api-key", help="the server's API key (default: $STREAMSRV_API_KEY, else the config's)")
+    e.add_argument("--camera", type=_camera_id, help="only this camera's events")
+    e.add_argument("--type", choices=EVENT_TYPES, help="only events of this type")
+    e.add_argument("--replay", type=_count, default=0, help="first print the newest N matching events")
+    e.add_argument("--max-events", type=_count, help="exit after printing N events")
+    e.set_defaults(func=cmd_events)
 
     v = sub.add_parser("validate-config", help="check a config file and exit")
     v.add_argument("config")

@@ -2,9 +2,13 @@
 
 from __future__ import annotations
 
+import functools
+import http.server
 import itertools
 import random
+import threading
 import time
+from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
@@ -13,6 +17,7 @@ from streamsrv.config.models import CameraConfig, ReconnectConfig
 from streamsrv.decode.backoff import Backoff
 from streamsrv.decode.source import FrameSkipper, VideoSource, is_permanent
 from streamsrv.errors import SourceError, SourceUnavailable
+from tests.support.processes import RtspServer
 
 
 def test_skipper_spaces_frames_by_timestamp_not_count() -> None:
@@ -109,3 +114,58 @@ def test_credentials_never_appear_in_errors() -> None:
     with pytest.raises(SourceError) as err:
         src.open()
     assert "hunter2" not in str(err.value) and "admin:***@" in str(err.value)
+
+
+def test_keyframes_only_decodes_one_frame_per_gop(clip_360p: Path) -> None:
+    src = VideoSource(CameraConfig(id="c", url=str(clip_360p), detect_fps=1, keyframes_only=True, realtime=False))
+    frames = list(src.frames())
+    src.close()
+    assert src.decoded == 14  # 341 frames, a keyframe every 25
+    assert len(frames) == 14
+
+
+def _remux_to_mpegts(clip: Path, out: Path) -> None:
+    """HTTP cameras send streamable containers (MPEG-TS, MJPEG), not seekable MP4."""
+    import av
+
+    with av.open(str(clip)) as src, av.open(str(out), "w", format="mpegts") as dst:
+        stream = dst.add_stream_from_template(src.streams.video[0])
+        for packet in src.demux(src.streams.video[0]):
+            if packet.dts is not None:
+                packet.stream = stream
+                dst.mux(packet)
+
+
+@pytest.fixture
+def http_clip_url(clip_360p: Path, tmp_path: Path) -> Iterator[str]:
+    _remux_to_mpegts(clip_360p, tmp_path / "cam.ts")
+    handler = functools.partial(http.server.SimpleHTTPRequestHandler, directory=str(tmp_path))
+    server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), handler)
+    thread = threading.Thread(target=server.serve_forever, daemon=True)
+    thread.start()
+    yield f"http://127.0.0.1:{server.server_address[1]}/cam.ts"
+    server.shutdown()
+    server.server_close()
+
+
+def test_http_stream_is_decoded(http_clip_url: str) -> None:
+    src = VideoSource(CameraConfig(id="c", url=http_clip_url, detect_fps=5, realtime=False))
+    frames = [f for f, _ in zip(src.frames(), range(10), strict=False)]
+    src.close()
+    assert len(frames) == 10 and frames[0].image.shape == (360, 640, 3)
+
+
+def test_http_not_found_is_permanent(http_clip_url: str) -> None:
+    src = VideoSource(CameraConfig(id="c", url=http_clip_url + ".missing", open_timeout_s=3))
+    with pytest.raises(SourceUnavailable, match="not found"):
+        src.open()
+
+
+@pytest.mark.rtsp
+@pytest.mark.parametrize("transport", ["tcp", "udp"])
+def test_rtsp_transports(rtsp_server: RtspServer, transport: str) -> None:
+    cam = CameraConfig(id="c", url=rtsp_server.url("cam360"), detect_fps=25, rtsp_transport=transport)
+    src = VideoSource(cam)
+    frames = [f for f, _ in zip(src.frames(), range(15), strict=False)]
+    src.close()
+    assert len(frames) == 15 and frames[-1].image.shape == (360, 640, 3)

@@ -8,7 +8,7 @@ from contextlib import asynccontextmanager
 from fastapi import FastAPI
 
 from streamsrv import __version__
-from streamsrv.api.routers import cameras, health
+from streamsrv.api.routers import cameras, events, health
 from streamsrv.config.models import AppConfig
 from streamsrv.runtime.server import StreamServer
 
@@ -32,4 +32,5 @@ def create_app(cfg: AppConfig, server: StreamServer | None = None) -> FastAPI:
     app.state.api_key = cfg.server.api_key.get_secret_value() if cfg.server.api_key else None
     app.include_router(health.router)
     app.include_router(cameras.router)
+    app.include_router(events.router)
     return app
