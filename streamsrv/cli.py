@@ -35,7 +35,7 @@ def cmd_serve(args: argparse.Namespace) -> int:
     if args.port is not None:
         cfg.server.port = args.port
     setup_logging(cfg.server.log_level, cfg.server.log_json)
-    app = create_app(cfg)
+    app = create_app(cfg, config_path=Path(args.config) if args.config else None)
     log.info("streamsrv serving on http://%s:%d with %d camera(s)", cfg.server.host, cfg.server.port, len(cfg.cameras))
     uvicorn.run(app, host=cfg.server.host, port=cfg.server.port, log_config=None, access_log=False)
     return 0

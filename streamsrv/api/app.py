@@ -4,18 +4,30 @@ from __future__ import annotations
 
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
+from pathlib import Path
 
 from fastapi import FastAPI
+from fastapi.exceptions import RequestValidationError
 
 from streamsrv import __version__
-from streamsrv.api.routers import cameras, events, health
+from streamsrv.api.middleware import BodySizeLimit, redacted_validation_error
+from streamsrv.api.routers import cameras, events, health, metrics, probe, rules
 from streamsrv.config.models import AppConfig
+from streamsrv.runtime.metrics import ServerMetrics
+from streamsrv.runtime.registry import CameraRegistry, ConfigFileStore
 from streamsrv.runtime.server import StreamServer
 
 
-def create_app(cfg: AppConfig, server: StreamServer | None = None) -> FastAPI:
-    """Build the app; the server (created from ``cfg`` if not given) starts and stops with it."""
+def create_app(cfg: AppConfig, server: StreamServer | None = None, config_path: Path | None = None) -> FastAPI:
+    """Build the app; the server (created from ``cfg`` if not given) starts and stops with it.
+
+    ``config_path`` is the file ``cfg`` came from: with ``server.persist`` on, camera and rule changes made
+    through the API are written back to it.
+    """
     srv = server or StreamServer(cfg)
+    store = ConfigFileStore(config_path) if config_path is not None and cfg.server.persist else None
+    registry = CameraRegistry(srv, store)
+    server_metrics = ServerMetrics(srv)
 
     @asynccontextmanager
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:
@@ -24,13 +36,21 @@ def create_app(cfg: AppConfig, server: StreamServer | None = None) -> FastAPI:
         try:
             yield
         finally:
+            server_metrics.close()
             srv.stop()
 
     app = FastAPI(title="streamsrv", version=__version__, lifespan=lifespan)
     app.state.server = srv
     app.state.config = cfg
     app.state.api_key = cfg.server.api_key.get_secret_value() if cfg.server.api_key else None
+    app.state.registry = registry
+    app.state.metrics = server_metrics
+    app.add_middleware(BodySizeLimit, max_bytes=cfg.server.max_body_bytes)
+    app.add_exception_handler(RequestValidationError, redacted_validation_error)
     app.include_router(health.router)
     app.include_router(cameras.router)
+    app.include_router(rules.router)
+    app.include_router(probe.router)
+    app.include_router(metrics.router)
     app.include_router(events.router)
     return app

@@ -1,19 +1,130 @@
-"""Cameras: list and per-camera statistics."""
+"""Cameras: the registry (list, add, change, remove) and per-camera statistics.
+
+Changes apply to the running server at once (only the camera concerned restarts) and are saved to the config
+file when ``server.persist`` is on; see ``streamsrv.runtime.registry``.
+"""
 
 from __future__ import annotations
 
-from fastapi import APIRouter, HTTPException, status
+from collections.abc import Iterator
+from contextlib import contextmanager
+from typing import Annotated, Any
+
+from fastapi import APIRouter, Depends, HTTPException, Request, status
+from pydantic import ValidationError
 
 from streamsrv.api.deps import Authenticated, ServerDep
+from streamsrv.api.schemas import CameraOut, CameraPatch, Message, request_error
+from streamsrv.config.models import CameraConfig
 from streamsrv.errors import NotFoundError
+from streamsrv.runtime.registry import CameraRegistry, ConflictError, PersistError, field_error
+from streamsrv.runtime.server import StreamServer
 from streamsrv.runtime.stats import CameraStats
 
 router = APIRouter(prefix="/api/cameras", tags=["cameras"], dependencies=[Authenticated])
 
 
-@router.get("/{camera_id}/stats", response_model=CameraStats, summary="A camera's health and throughput")
-def camera_stats(camera_id: str, server: ServerDep) -> CameraStats:
+def get_registry(request: Request) -> CameraRegistry:
+    registry: CameraRegistry = request.app.state.registry
+    return registry
+
+
+RegistryDep = Annotated[CameraRegistry, Depends(get_registry)]
+NOT_FOUND: dict[int | str, dict[str, Any]] = {404: {"model": Message, "description": "No such camera."}}
+CHANGE_ERRORS: dict[int | str, dict[str, Any]] = {
+    500: {"model": Message, "description": "Applied to the running server, but the config file could not be written."}
+}
+
+
+@contextmanager
+def api_errors() -> Iterator[None]:
+    """Domain errors as HTTP errors: 404 not found, 409 conflict, 422 naming the field, 500 not saved."""
     try:
-        return server.supervisor.camera_stats(camera_id)
+        yield
     except NotFoundError as exc:
         raise HTTPException(status.HTTP_404_NOT_FOUND, str(exc)) from None
+    except ConflictError as exc:
+        raise HTTPException(status.HTTP_409_CONFLICT, str(exc)) from None
+    except ValidationError as err:
+        raise request_error(err, "body") from None
+    except PersistError as exc:
+        raise HTTPException(status.HTTP_500_INTERNAL_SERVER_ERROR, f"applied but not saved: {exc}") from None
+
+
+def camera_out(cam: CameraConfig, stats: CameraStats | None) -> CameraOut:
+    """The API's view of a camera; ``stats`` is None for a disabled camera (registered but not running)."""
+    return CameraOut.of(cam, stats.state, stats.error) if stats else CameraOut.of(cam, "disabled", None)
+
+
+def running_stats(server: StreamServer, camera_id: str) -> CameraStats | None:
+    try:
+        return server.supervisor.camera_stats(camera_id)
+    except NotFoundError:
+        return None
+
+
+@router.get("", summary="All registered cameras")
+def list_cameras(registry: RegistryDep, server: ServerDep) -> list[CameraOut]:
+    running = {s.camera_id: s for s in server.supervisor.all_stats()}
+    return [camera_out(cam, running.get(cam.id)) for cam in registry.cameras()]
+
+
+@router.post(
+    "",
+    status_code=status.HTTP_201_CREATED,
+    summary="Register and start a camera",
+    responses={409: {"model": Message, "description": "The id is taken."}, **CHANGE_ERRORS},
+)
+def add_camera(body: CameraConfig, registry: RegistryDep, server: ServerDep) -> CameraOut:
+    with api_errors():
+        cam = registry.add(body)
+    return camera_out(cam, running_stats(server, cam.id))
+
+
+@router.get("/{camera_id}", summary="One camera", responses=NOT_FOUND)
+def get_camera(camera_id: str, registry: RegistryDep, server: ServerDep) -> CameraOut:
+    with api_errors():
+        cam = registry.get(camera_id)
+    return camera_out(cam, running_stats(server, camera_id))
+
+
+@router.put(
+    "/{camera_id}",
+    summary="Replace a camera's config (restarts it only if its source settings change)",
+    responses={**NOT_FOUND, **CHANGE_ERRORS},
+)
+def replace_camera(camera_id: str, body: CameraConfig, registry: RegistryDep, server: ServerDep) -> CameraOut:
+    if body.id != camera_id:
+        mismatch = field_error("id", "must match the camera id in the path (cameras cannot be renamed)", body.id)
+        raise request_error(mismatch, "body")
+    with api_errors():
+        cam = registry.replace(body)
+    return camera_out(cam, running_stats(server, cam.id))
+
+
+@router.patch(
+    "/{camera_id}",
+    summary="Change some of a camera's fields",
+    responses={**NOT_FOUND, **CHANGE_ERRORS},
+)
+def update_camera(camera_id: str, body: CameraPatch, registry: RegistryDep, server: ServerDep) -> CameraOut:
+    with api_errors():
+        cam = registry.update(camera_id, body.model_dump(exclude_unset=True))
+    return camera_out(cam, running_stats(server, cam.id))
+
+
+@router.delete(
+    "/{camera_id}",
+    status_code=status.HTTP_204_NO_CONTENT,
+    summary="Stop and remove a camera",
+    responses={**NOT_FOUND, **CHANGE_ERRORS},
+)
+def remove_camera(camera_id: str, registry: RegistryDep) -> None:
+    with api_errors():
+        registry.remove(camera_id)
+
+
+@router.get("/{camera_id}/stats", summary="A camera's health and throughput", responses=NOT_FOUND)
+def camera_stats(camera_id: str, server: ServerDep) -> CameraStats:
+    with api_errors():
+        return server.supervisor.camera_stats(camera_id)

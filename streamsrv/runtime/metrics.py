@@ -1,0 +1,214 @@
+"""Prometheus metrics of a running server (names and meanings: docs/metrics.md).
+
+Counters and gauges are read from the supervisor, the rule engines' event counts and the event bus at scrape
+time, so they cost nothing between scrapes and a removed camera's series simply disappear. Latency, batch size
+and frame age are histograms, observed from every result on the supervisor's results thread.
+
+Each server has its own registry (not prometheus_client's global one), so several servers in one process
+(tests) do not collide.
+
+Example:
+    >>> metrics = ServerMetrics(server)  # doctest: +SKIP
+    >>> metrics.render().decode().splitlines()[0]  # doctest: +SKIP
+    '# HELP streamsrv_camera_processed_fps ...'
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+
+from prometheus_client import CollectorRegistry, Histogram, ProcessCollector, generate_latest
+from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, Metric
+from prometheus_client.registry import Collector
+
+from streamsrv.runtime.server import StreamServer
+from streamsrv.types import CameraState, FrameResult
+
+LATENCY_BUCKETS_S = (0.005, 0.01, 0.02, 0.035, 0.05, 0.075, 0.1, 0.15, 0.25, 0.5, 1.0, 2.5, 5.0)
+BATCH_BUCKETS = (1, 2, 3, 4, 6, 8, 12, 16, 24, 32, 64, 128, 256)
+AGE_BUCKETS_S = (0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.0, 5.0, 10.0)
+
+
+class _ServerCollector(Collector):
+    def __init__(self, server: StreamServer) -> None:
+        self.server = server
+
+    def collect(self) -> Iterator[Metric]:
+        yield from self._cameras()
+        yield from self._inference()
+        yield from self._events()
+
+    def _cameras(self) -> Iterator[Metric]:
+        server = self.server
+        registered = list(server.cfg.cameras)
+        stats = server.supervisor.all_stats()
+        enabled = GaugeMetricFamily(
+            "streamsrv_camera_enabled", "1 if the camera is registered and enabled, 0 if disabled.", labels=["camera"]
+        )
+        for cam in registered:
+            enabled.add_metric([cam.id], 1.0 if cam.enabled else 0.0)
+        yield enabled
+
+        state = GaugeMetricFamily(
+            "streamsrv_camera_state",
+            "1 for the state the camera's source is in, 0 for the others.",
+            labels=["camera", "state"],
+        )
+        gauges = {
+            "source_fps": GaugeMetricFamily(
+                "streamsrv_camera_source_fps", "Frame rate the source declares.", labels=["camera"]
+            ),
+            "ingest_fps": GaugeMetricFamily(
+                "streamsrv_camera_ingest_fps", "Packets received per second.", labels=["camera"]
+            ),
+            "decoded_fps": GaugeMetricFamily(
+                "streamsrv_camera_decoded_fps", "Frames decoded per second.", labels=["camera"]
+            ),
+            "handed_fps": GaugeMetricFamily(
+                "streamsrv_camera_handed_fps", "Frames handed to inference per second (detect_fps).", labels=["camera"]
+            ),
+            "processed_fps": GaugeMetricFamily(
+                "streamsrv_camera_processed_fps", "Frames inferred and tracked per second.", labels=["camera"]
+            ),
+        }
+        since = GaugeMetricFamily(
+            "streamsrv_camera_seconds_since_frame", "Seconds since the last decoded frame.", labels=["camera"]
+        )
+        decoded = CounterMetricFamily("streamsrv_camera_frames_decoded", "Frames decoded.", labels=["camera"])
+        processed = CounterMetricFamily(
+            "streamsrv_camera_frames_processed", "Frames inferred and tracked.", labels=["camera"]
+        )
+        dropped = CounterMetricFamily(
+            "streamsrv_camera_frames_dropped",
+            "Frames not processed, by reason: skipped (detect_fps spacing, by design), latest_wins (replaced by a "
+            "newer frame before inference took it), stale (too old when inference took it).",
+            labels=["camera", "reason"],
+        )
+        reconnects = CounterMetricFamily("streamsrv_camera_reconnects", "Source reconnect attempts.", labels=["camera"])
+        restarts = CounterMetricFamily(
+            "streamsrv_camera_decoder_restarts",
+            "Decoder processes restarted after dying or hanging.",
+            labels=["camera"],
+        )
+        for s in stats:
+            cam_label = [s.camera_id]
+            for value in CameraState:
+                state.add_metric([s.camera_id, value.value], 1.0 if s.state == value else 0.0)
+            for key, family in gauges.items():
+                family.add_metric(cam_label, float(getattr(s, key)))
+            if s.seconds_since_frame is not None:
+                since.add_metric(cam_label, s.seconds_since_frame)
+            decoded.add_metric(cam_label, s.frames_decoded)
+            processed.add_metric(cam_label, s.frames_processed)
+            dropped.add_metric([s.camera_id, "skipped"], s.dropped_skipped)
+            dropped.add_metric([s.camera_id, "latest_wins"], s.dropped_latest_wins)
+            dropped.add_metric([s.camera_id, "stale"], s.dropped_stale)
+            reconnects.add_metric(cam_label, s.reconnects)
+            restarts.add_metric(cam_label, s.decoder_restarts)
+        yield state
+        yield from gauges.values()
+        yield from (since, decoded, processed, dropped, reconnects, restarts)
+
+    def _inference(self) -> Iterator[Metric]:
+        h = self.server.supervisor.inference
+        yield GaugeMetricFamily("streamsrv_inference_up", "1 while the inference process runs.", value=float(h.alive))
+        yield GaugeMetricFamily(
+            "streamsrv_inference_model_loaded", "1 once the model is loaded.", value=float(h.model_loaded)
+        )
+        info = GaugeMetricFamily(
+            "streamsrv_inference_info",
+            "The detector backend and device in use (value 1).",
+            labels=["backend", "device"],
+        )
+        if h.model_loaded:
+            info.add_metric([h.backend, h.device], 1.0)
+        yield info
+        yield CounterMetricFamily(
+            "streamsrv_inference_restarts", "Inference process restarts after it died.", value=h.restarts
+        )
+        yield CounterMetricFamily(
+            "streamsrv_inference_results_dropped",
+            "Results the inference process dropped because the main process fell behind.",
+            value=h.results_dropped,
+        )
+
+    def _events(self) -> Iterator[Metric]:
+        events = CounterMetricFamily(
+            "streamsrv_events",
+            "Events raised, by camera and type (e.g. zone.enter, line.cross).",
+            labels=["camera", "type"],
+        )
+        # a copy in one C call: the results thread adds keys while we read
+        for (camera_id, event_type), n in dict(self.server.events_by_type).items():
+            events.add_metric([camera_id, event_type], n)
+        yield events
+        bus = self.server.bus.stats()
+        yield CounterMetricFamily("streamsrv_event_bus_accepted", "Events handed to the bus.", value=bus.accepted)
+        yield CounterMetricFamily(
+            "streamsrv_event_bus_published", "Events delivered (to Redis, or in-process).", value=bus.published
+        )
+        yield CounterMetricFamily(
+            "streamsrv_event_bus_dropped", "Events lost to the bus's outage buffer bound.", value=bus.dropped
+        )
+        yield GaugeMetricFamily("streamsrv_event_bus_buffered", "Events waiting for Redis now.", value=bus.buffered)
+        yield GaugeMetricFamily("streamsrv_event_bus_subscribers", "Live event subscribers.", value=bus.subscribers)
+        if bus.redis_connected is not None:
+            yield GaugeMetricFamily(
+                "streamsrv_event_bus_redis_connected", "1 while Redis is reachable.", value=float(bus.redis_connected)
+            )
+            yield CounterMetricFamily("streamsrv_event_bus_reconnects", "Reconnections to Redis.", value=bus.reconnects)
+
+
+class ServerMetrics:
+    """A Prometheus registry for one StreamServer; ``render()`` gives the text exposition format."""
+
+    def __init__(self, server: StreamServer) -> None:
+        self.server = server
+        self.registry = CollectorRegistry()
+        self.registry.register(_ServerCollector(server))
+        ProcessCollector(registry=self.registry)
+        self.inference_seconds = Histogram(
+            "streamsrv_inference_duration_seconds",
+            "Time of one forward pass (the whole batch), observed once per batch.",
+            buckets=LATENCY_BUCKETS_S,
+            registry=self.registry,
+        )
+        self.batch_size = Histogram(
+            "streamsrv_inference_batch_size",
+            "Frames per forward pass, observed once per batch.",
+            buckets=BATCH_BUCKETS,
+            registry=self.registry,
+        )
+        self.frame_age = Histogram(
+            "streamsrv_frame_age_seconds",
+            "Age of a frame (since it was decoded) when inference started on it.",
+            labelnames=["camera"],
+            buckets=AGE_BUCKETS_S,
+            registry=self.registry,
+        )
+        self._age_cameras: set[str] = set()
+        self._batch_left = 0
+        self._batch_ms = -1.0
+        self._unsubscribe = server.supervisor.subscribe(self._observe)
+
+    def _observe(self, result: FrameResult) -> None:
+        # The results of one batch arrive one after another, each carrying the batch's size and time; count the
+        # batch once. A changed time also starts a new batch, so a result lost on the way cannot shift the count.
+        if self._batch_left <= 0 or result.inference_ms != self._batch_ms:
+            self.inference_seconds.observe(result.inference_ms / 1e3)
+            self.batch_size.observe(result.batch_size)
+            self._batch_left, self._batch_ms = result.batch_size, result.inference_ms
+        self._batch_left -= 1
+        self.frame_age.labels(result.camera_id).observe(result.frame_age_s)
+        self._age_cameras.add(result.camera_id)
+
+    def render(self) -> bytes:
+        """The metrics in Prometheus text format; series of removed cameras are dropped first."""
+        current = set(self.server.supervisor.camera_ids())
+        for camera_id in list(self._age_cameras - current):
+            self.frame_age.remove(camera_id)
+            self._age_cameras.discard(camera_id)
+        return generate_latest(self.registry)
+
+    def close(self) -> None:
+        self._unsubscribe()

@@ -1,0 +1,91 @@
+"""The real server for API tests: ``streamsrv serve`` as a child process on a free port, driven over HTTP.
+
+Its whole output is kept (not just the last lines) so tests can check what it logged. It is stopped by PID
+(SIGTERM, then SIGKILL) like every helper server; its decoder and inference processes exit with it.
+"""
+
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+import threading
+import time
+from collections.abc import Callable, Mapping
+from pathlib import Path
+
+import httpx
+import psutil
+
+from tests.support.processes import ManagedProcess, free_port
+
+READY_TIMEOUT_S = 120.0  # loading the model on a busy 2-core machine
+
+
+class AppServer(ManagedProcess):
+    """``streamsrv serve --config CONFIG`` on 127.0.0.1; ready once it listens (model loading goes on after)."""
+
+    def __init__(self, config: Path, env: Mapping[str, str] | None = None, port: int | None = None) -> None:
+        self.port = port if port is not None else free_port()
+        self.config = config
+        argv = [sys.executable, "-m", "streamsrv.cli", "serve", "--config", str(config), "--port", str(self.port)]
+        super().__init__(argv, ready_port=self.port, env={**os.environ, **(env or {})}, startup_timeout=60.0)
+        self._lines: list[str] = []
+        self._lines_lock = threading.Lock()
+
+    @property
+    def base_url(self) -> str:
+        return f"http://127.0.0.1:{self.port}"
+
+    def client(self, api_key: str | None = None, timeout_s: float = 30.0) -> httpx.Client:
+        headers = {"Authorization": f"Bearer {api_key}"} if api_key else {}
+        return httpx.Client(base_url=self.base_url, headers=headers, timeout=timeout_s)
+
+    def log(self) -> str:
+        """Everything the server printed so far, all runs."""
+        with self._lines_lock:
+            return "".join(self._lines)
+
+    def wait_ready(self, timeout_s: float = READY_TIMEOUT_S) -> None:
+        """Until ``/readyz`` says the model is loaded and every camera started."""
+        with self.client() as http:
+            wait_for(lambda: http.get("/readyz").status_code == 200, timeout_s, f"{self.base_url}/readyz", self)
+
+    def child_pids(self) -> set[int]:
+        """PIDs of the server's child processes (inference, decoders, multiprocessing helpers)."""
+        if self.pid is None:
+            return set()
+        try:
+            return {p.pid for p in psutil.Process(self.pid).children(recursive=True)}
+        except psutil.NoSuchProcess:
+            return set()
+
+    def _drain(self, proc: subprocess.Popen[str], ready: threading.Event) -> None:
+        # ManagedProcess keeps only the last lines; log checks need all of them.
+        assert proc.stdout is not None
+        for line in proc.stdout:
+            self._output.append(line)
+            with self._lines_lock:
+                self._lines.append(line)
+
+
+def wait_for(predicate: Callable[[], bool], timeout_s: float, what: str, server: AppServer | None = None) -> None:
+    """Poll ``predicate`` until it holds; fail naming ``what`` (and the server's last output) after ``timeout_s``."""
+    deadline = time.monotonic() + timeout_s
+    while time.monotonic() < deadline:
+        try:
+            if predicate():
+                return
+        except httpx.TransportError:
+            pass  # not listening yet, or restarting
+        time.sleep(0.25)
+    tail = f"\nserver output:\n{server.output()}" if server is not None else ""
+    raise AssertionError(f"timed out after {timeout_s:.0f}s waiting for {what}{tail}")
+
+
+def model_section(model: Path) -> str:
+    """The config lines for the shared person model on one CPU thread (the machine is shared)."""
+    return (
+        f'model: {{path: "{model}", labels: {{Normal: person, Fall: person}}}}\n'
+        "inference: {threads: 1, max_batch: 4, stale_after_s: 5}\n"
+    )

@@ -1,0 +1,284 @@
+"""The camera registry over HTTP, against the real server: real file and RTSP cameras, the real model.
+
+One server runs for the module (loading the model costs seconds): two cameras from its YAML file, one of them
+an RTSP camera whose password is an ``${ENV}`` reference. Cameras are added, changed and removed while the
+others run; then the server is restarted on the same file and must come back with the same registry.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import httpx
+import psutil
+import pytest
+import yaml
+
+from tests.support.app_server import AppServer, model_section, wait_for
+from tests.support.processes import RtspServer
+
+pytestmark = [pytest.mark.slow, pytest.mark.rtsp]
+
+PASSWORD = "pw-from-env-7c1f"  # in the environment only: the file refers to it as ${STREAMSRV_TEST_CAM_PW}
+ADDED_PASSWORD = "added-pw-93b2"  # sent through the API
+PROCESS_TIMEOUT_S = 90.0
+
+
+@pytest.fixture(scope="module")
+def rtsp(clip_360p: Path) -> Iterator[RtspServer]:
+    server = RtspServer(mounts={"cam360": clip_360p})
+    server.start()
+    yield server
+    server.stop()
+
+
+@pytest.fixture(scope="module")
+def config_file(tmp_path_factory: pytest.TempPathFactory, person_model: Path, rtsp: RtspServer) -> Path:
+    root = tmp_path_factory.mktemp("registry")
+    path = root / "streamsrv.yaml"
+    path.write_text(
+        "# A hand-written config: its comments survive in streamsrv.yaml.bak.\n"
+        + model_section(person_model)
+        + f"""cameras:
+  - id: north
+    url: ${{STREAMSRV_TEST_CLIP}}
+    loop: true
+    detect_fps: 1
+  - id: south
+    name: South gate
+    url: rtsp://viewer:${{STREAMSRV_TEST_CAM_PW}}@127.0.0.1:{rtsp.port}/cam360
+    detect_fps: 1
+"""
+    )
+    return path
+
+
+@pytest.fixture(scope="module")
+def env(clip_360p: Path) -> dict[str, str]:
+    return {"STREAMSRV_TEST_CLIP": str(clip_360p), "STREAMSRV_TEST_CAM_PW": PASSWORD}
+
+
+@pytest.fixture(scope="module")
+def app(config_file: Path, env: dict[str, str]) -> Iterator[AppServer]:
+    server = AppServer(config_file, env=env)
+    server.start()
+    try:
+        server.wait_ready()
+        yield server
+    finally:
+        server.stop(timeout=30)
+
+
+@pytest.fixture
+def http(app: AppServer) -> Iterator[httpx.Client]:
+    with app.client() as client:
+        yield client
+
+
+def processed(http: httpx.Client, camera_id: str) -> int:
+    response = http.get(f"/api/cameras/{camera_id}/stats")
+    response.raise_for_status()
+    return int(response.json()["frames_processed"])
+
+
+def wait_processing(http: httpx.Client, app: AppServer, since: dict[str, int]) -> None:
+    """Until every camera in ``since`` has processed more frames than it had then."""
+    for camera_id, count in since.items():
+        wait_for(lambda c=camera_id, n=count: processed(http, c) > n, PROCESS_TIMEOUT_S, f"{camera_id} > {count}", app)
+
+
+def alive(pid: int) -> bool:
+    try:
+        return psutil.Process(pid).status() != psutil.STATUS_ZOMBIE
+    except psutil.NoSuchProcess:
+        return False
+
+
+def by_id(cameras: list[dict[str, Any]]) -> dict[str, dict[str, Any]]:
+    return {c["id"]: c for c in cameras}
+
+
+def test_cameras_from_the_config_file_run(http: httpx.Client, app: AppServer) -> None:
+    cameras = by_id(http.get("/api/cameras").json())
+
+    assert list(cameras) == ["north", "south"]
+    assert cameras["south"]["name"] == "South gate"
+    assert cameras["south"]["url"].startswith("rtsp://viewer:***@127.0.0.1:")
+    assert cameras["north"]["name"] == "north"
+    assert cameras["north"]["detect_fps"] == 1
+    wait_processing(http, app, {"north": 0, "south": 0})
+    assert {c["state"] for c in http.get("/api/cameras").json()} == {"online"}
+
+
+def test_add_and_remove_a_camera_while_others_run(http: httpx.Client, app: AppServer, rtsp: RtspServer) -> None:
+    before = {c: processed(http, c) for c in ("north", "south")}
+    children = app.child_pids()
+    url = f"rtsp://admin:{ADDED_PASSWORD}@127.0.0.1:{rtsp.port}/cam360"
+
+    added = http.post("/api/cameras", json={"id": "east", "url": url, "detect_fps": 1})
+
+    assert added.status_code == 201, added.text
+    assert added.json()["url"] == f"rtsp://admin:***@127.0.0.1:{rtsp.port}/cam360"
+    decoders = app.child_pids() - children
+    assert len(decoders) == 1, "adding a camera starts exactly one process, its decoder"
+    wait_processing(http, app, {"east": 0, **before})
+
+    during = {c: processed(http, c) for c in ("north", "south")}
+    assert http.delete("/api/cameras/east").status_code == 204
+
+    (decoder,) = decoders
+    assert not alive(decoder), "the removed camera's decoder process is gone"
+    assert decoder not in app.child_pids()
+    assert http.get("/api/cameras/east").status_code == 404
+    assert http.get("/api/cameras/east/stats").status_code == 404
+    assert [c["id"] for c in http.get("/api/cameras").json()] == ["north", "south"]
+    wait_processing(http, app, during)
+
+
+def test_patch_changes_only_what_it_names(http: httpx.Client, app: AppServer, config_file: Path) -> None:
+    south = http.get("/api/cameras/south").json()
+
+    # The redacted URL a client was shown, sent back unchanged, means "keep the real one".
+    patched = http.patch("/api/cameras/south", json={"detect_fps": 2, "url": south["url"]})
+
+    assert patched.status_code == 200, patched.text
+    assert patched.json()["detect_fps"] == 2
+    assert patched.json()["name"] == "South gate"
+    entry = by_id(yaml.safe_load(config_file.read_text())["cameras"])["south"]
+    assert entry["url"].startswith("rtsp://viewer:${STREAMSRV_TEST_CAM_PW}@"), "kept as the file wrote it"
+    assert entry["detect_fps"] == 2
+    assert PASSWORD not in config_file.read_text()
+
+    renamed = http.patch("/api/cameras/north", json={"name": "North stairs"})
+    assert renamed.json()["name"] == "North stairs"
+    wait_processing(http, app, {"south": processed(http, "south")})
+
+
+def test_put_replaces_a_camera(http: httpx.Client, clip_360p: Path) -> None:
+    north = http.get("/api/cameras/north").json()
+    body = {k: v for k, v in north.items() if k not in ("state", "error")}
+    body["rules"] = {"lines": [{"name": "mid", "points": [[0, 180], [640, 180]]}]}
+
+    replaced = http.put("/api/cameras/north", json=body)
+
+    assert replaced.status_code == 200, replaced.text
+    assert http.get("/api/cameras/north/lines").json()[0]["name"] == "mid"
+    body["id"] = "elsewhere"
+    mismatch = http.put("/api/cameras/north", json=body)
+    assert mismatch.status_code == 422
+    assert mismatch.json()["detail"][0]["loc"] == ["body", "id"]
+    assert http.put("/api/cameras/nobody", json={**body, "id": "nobody"}).status_code == 404
+
+
+@pytest.mark.parametrize(
+    ("body", "field", "says"),
+    [
+        ({"id": "x", "url": "ftp://cam/1"}, "url", "unsupported URL scheme 'ftp'"),
+        ({"id": "x", "url": "rtsp://cam/1", "detect_fps": 0}, "detect_fps", "greater than 0"),
+        ({"id": "x", "url": "rtsp://cam/1", "detect_fps": -3}, "detect_fps", "greater than 0"),
+        ({"id": "x", "url": "rtsp://cam/1", "fps": 5}, "fps", "Extra inputs are not permitted"),
+        ({"id": "x y", "url": "rtsp://cam/1"}, "id", "should match pattern"),
+        ({"url": "rtsp://cam/1"}, "id", "Field required"),
+        ({"id": "x", "url": "rtsp://a:***@cam/1"}, "url", "redacted password"),
+        ({"id": "x", "url": "rtsp://cam/1", "rules": "zones/missing.yaml"}, "rules", "cannot read rules file"),
+        (
+            {
+                "id": "x",
+                "url": "rtsp://cam/1",
+                "rules": {"zones": [{"name": "z", "polygon": [[0, 0], [9, 9], [0, 9], [9, 0]]}]},
+            },
+            "rules",
+            "polygon is not valid",
+        ),
+    ],
+)
+def test_bad_camera_is_refused_naming_the_field(
+    http: httpx.Client, body: dict[str, Any], field: str, says: str
+) -> None:
+    response = http.post("/api/cameras", json=body)
+
+    assert response.status_code == 422, response.text
+    (error,) = response.json()["detail"]
+    assert error["loc"][:2] == ["body", field]
+    assert says in error["msg"]
+    assert http.get("/api/cameras/x").status_code == 404
+
+
+def test_duplicate_id_is_a_conflict(http: httpx.Client) -> None:
+    response = http.post("/api/cameras", json={"id": "north", "url": "rtsp://cam/1"})
+
+    assert response.status_code == 409
+    assert response.json()["detail"] == "id: camera 'north' already exists"
+
+
+def test_bad_patch_is_refused_and_changes_nothing(http: httpx.Client) -> None:
+    before = http.get("/api/cameras/south").json()
+
+    for body, field in [({"detect_fps": 0}, "detect_fps"), ({"url": None}, "url"), ({"id": "other"}, "id")]:
+        response = http.patch("/api/cameras/south", json=body)
+        assert response.status_code == 422, response.text
+        assert response.json()["detail"][0]["loc"][:2] == ["body", field]
+
+    assert http.get("/api/cameras/south").json()["detect_fps"] == before["detect_fps"]
+
+
+def test_oversized_bodies_are_refused(http: httpx.Client) -> None:
+    big = b'{"id": "x", "url": "' + b"a" * 1_100_000 + b'"}'
+
+    declared = http.post("/api/cameras", content=big, headers={"content-type": "application/json"})
+    streamed = http.post(
+        "/api/cameras",
+        content=(big[i : i + 65536] for i in range(0, len(big), 65536)),  # chunked: no Content-Length
+        headers={"content-type": "application/json"},
+    )
+
+    for response in (declared, streamed):
+        assert response.status_code == 413
+        assert "server.max_body_bytes" in response.json()["detail"]
+
+
+def test_restart_restores_the_registry(
+    http: httpx.Client, app: AppServer, config_file: Path, clip_360p: Path, env: dict[str, str]
+) -> None:
+    added = http.post(
+        "/api/cameras",
+        json={
+            "id": "west",
+            "url": str(clip_360p),
+            "loop": True,
+            "detect_fps": 1,
+            "rules": {"zones": [{"name": "left", "polygon": [[0, 0], [320, 0], [320, 360], [0, 360]]}]},
+        },
+    )
+    assert added.status_code == 201, added.text
+    assert http.patch("/api/cameras/north", json={"enabled": False}).json()["state"] == "disabled"
+    registry = http.get("/api/cameras").json()
+    rules = {c["id"]: http.get(f"/api/cameras/{c['id']}/rules").json() for c in registry}
+
+    workers = app.child_pids()
+    app.stop(timeout=30)
+    assert workers
+    # orphans get SIGTERM from the kernel when the server dies (PR_SET_PDEATHSIG) and exit on their own time
+    wait_for(lambda: not any(alive(pid) for pid in workers), 15, "the server's workers to exit")
+    app.start()
+    app.wait_ready()
+
+    with app.client() as fresh:
+        restored = fresh.get("/api/cameras").json()
+        assert [{k: v for k, v in c.items() if k not in ("state", "error")} for c in restored] == [
+            {k: v for k, v in c.items() if k not in ("state", "error")} for c in registry
+        ]
+        assert {c["id"]: fresh.get(f"/api/cameras/{c['id']}/rules").json() for c in restored} == rules
+        assert by_id(restored)["north"]["state"] == "disabled"
+        wait_processing(fresh, app, {"south": 0, "west": 0})
+
+    text = config_file.read_text()
+    assert "${STREAMSRV_TEST_CAM_PW}" in text and "${STREAMSRV_TEST_CLIP}" in text
+    assert PASSWORD not in text
+    backup = config_file.with_name("streamsrv.yaml.bak").read_text()
+    assert backup.startswith("# A hand-written config")
+    log = app.log()
+    assert PASSWORD not in log and ADDED_PASSWORD not in log
+    assert "camera east removed" in log
