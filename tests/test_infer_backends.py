@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import importlib.util
 import os
+import time
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -181,6 +182,24 @@ def test_corrupt_model_is_a_model_error_and_leaves_no_entry(tmp_path: Path) -> N
     with pytest.raises(ModelError, match="cannot load model"):
         export.export_model(corrupt, "onnx", cache)
     assert os.listdir(cache) == []
+
+
+def test_opening_the_cache_removes_only_stale_temp_dirs(tmp_path: Path) -> None:
+    weights = tmp_path / "w.pt"
+    weights.write_bytes(b"weights")
+    cache = tmp_path / "cache"
+    entry = cache / f"{export.file_sha256(weights)[:16]}-onnx-fp32"
+    entry.mkdir(parents=True)
+    (entry / "meta.json").write_text('{"class_names": {"0": "person"}, "sha256": "x", "precision": "fp32"}')
+    crashed, running = cache / ".tmp-crashed", cache / ".tmp-running"
+    for tmp in (crashed, running):
+        tmp.mkdir()
+        (tmp / "model.onnx").write_bytes(b"partial")
+    two_hours_ago = time.time() - 7200
+    os.utime(crashed, (two_hours_ago, two_hours_ago))
+
+    assert export.export_model(weights, "onnx", cache).class_names == {0: "person"}
+    assert sorted(p.name for p in cache.iterdir()) == [".tmp-running", entry.name]
 
 
 @pytest.mark.parametrize(

@@ -3,7 +3,7 @@
 An entry is a directory ``<cache>/<sha256[:16]>-<format>-<precision>/`` holding the exported model
 and ``meta.json`` (the .pt model's class names, full hash, versions). It is built in a hidden temp
 directory and renamed into place, so an entry that exists is complete; a crash leaves only a
-``.tmp-*`` directory that is never read.
+``.tmp-*`` directory that is never read, and is removed once it is an hour old.
 
 Weights are stored in fp32: bf16/fp16 are runtime choices of a backend, so one entry serves them all.
 ONNX inputs are dynamic in batch, height and width, so rectangular letterbox shapes need no re-export.
@@ -36,6 +36,8 @@ ExportFormat = Literal["onnx", "openvino"]
 
 CACHE_ENV = "STREAMSRV_CACHE"
 STORED_PRECISION = "fp32"
+# An export takes a minute or two; a temp directory this old belongs to an export that died.
+STALE_TMP_AGE_S = 3600.0
 MODEL_FILES: dict[ExportFormat, str] = {"onnx": "model.onnx", "openvino": "model.xml"}
 REQUIRED_PACKAGES: dict[ExportFormat, tuple[str, ...]] = {"onnx": ("onnx",), "openvino": ("onnx", "openvino")}
 
@@ -78,11 +80,31 @@ def export_model(model_path: str | Path, fmt: ExportFormat, cache_dir: Path | No
         # checked here because ultralytics would otherwise try to pip-install them, which fails offline
         raise ModelError(f"{fmt} export needs the {missing} package(s): pip install 'streamsrv[fast]'")
     cache = cache_dir or default_cache_dir()
+    remove_stale_tmp(cache)
     sha256 = file_sha256(source)
     entry = cache / f"{sha256[:16]}-{fmt}-{STORED_PRECISION}"
     if not (entry / "meta.json").is_file():
         _build_entry(source, sha256, fmt, entry, cache)
     return _read_entry(entry, fmt)
+
+
+def remove_stale_tmp(cache: Path, max_age_s: float = STALE_TMP_AGE_S) -> list[Path]:
+    """Delete ``.tmp-*`` directories older than ``max_age_s`` (left by crashed exports); returns them.
+
+    Younger ones are left alone: another process may be exporting into one right now.
+    """
+    removed = []
+    cutoff = time.time() - max_age_s
+    for tmp in cache.glob(".tmp-*"):
+        try:
+            stale = tmp.is_dir() and tmp.stat().st_mtime < cutoff
+        except OSError:  # removed by another process meanwhile
+            continue
+        if stale:
+            logger.info("removing %s, left by an export that did not finish", tmp)
+            shutil.rmtree(tmp, ignore_errors=True)
+            removed.append(tmp)
+    return removed
 
 
 def _read_entry(entry: Path, fmt: ExportFormat) -> ExportedModel:
