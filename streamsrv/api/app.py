@@ -8,10 +8,11 @@ from pathlib import Path
 
 from fastapi import FastAPI
 from fastapi.exceptions import RequestValidationError
+from fastapi.staticfiles import StaticFiles
 
 from streamsrv import __version__
 from streamsrv.api.middleware import BodySizeLimit, redacted_validation_error
-from streamsrv.api.routers import cameras, events, health, metrics, probe, rules
+from streamsrv.api.routers import cameras, events, health, metrics, preview, probe, rules
 from streamsrv.config.models import AppConfig
 from streamsrv.runtime.metrics import ServerMetrics
 from streamsrv.runtime.registry import CameraRegistry, ConfigFileStore
@@ -52,5 +53,7 @@ def create_app(cfg: AppConfig, server: StreamServer | None = None, config_path: 
     app.include_router(rules.router)
     app.include_router(probe.router)
     app.include_router(metrics.router)
+    app.include_router(preview.router)
+    app.mount("/static", StaticFiles(directory=preview.WEB_DIR), name="static")
     app.include_router(events.router)
     return app

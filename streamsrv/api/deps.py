@@ -6,7 +6,7 @@ import hmac
 import logging
 from typing import Annotated
 
-from fastapi import Depends, HTTPException, Request, status
+from fastapi import Depends, HTTPException, Query, Request, status
 from fastapi.security import HTTPAuthorizationCredentials, HTTPBearer
 
 from streamsrv.runtime.server import StreamServer
@@ -21,13 +21,18 @@ def get_server(request: Request) -> StreamServer:
 
 
 def require_api_key(
-    request: Request, credentials: Annotated[HTTPAuthorizationCredentials | None, Depends(_bearer)]
+    request: Request,
+    credentials: Annotated[HTTPAuthorizationCredentials | None, Depends(_bearer)],
+    token: Annotated[
+        str | None, Query(description="The API key, for clients that cannot send headers (<img>, EventSource).")
+    ] = None,
 ) -> None:
-    """Refuse the request unless it carries the configured bearer token (constant-time compare)."""
+    """Refuse the request unless it carries the configured bearer token, as a header or ``?token=``
+    (constant-time compare)."""
     expected: str | None = request.app.state.api_key
     if expected is None:
         return
-    given = credentials.credentials if credentials is not None else ""
+    given = credentials.credentials if credentials is not None else (token or "")
     if not hmac.compare_digest(given.encode(), expected.encode()):
         log.warning(
             "refused %s %s from %s: %s API key",

@@ -13,7 +13,7 @@ from pathlib import Path
 from typing import Annotated, Literal
 from urllib.parse import urlsplit
 
-from pydantic import BaseModel, ConfigDict, Field, SecretStr, field_validator, model_validator
+from pydantic import BaseModel, ConfigDict, Field, IPvAnyAddress, SecretStr, field_validator, model_validator
 
 CAMERA_ID_PATTERN = r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,63}$"
 SUPPORTED_SCHEMES = ("rtsp", "rtsps", "http", "https", "file")
@@ -170,6 +170,52 @@ class EventsConfig(StrictModel):
     snapshot_retention_s: float = Field(3600.0, gt=0, description="Snapshots older than this are dropped.")
 
 
+class IceServerConfig(StrictModel):
+    """A STUN or TURN server for WebRTC, in the browser's ``RTCIceServer`` shape."""
+
+    urls: list[str] = Field(
+        min_length=1, description="stun:host:port, turn:host:port?transport=udp|tcp or turns:host:port."
+    )
+    username: str | None = Field(None, description="TURN user name.")
+    credential: SecretStr | None = Field(None, description="TURN password; use ${ENV_VAR}.")
+
+    @field_validator("urls")
+    @classmethod
+    def _check_urls(cls, urls: list[str]) -> list[str]:
+        for url in urls:
+            if not re.match(r"^(stun|turn|turns):[^\s]+$", url):
+                raise ValueError(f"{url!r} is not a stun:, turn: or turns: URL")
+        return urls
+
+    @model_validator(mode="after")
+    def _turn_needs_credentials(self) -> IceServerConfig:
+        if any(u.startswith("turn") for u in self.urls) and (not self.username or self.credential is None):
+            raise ValueError("a TURN server needs username and credential")
+        return self
+
+
+class PreviewConfig(StrictModel):
+    """Live annotated preview (MJPEG, WebRTC, snapshot.jpg); work is done only for cameras someone watches."""
+
+    fps: float = Field(
+        10.0, gt=0, le=60, description="Annotated frames per second at most; never more than a camera's processed fps."
+    )
+    max_width: int = Field(960, ge=64, le=3840, description="Preview frames are downscaled to fit this width.")
+    max_height: int = Field(540, ge=64, le=2160, description="Preview frames are downscaled to fit this height.")
+    jpeg_quality: int = Field(75, ge=10, le=100, description="JPEG quality of MJPEG frames and snapshot.jpg.")
+    trail_seconds: float = Field(2.0, ge=0, le=30, description="Length of the track trails drawn; 0 turns them off.")
+    ice_servers: list[IceServerConfig] = Field(
+        default_factory=list,
+        description="STUN/TURN servers for WebRTC (the server uses the first of each kind, the browser all). "
+        "None are needed on localhost and a LAN; viewers behind symmetric NAT need TURN.",
+    )
+    host_addresses: list[IPvAnyAddress] = Field(
+        default_factory=list,
+        description="IP addresses the server offers as WebRTC host candidates; all of the machine's when empty.",
+    )
+    max_webrtc_peers: int = Field(16, ge=0, le=1000, description="Concurrent WebRTC viewers at most (each encodes).")
+
+
 class AppConfig(StrictModel):
     """The whole configuration file."""
 
@@ -179,6 +225,7 @@ class AppConfig(StrictModel):
     server: ServerConfig = Field(default_factory=ServerConfig)
     cameras: list[CameraConfig] = Field(default_factory=list)
     events: EventsConfig = Field(default_factory=EventsConfig)
+    preview: PreviewConfig = Field(default_factory=PreviewConfig)
     base_dir: Annotated[Path | None, Field(exclude=True)] = None
 
     @model_validator(mode="after")

@@ -1,0 +1,417 @@
+"""The preview hub: one annotate-and-encode loop per *watched* camera, shared by all of its viewers.
+
+A viewer (an MJPEG response, a WebRTC track) takes a ``Viewer`` lease on a camera. The first lease starts the
+camera's feed thread; it wakes at ``preview.fps``, and when the pipeline has a new result it reads the frame that
+result was computed on (so boxes sit on the people they belong to), draws the overlay and keeps it as the camera's
+latest ``PreviewFrame``. The last lease to close stops the thread: a camera nobody watches costs nothing.
+
+Viewers never wait for each other: each pulls the newest frame when it is ready for one (latest-frame-wins), so a
+slow viewer skips frames instead of slowing the feed or the pipeline. A frame is JPEG-encoded once for all MJPEG
+viewers and converted to I420 once for all WebRTC tracks, and only when such viewers exist.
+
+Example:
+    >>> hub = PreviewHub(server, cfg.preview)  # doctest: +SKIP
+    >>> viewer = hub.watch("door", "mjpeg")  # in the event loop  # doctest: +SKIP
+    >>> frame = await viewer.next_frame(); viewer.close()  # doctest: +SKIP
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import threading
+import time
+from collections import Counter
+from typing import Literal, cast
+
+import cv2
+from pydantic import BaseModel, Field
+
+from streamsrv.config.models import PreviewConfig
+from streamsrv.errors import NotFoundError
+from streamsrv.events import EventRecord
+from streamsrv.events.bus import Subscription
+from streamsrv.preview.annotate import Annotator, Image, Overlay, placeholder, preview_size
+from streamsrv.runtime.server import StreamServer
+from streamsrv.runtime.stats import CameraStats
+from streamsrv.types import CameraState, FrameRef, FrameResult
+
+log = logging.getLogger(__name__)
+ViewerKind = Literal["mjpeg", "webrtc"]
+
+# While results keep coming, the pixels a result was computed on are shown with its boxes; when no new result has
+# arrived for this long (inference down or far behind), the newest frame is shown without boxes, so the picture
+# stays live and shows no boxes that no longer mean anything.
+RESULT_STALE_S = 2.0
+PLACEHOLDER_REFRESH_S = 1.0
+_JOIN_TIMEOUT_S = 2.0
+
+
+class PreviewFrame:
+    """One annotated frame at preview size; its JPEG and I420 forms are made at most once, on first use."""
+
+    def __init__(self, seq: int, image: Image, capture_ts: float | None, jpeg_quality: int, live: bool) -> None:
+        image.flags.writeable = False  # shared by every viewer
+        self.seq = seq
+        self.image = image
+        self.capture_ts = capture_ts
+        self.live = live  # False for a placeholder (no picture from the camera)
+        self._quality = jpeg_quality
+        self._lock = threading.Lock()
+        self._jpeg: bytes | None = None
+        self._i420: Image | None = None
+
+    @property
+    def width(self) -> int:
+        return int(self.image.shape[1])
+
+    @property
+    def height(self) -> int:
+        return int(self.image.shape[0])
+
+    def jpeg(self) -> bytes:
+        with self._lock:
+            if self._jpeg is None:
+                ok, buf = cv2.imencode(".jpg", self.image, [cv2.IMWRITE_JPEG_QUALITY, self._quality])
+                if not ok:
+                    raise RuntimeError("JPEG encoding failed")
+                self._jpeg = buf.tobytes()
+            return self._jpeg
+
+    @property
+    def has_jpeg(self) -> bool:
+        return self._jpeg is not None
+
+    def i420(self) -> Image:
+        """Planar YUV 4:2:0, ``(height * 3 / 2, width)``: what video encoders take (PyAV's ``yuv420p``)."""
+        with self._lock:
+            if self._i420 is None:
+                i420 = cast(Image, cv2.cvtColor(self.image, cv2.COLOR_BGR2YUV_I420))
+                i420.flags.writeable = False
+                self._i420 = i420
+            return self._i420
+
+
+class CameraPreviewStats(BaseModel):
+    viewers: dict[str, int] = Field(description="Open viewers by kind (mjpeg, webrtc).")
+    frames: int = Field(description="Annotated frames made since the feed started.")
+    width: int = 0
+    height: int = 0
+
+
+class PreviewStats(BaseModel):
+    """What the preview is doing now; every number is zero when nobody watches."""
+
+    feeds: int = Field(description="Cameras with a running annotate loop (one thread each).")
+    viewers: int = Field(description="Open viewers over all cameras.")
+    cameras: dict[str, CameraPreviewStats] = Field(default_factory=dict)
+
+
+class Viewer:
+    """A lease on one camera's preview; ``close`` it when the viewer goes (the feed stops with its last viewer)."""
+
+    def __init__(self, hub: PreviewHub, feed: _Feed, kind: ViewerKind, loop: asyncio.AbstractEventLoop) -> None:
+        self.camera_id = feed.camera_id
+        self.kind: ViewerKind = kind
+        self._hub, self._feed, self._loop = hub, feed, loop
+        self._wakeup = asyncio.Event()
+        self._seen = -1
+        self.closed = False
+
+    async def next_frame(self) -> PreviewFrame | None:
+        """The newest frame this viewer has not had yet, waiting for one; None once the camera or viewer is gone."""
+        while True:
+            self._wakeup.clear()  # before looking, so a frame published meanwhile still wakes us
+            frame = self._feed.latest
+            if self.closed or self._feed.gone:
+                return None
+            if frame is not None and frame.seq != self._seen:
+                self._seen = frame.seq
+                return frame
+            await self._wakeup.wait()
+
+    def close(self) -> None:
+        if not self.closed:
+            self.closed = True
+            self._hub._release(self)
+            self._wakeup.set()
+
+    def _wake(self) -> None:
+        """From the feed thread."""
+        with contextlib.suppress(RuntimeError):  # the viewer's loop has closed: nobody is waiting any more
+            self._loop.call_soon_threadsafe(self._wakeup.set)
+
+
+class _Renderer:
+    """Draws a camera's frames; owns its annotator (trails), so one thread at a time."""
+
+    def __init__(self, hub: PreviewHub, camera_id: str) -> None:
+        self.hub, self.camera_id = hub, camera_id
+        cfg = hub.cfg
+        self.annotator = Annotator(cfg.max_width, cfg.max_height, cfg.trail_seconds)
+        self._key: tuple[object, ...] | None = None
+        self._placeholder_at = 0.0
+        self._result_key: tuple[str, int] | None = None
+        self._result_seen_at = 0.0
+
+    def render(self, seq: int) -> PreviewFrame | None:
+        """A new frame if anything changed since the last call (None if not); NotFoundError once the camera is
+        removed."""
+        server, cam_id = self.hub.server, self.camera_id
+        cam = server.camera_config(cam_id)
+        rules = server.rules(cam_id)
+        result = server.latest_result(cam_id)
+        stats = _camera_stats(server, cam_id)
+        state = stats.state if stats is not None else CameraState.OFFLINE
+        result = self._fresh(result)
+        got = self._pixels(result)
+        if got is None:
+            now = time.monotonic()
+            if self._key == ("placeholder", state) and now - self._placeholder_at < PLACEHOLDER_REFRESH_S:
+                return None
+            self._key, self._placeholder_at = ("placeholder", state), now
+            w, h = (stats.width, stats.height) if stats is not None and stats.width else (1280, 720)
+            w, h = preview_size(w, h, self.hub.cfg.max_width, self.hub.cfg.max_height)
+            message = "camera disabled" if not cam.enabled else f"{state.value}: waiting for video"
+            if stats is not None and stats.error:
+                message = stats.error[:80]
+            return PreviewFrame(seq, placeholder(cam.display_name, state, message, w, h), None, self._quality, False)
+        ref, pixels = got
+        key = (ref.seq, result.seq if result is not None else None, id(rules), state)
+        if key == self._key:
+            return None
+        self._key = key
+        overlay = Overlay(
+            camera_name=cam.display_name,
+            state=state,
+            processed_fps=stats.processed_fps if stats is not None else 0.0,
+            rules=rules,
+            result=result,
+            occupancy=server.occupancy(cam_id),
+            line_counts=server.line_counts(cam_id),
+            stationary_ids=frozenset(server.stationary_track_ids(cam_id)),
+            loitering_ids=self.hub._loitering.ids(cam_id, result),
+            ts=ref.capture_ts,
+        )
+        return PreviewFrame(seq, self.annotator.draw(pixels, overlay), ref.capture_ts, self._quality, True)
+
+    @property
+    def _quality(self) -> int:
+        return self.hub.cfg.jpeg_quality
+
+    def _fresh(self, result: FrameResult | None) -> FrameResult | None:
+        """``result`` unless it is the same one as for longer than RESULT_STALE_S."""
+        now = time.monotonic()
+        if result is None:
+            return None
+        if (result.camera_id, result.seq) != self._result_key:
+            self._result_key, self._result_seen_at = (result.camera_id, result.seq), now
+        return result if now - self._result_seen_at < RESULT_STALE_S else None
+
+    def _pixels(self, result: FrameResult | None) -> tuple[FrameRef, Image] | None:
+        sup = self.hub.server.supervisor
+        try:
+            if result is not None:
+                # the frame this result was computed on, while the ring still holds it (it holds the last few)
+                got = sup.frame_at(self.camera_id, result.seq)
+                if got is not None:
+                    return got
+            return sup.latest_frame(self.camera_id)
+        except NotFoundError:  # registered but not running (disabled)
+            return None
+
+
+class _Feed:
+    """The annotate loop of one watched camera, on its own thread."""
+
+    def __init__(self, hub: PreviewHub, camera_id: str) -> None:
+        self.hub, self.camera_id = hub, camera_id
+        self.viewers: set[Viewer] = set()
+        self.latest: PreviewFrame | None = None
+        self.gone = False  # the camera was removed
+        self.frames = 0
+        self._renderer = _Renderer(hub, camera_id)
+        self._stop = threading.Event()
+        self.thread = threading.Thread(target=self._run, name=f"streamsrv-preview-{camera_id}", daemon=True)
+
+    def kinds(self) -> Counter[str]:
+        with self.hub._lock:
+            return Counter(v.kind for v in self.viewers)
+
+    def stop(self) -> None:
+        self._stop.set()
+
+    def _run(self) -> None:
+        interval = 1.0 / self.hub.cfg.fps
+        due = time.monotonic()
+        failures = 0
+        while not self._stop.is_set():
+            try:
+                self._tick()
+                failures = 0
+            except NotFoundError:
+                log.info("camera %s was removed; closing its preview", self.camera_id)
+                self.gone = True
+                self._notify()
+                return
+            except Exception:
+                failures += 1
+                if failures == 1 or failures % 100 == 0:  # rate-limited: one bad frame must not flood the log
+                    log.exception("camera %s: preview frame failed (%d in a row)", self.camera_id, failures)
+            due = max(due + interval, time.monotonic())
+            self._stop.wait(due - time.monotonic())
+
+    def _tick(self) -> None:
+        frame = self._renderer.render(self.frames + 1)
+        if frame is None:
+            return
+        kinds = self.kinds()
+        if kinds["mjpeg"]:
+            frame.jpeg()
+        if kinds["webrtc"]:
+            frame.i420()
+        self.latest = frame
+        self.frames += 1
+        self._notify()
+
+    def _notify(self) -> None:
+        with self.hub._lock:
+            viewers = list(self.viewers)
+        for viewer in viewers:
+            viewer._wake()
+
+
+class _LoiterWatch:
+    """Which tracks are loitering, per camera, from the ``loiter.start``/``loiter.end`` events on the bus.
+
+    Ids are pruned to the tracks of the latest result on every read and start event, so an id whose end was
+    reported under another id (after a tracker id switch) does not linger.
+    """
+
+    def __init__(self) -> None:
+        self._lock = threading.Lock()
+        self._ids: dict[str, set[int]] = {}
+
+    def on_event(self, record: EventRecord, present: FrameResult | None) -> None:
+        e = record.event
+        if e.track_id is None:
+            return
+        with self._lock:
+            ids = self._ids.setdefault(e.camera_id, set())
+            if e.type == "loiter.start":
+                if present is not None:
+                    ids &= set(present.tracks.track_id.tolist())
+                ids.add(e.track_id)
+            else:
+                ids.discard(e.track_id)
+
+    def ids(self, camera_id: str, result: FrameResult | None) -> frozenset[int]:
+        with self._lock:
+            ids = self._ids.get(camera_id, set())
+            if result is not None:
+                ids &= set(result.tracks.track_id.tolist())
+            return frozenset(ids)
+
+    def forget(self, camera_id: str) -> None:
+        with self._lock:
+            self._ids.pop(camera_id, None)
+
+
+class PreviewHub:
+    """The preview side of a running server; thread-safe. ``watch`` from the event loop."""
+
+    def __init__(self, server: StreamServer, cfg: PreviewConfig) -> None:
+        self.server, self.cfg = server, cfg
+        self._lock = threading.Lock()
+        self._feeds: dict[str, _Feed] = {}
+        self._closed = False
+        self._loitering = _LoiterWatch()
+        self._loiter_sub: Subscription = server.bus.subscribe(
+            self._on_loiter_event, types=("loiter.start", "loiter.end")
+        )
+
+    def watch(self, camera_id: str, kind: ViewerKind) -> Viewer:
+        """A new viewer of a camera (NotFoundError if there is no such camera); call from the event loop."""
+        self.server.camera_config(camera_id)
+        loop = asyncio.get_running_loop()
+        with self._lock:
+            if self._closed:
+                raise RuntimeError("the preview hub is closed")
+            feed = self._feeds.get(camera_id)
+            if feed is None or feed.gone:
+                feed = self._feeds[camera_id] = _Feed(self, camera_id)
+                feed.thread.start()
+            viewer = Viewer(self, feed, kind, loop)
+            feed.viewers.add(viewer)
+        return viewer
+
+    def snapshot(self, camera_id: str) -> PreviewFrame | None:
+        """The latest annotated frame: the watched camera's current one, else drawn now (blocking: call it in a
+        worker thread). None while the camera has no picture; NotFoundError for an unknown camera."""
+        with self._lock:
+            feed = self._feeds.get(camera_id)
+        if feed is not None and feed.latest is not None and feed.latest.live:
+            return feed.latest
+        frame = _Renderer(self, camera_id).render(0)
+        return frame if frame is not None and frame.live else None
+
+    def stats(self) -> PreviewStats:
+        with self._lock:
+            feeds = list(self._feeds.values())
+            cameras = {}
+            for feed in feeds:
+                latest = feed.latest
+                cameras[feed.camera_id] = CameraPreviewStats(
+                    viewers=dict(Counter(v.kind for v in feed.viewers)),
+                    frames=feed.frames,
+                    width=latest.width if latest else 0,
+                    height=latest.height if latest else 0,
+                )
+            return PreviewStats(
+                feeds=sum(f.thread.is_alive() for f in feeds),
+                viewers=sum(len(f.viewers) for f in feeds),
+                cameras=cameras,
+            )
+
+    def close(self) -> None:
+        """Stop every feed (their viewers see the end of the stream) and leave the bus."""
+        with self._lock:
+            self._closed = True
+            feeds = list(self._feeds.values())
+            self._feeds.clear()
+        self._loiter_sub.close()
+        for feed in feeds:
+            feed.gone = True
+            feed.stop()
+            feed._notify()
+        for feed in feeds:
+            feed.thread.join(_JOIN_TIMEOUT_S)
+
+    def _release(self, viewer: Viewer) -> None:
+        with self._lock:
+            feed = self._feeds.get(viewer.camera_id)
+            if feed is None or viewer not in feed.viewers:
+                return
+            feed.viewers.discard(viewer)
+            if not feed.viewers:
+                feed.stop()
+                del self._feeds[viewer.camera_id]
+
+    def _on_loiter_event(self, record: EventRecord) -> None:
+        try:
+            present = self.server.latest_result(record.event.camera_id)
+        except NotFoundError:
+            self._loitering.forget(record.event.camera_id)
+            return
+        self._loitering.on_event(record, present)
+
+
+def _camera_stats(server: StreamServer, camera_id: str) -> CameraStats | None:
+    try:
+        return server.supervisor.camera_stats(camera_id)
+    except NotFoundError:
+        return None
+
+
+__all__ = ["PreviewFrame", "PreviewHub", "PreviewStats", "Viewer", "ViewerKind"]
