@@ -51,12 +51,14 @@ def _open(cam: CameraConfig, started: float) -> ProbeResult:
     try:
         src.open()
     except SourceError as exc:
+        elapsed_s = time.monotonic() - started
+        reason, error = failure_reason(exc), redact_url(str(exc))
+        # FFmpeg reports an RTSP server that accepts the connection but never replies as invalid data, once
+        # the timeout has passed; bad data itself shows up long before that.
+        if reason == "not_video" and elapsed_s >= cam.read_timeout_s:
+            reason, error = "timeout", f"{redact_url(cam.url)}: no answer within {cam.read_timeout_s:g}s"
         return ProbeResult(
-            ok=False,
-            url=redact_url(cam.url),
-            reason=failure_reason(exc),
-            error=redact_url(str(exc)),
-            elapsed_ms=round((time.monotonic() - started) * 1e3, 1),
+            ok=False, url=redact_url(cam.url), reason=reason, error=error, elapsed_ms=round(elapsed_s * 1e3, 1)
         )
     finally:
         src.close()
