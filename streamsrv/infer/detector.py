@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import time
 from dataclasses import dataclass
+from typing import cast
 
 import numpy as np
 import numpy.typing as npt
@@ -21,7 +22,9 @@ import torchvision
 from streamsrv.config.models import ModelConfig
 from streamsrv.errors import ConfigError
 from streamsrv.infer.backend import Backend
+from streamsrv.infer.gpu_preprocess import device_letterbox_for
 from streamsrv.infer.letterbox import letterbox_batch, to_network_input, unletterbox
+from streamsrv.infer.torch_backend import TorchBackend
 from streamsrv.types import Detections
 
 MAX_DETECTIONS = 300
@@ -77,6 +80,8 @@ class Detector:
         self.iou = model.iou
         self.label_map = LabelMap(backend.class_names, model.labels, model.classes)
         self.last_timing = DetectTiming(0.0, 0.0, 0.0)
+        # torch on CUDA: frames go to the GPU as uint8 and are letterboxed there (gpu_preprocess)
+        self._device_letterbox = device_letterbox_for(backend, imgsz)
 
     @property
     def labels(self) -> dict[int, str]:
@@ -87,14 +92,20 @@ class Detector:
         if not frames:
             return []
         t0 = time.perf_counter()
-        lb = letterbox_batch(frames, self.imgsz)
-        batch = to_network_input(lb.images)
-        t1 = time.perf_counter()
-        raw = self.backend.forward(batch)
+        if self._device_letterbox is not None:
+            on_device = self._device_letterbox(frames)
+            scales, pads = on_device.scales, on_device.pads
+            t1 = time.perf_counter()
+            raw = cast(TorchBackend, self.backend).forward_tensor(on_device.images)
+        else:
+            lb = letterbox_batch(frames, self.imgsz)
+            batch = to_network_input(lb.images)
+            scales, pads = lb.scales, lb.pads
+            t1 = time.perf_counter()
+            raw = self.backend.forward(batch)
         t2 = time.perf_counter()
         out = [
-            self._postprocess(raw[i], float(lb.scales[i]), lb.pads[i], f.shape[0], f.shape[1])
-            for i, f in enumerate(frames)
+            self._postprocess(raw[i], float(scales[i]), pads[i], f.shape[0], f.shape[1]) for i, f in enumerate(frames)
         ]
         t3 = time.perf_counter()
         self.last_timing = DetectTiming((t1 - t0) * 1e3, (t2 - t1) * 1e3, (t3 - t2) * 1e3)

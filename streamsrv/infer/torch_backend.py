@@ -7,12 +7,15 @@ every other backend) and avoids predict's per-call setup.
 from __future__ import annotations
 
 import os
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 import numpy.typing as npt
 
 from streamsrv.errors import ModelError
+
+if TYPE_CHECKING:
+    import torch
 
 
 def set_torch_threads(threads: int) -> int:
@@ -48,6 +51,7 @@ class TorchBackend:
             raise ModelError("half precision (fp16) needs a CUDA device")
         self.class_names: dict[int, str] = {int(k): str(v) for k, v in yolo.names.items()}
         self.name = f"ultralytics-torch-{'fp16' if self.half else 'fp32'}"
+        self.dtype = torch.float16 if self.half else torch.float32
         module = yolo.model.to(device).eval()
         module = module.fuse(verbose=False) if hasattr(module, "fuse") else module
         module = module.half() if self.half else module.float()
@@ -57,9 +61,13 @@ class TorchBackend:
         self._torch = torch
 
     def forward(self, batch: npt.NDArray[np.float32]) -> npt.NDArray[np.float32]:
+        return self.forward_tensor(self._torch.from_numpy(batch))
+
+    def forward_tensor(self, batch: torch.Tensor) -> npt.NDArray[np.float32]:
+        """``forward`` for a batch already in a tensor (on the GPU when preprocessing ran there)."""
         torch = self._torch
         with torch.inference_mode():
-            x = torch.from_numpy(batch).to(self.device, non_blocking=True)
+            x = batch.to(self.device, non_blocking=True)
             x = (x.half() if self.half else x).contiguous(memory_format=self._memory_format)
             out = self._module(x)
             pred = out[0] if isinstance(out, (list, tuple)) else out
