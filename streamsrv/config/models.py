@@ -54,6 +54,11 @@ class CameraConfig(StrictModel):
     loop: bool = Field(False, description="Files: start again at the end instead of going offline.")
     realtime: bool = Field(True, description="Files: play at native frame rate, like a live camera.")
     keyframes_only: bool = Field(False, description="Decode only keyframes (for very low detect_fps).")
+    hwaccel: Literal["auto", "none", "cuda", "vaapi", "qsv"] = Field(
+        "auto",
+        description="Hardware decoding: auto uses the first of cuda, vaapi, qsv that this FFmpeg build and machine "
+        "support; CPU decoding when none works (the reason is logged, the choice shown as the camera's decoder).",
+    )
     open_timeout_s: float = Field(10.0, gt=0, le=300, description="Give up opening the source after this.")
     read_timeout_s: float = Field(5.0, gt=0, le=300, description="Give up a blocked read after this.")
     stall_timeout_s: float = Field(

@@ -41,7 +41,9 @@ class _Decoder:
         if state == self.state and error is None:
             return
         self.state = state
-        extra = {"codec": src.codec, "width": src.width, "height": src.height, "source_fps": src.fps} if src else {}
+        extra: dict[str, object] = {}
+        if src:
+            extra = dict(codec=src.codec, width=src.width, height=src.height, source_fps=src.fps, decoder=src.decoder)
         self.status.send(DecoderStatus(self.cam.id, state, error, ts=time.time(), **extra))  # type: ignore[arg-type]
 
     def beat(self) -> None:

@@ -3,11 +3,16 @@
 Every packet is decoded (H.264 needs the reference frames), but only the frames that are due are
 converted to BGR: conversion costs more than decoding at 720p, so skipped frames stay cheap.
 
+Decoding runs on a hardware decoder (NVDEC, VA-API, Quick Sync) when the camera's ``hwaccel`` asks for
+one and this FFmpeg build and machine have it; frames are then downloaded to memory before conversion.
+Otherwise it runs on the CPU, and the reason is logged once per process.
+
 This module imports neither torch nor ultralytics: decoder processes must stay small.
 """
 
 from __future__ import annotations
 
+import functools
 import logging
 import time
 from collections.abc import Iterator
@@ -18,6 +23,7 @@ import av
 import av.error
 import numpy as np
 import numpy.typing as npt
+from av.codec.hwaccel import HWAccel, hwdevices_available
 
 from streamsrv.config.models import CameraConfig, redact_url
 from streamsrv.errors import SourceError, SourceTimeout, SourceUnavailable
@@ -35,6 +41,9 @@ _PERMANENT = (
     av.error.ProtocolNotFoundError,
 )
 _TIMEOUTS = (av.error.TimeoutError, av.error.ExitError)
+# What hwaccel "auto" tries, in order. Cameras send H.264 or HEVC, so those are what a device is probed with.
+HW_DECODERS = ("cuda", "vaapi", "qsv")
+_PROBE_CODECS = ("h264", "hevc")
 # Timestamps are rounded to the stream's time base; 1 ms keeps 25 -> 5 fps at exactly every 5th frame.
 _TS_TOLERANCE_S = 1e-3
 
@@ -95,6 +104,46 @@ def classify_error(exc: BaseException, url: str) -> SourceError:
     return SourceError(f"{where}: {type(exc).__name__}: {exc}")
 
 
+@functools.cache
+def hw_decoder_unusable(device_type: str) -> str | None:
+    """Why ``device_type`` cannot decode camera video here, or None when it can; probed once per process."""
+    if device_type not in hwdevices_available():
+        return f"this FFmpeg build has no {device_type} support"
+    for codec in _PROBE_CODECS:
+        try:
+            HWAccel(device_type).create(av.Codec(codec, "r"))
+        except NotImplementedError:  # this codec has no decoder config for the device type
+            continue
+        except Exception as exc:  # av_hwdevice_ctx_create: no device, no driver, no permission
+            return f"no usable {device_type} device ({type(exc).__name__}: {exc})"
+        return None
+    return f"this FFmpeg build cannot decode {' or '.join(_PROBE_CODECS)} with {device_type}"
+
+
+@functools.cache
+def choose_hw_decoder(hwaccel: str) -> str | None:
+    """The hardware decoder to open cameras with for a ``hwaccel`` setting, or None for the CPU.
+
+    Logs why it falls back to the CPU once per process: a warning when a device was asked for by name.
+    """
+    if hwaccel == "none":
+        return None
+    candidates = HW_DECODERS if hwaccel == "auto" else (hwaccel,)
+    reasons = []
+    for device_type in candidates:
+        reason = hw_decoder_unusable(device_type)
+        if reason is None:
+            return device_type
+        reasons.append(reason)
+    log.log(
+        logging.INFO if hwaccel == "auto" else logging.WARNING,
+        "hwaccel %s: decoding on the CPU: %s",
+        hwaccel,
+        "; ".join(reasons),
+    )
+    return None
+
+
 def is_permanent(err: SourceError) -> bool:
     return isinstance(err, SourceUnavailable)
 
@@ -117,6 +166,7 @@ class VideoSource:
         self.skipper = FrameSkipper(cam.detect_fps) if skip else None
         self._container: Any = None
         self.codec = ""
+        self.decoder = "cpu"  # or the hardware decoder in use: cuda, vaapi, qsv
         self.width = 0
         self.height = 0
         self.fps = 0.0
@@ -137,8 +187,9 @@ class VideoSource:
             options["timeout"] = str(int(cam.read_timeout_s * 1e6))
         if url.startswith("/dev/video"):
             kwargs["format"] = "v4l2"
+        device_type = choose_hw_decoder(cam.hwaccel)
         try:
-            self._container = av.open(url, options=options, **kwargs)
+            self._container = self._open(url, options, kwargs, device_type)
             stream = self._container.streams.video[0]
         except IndexError:
             self.close()
@@ -146,7 +197,11 @@ class VideoSource:
         except Exception as exc:
             self.close()
             raise classify_error(exc, cam.url) from exc
-        stream.thread_type = "AUTO"
+        if device_type is not None and stream.codec_context.is_hwaccel:
+            self.decoder = device_type
+        else:
+            # CPU threads help software decoding only; a hardware decoder has its own engine
+            stream.thread_type = "AUTO"
         if cam.keyframes_only:
             stream.codec_context.skip_frame = "NONKEY"
         self.codec = stream.codec_context.name
@@ -154,6 +209,24 @@ class VideoSource:
         rate = stream.average_rate or stream.guessed_rate
         self.fps = float(rate) if rate else 0.0
         self.frame_count = int(stream.frames or 0)
+
+    def _open(self, url: str, options: dict[str, str], kwargs: dict[str, Any], device_type: str | None) -> Any:
+        """Open the source, decoding on ``device_type`` when given and it takes this stream."""
+        if device_type is None:
+            return av.open(url, options=options, **kwargs)
+        where = redact_url(self.cam.url)
+        try:
+            hwaccel = HWAccel(device_type, allow_software_fallback=True)
+            container = av.open(url, options=options, hwaccel=hwaccel, **kwargs)
+        except Exception as hw_exc:  # the device probed fine but fails now (e.g. out of memory)
+            container = av.open(url, options=options, **kwargs)  # a broken source raises its own error here
+            log.warning("%s: cannot decode on %s (%s); decoding on the CPU", where, device_type, hw_exc)
+            return container
+        video = container.streams.video
+        if video and not video[0].codec_context.is_hwaccel:
+            codec = video[0].codec_context.name
+            log.info("%s: %s has no %s decoder here; decoding on the CPU", where, codec, device_type)
+        return container
 
     def _target_size(self, w: int, h: int) -> tuple[int, int] | None:
         scale = min(self.cam.max_width / w, self.cam.max_height / h)

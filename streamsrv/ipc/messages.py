@@ -22,6 +22,7 @@ class DecoderStatus:
     height: int = 0
     source_fps: float = 0.0
     ts: float = 0.0
+    decoder: str = ""  # "cpu" or the hardware decoder (cuda, vaapi, qsv); set with the codec
 
 
 @dataclass(frozen=True, slots=True)

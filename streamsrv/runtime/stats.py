@@ -53,6 +53,7 @@ class CameraStats(BaseModel):
     state: CameraState
     error: str | None = Field(None, description="Last error message (credentials redacted).")
     codec: str = ""
+    decoder: str = Field("", description="Where the video is decoded: cpu, or the hardware decoder (cuda, vaapi, qsv).")
     width: int = 0
     height: int = 0
     source_fps: float = Field(0.0, description="Frame rate the source declares.")
@@ -82,6 +83,7 @@ class CameraStatsTracker:
         self.state = CameraState.STARTING
         self.error: str | None = None
         self.codec, self.width, self.height, self.source_fps = "", 0, 0, 0.0
+        self.decoder = ""
         self.decoder_restarts = 0
         self.ring_counts = {"decoded": 0, "skipped": 0, "reconnects": 0, "packets": 0, "latest_seq": 0}
         self.last_frame_mono: float | None = None
@@ -128,6 +130,7 @@ class CameraStatsTracker:
             state=self.state,
             error=self.error,
             codec=self.codec,
+            decoder=self.decoder,
             width=self.width,
             height=self.height,
             source_fps=round(self.source_fps, 3),

@@ -299,7 +299,7 @@ class Supervisor:
                 with self._lock:
                     if msg.codec:
                         rt.stats.codec, rt.stats.width, rt.stats.height = msg.codec, msg.width, msg.height
-                        rt.stats.source_fps = msg.source_fps
+                        rt.stats.source_fps, rt.stats.decoder = msg.source_fps, msg.decoder
                     self._set_state(rt, msg.state, msg.error)
 
     def _set_state(self, rt: _CameraRuntime, state: CameraState, error: str | None) -> None:
