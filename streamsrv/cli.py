@@ -81,29 +81,30 @@ def cmd_events(args: argparse.Namespace) -> int:
 
     from streamsrv.events.client import follow_bus, follow_sse
 
+    if args.camera is not None and not re.fullmatch(CAMERA_ID_PATTERN, args.camera):
+        raise StreamsrvError(f"--camera {args.camera!r} is not a camera id (letters, digits, '_', '.', '-')")
+    for name in ("replay", "max_events"):
+        if (getattr(args, name) or 0) < 0:
+            raise StreamsrvError(f"--{name.replace('_', '-')} must be 0 or more")
     cfg = _load(args.config)
     setup_logging("warning", False)
-    filters = {"camera_id": args.camera, "type": args.type, "replay": args.replay}
-    if args.url is None and cfg.events.redis_url:
-        from streamsrv.events.redis_bus import RedisBus
+    filters: dict[str, Any] = {"camera_id": args.camera, "type": args.type, "replay": args.replay}
+    with contextlib.ExitStack() as stack:
+        if args.url is None and cfg.events.redis_url:
+            from streamsrv.events.redis_bus import RedisBus
 
-        bus = RedisBus(cfg.events.redis_url)
-        events = follow_bus(bus, **filters)
-    else:
-        url = args.url or f"http://{cfg.server.host}:{cfg.server.port}"
-        config_key = cfg.server.api_key.get_secret_value() if cfg.server.api_key else None
-        api_key = args.api_key or os.environ.get("STREAMSRV_API_KEY") or config_key
-        bus = None
-        events = follow_sse(url, api_key=api_key, **filters)
-    try:
-        with contextlib.closing(events):
-            for n, event in enumerate(events, start=1):
-                print(event.to_json(), flush=True)
-                if n == args.max_events:
-                    break
-    finally:
-        if bus is not None:
-            bus.close()
+            bus = stack.enter_context(contextlib.closing(RedisBus(cfg.events.redis_url)))
+            events = follow_bus(bus, **filters)
+        else:
+            url = args.url or f"http://{cfg.server.host}:{cfg.server.port}"
+            config_key = cfg.server.api_key.get_secret_value() if cfg.server.api_key else None
+            api_key = args.api_key or os.environ.get("STREAMSRV_API_KEY") or config_key
+            events = follow_sse(url, api_key=api_key, **filters)
+        stack.enter_context(contextlib.closing(events))
+        for n, event in enumerate(events, start=1):
+            print(event.to_json(), flush=True)
+            if n == args.max_events:
+                break
     return 0
 
 
@@ -111,18 +112,6 @@ def cmd_validate(args: argparse.Namespace) -> int:
     cfg = load_config(args.config)
     print(f"{args.config}: OK ({len(cfg.cameras)} camera(s))")
     return 0
-
-
-def _camera_id(value: str) -> str:
-    if not re.fullmatch(CAMERA_ID_PATTERN, value):
-        raise argparse.ArgumentTypeError(f"{value!r} is not a camera id (letters, digits, '_', '.', '-')")
-    return value
-
-
-def _count(value: str) -> int:
-    if not value.isdigit():
-        raise argparse.ArgumentTypeError(f"{value!r} is not a whole number >= 0")
-    return int(value)
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -154,10 +143,10 @@ def build_parser() -> argparse.ArgumentParser:
     e.add_argument("--config", "-c", help="YAML config (events.redis_url, server address and api_key)")
     e.add_argument("--url", help="server to follow, e.g. http://127.0.0.1:8080 (instead of Redis)")
     e.add_argument("--api-key", help="the server's API key (default: $STREAMSRV_API_KEY, else the config's)")
-    e.add_argument("--camera", type=_camera_id, help="only this camera's events")
+    e.add_argument("--camera", help="only this camera's events")
     e.add_argument("--type", choices=EVENT_TYPES, help="only events of this type")
-    e.add_argument("--replay", type=_count, default=0, help="first print the newest N matching events")
-    e.add_argument("--max-events", type=_count, help="exit after printing N events")
+    e.add_argument("--replay", type=int, default=0, help="first print the newest N matching events")
+    e.add_argument("--max-events", type=int, help="exit after printing N events")
     e.set_defaults(func=cmd_events)
 
     v = sub.add_parser("validate-config", help="check a config file and exit")
