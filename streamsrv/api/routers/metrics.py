@@ -22,7 +22,6 @@ class PrometheusResponse(Response):
     "/metrics",
     response_class=PrometheusResponse,
     summary="Metrics in the Prometheus text format",
-    responses={200: {"content": {"text/plain": {"schema": {"type": "string"}}}}},
 )
 def metrics(request: Request) -> PrometheusResponse:
     registry: ServerMetrics = request.app.state.metrics
