@@ -15,6 +15,8 @@ import httpx
 import psutil
 import pytest
 import yaml
+from prometheus_client.parser import text_string_to_metric_families
+from prometheus_client.samples import Sample
 
 from tests.support.app_server import AppServer, model_section, wait_for
 from tests.support.processes import RtspServer
@@ -135,6 +137,37 @@ def test_add_and_remove_a_camera_while_others_run(http: httpx.Client, app: AppSe
     assert http.get("/api/cameras/east/stats").status_code == 404
     assert [c["id"] for c in http.get("/api/cameras").json()] == ["north", "south"]
     wait_processing(http, app, during)
+
+
+def scrape(http: httpx.Client) -> list[Sample]:
+    """``/metrics`` parsed with prometheus_client's own parser."""
+    response = http.get("/metrics")
+    assert response.status_code == 200
+    assert response.headers["content-type"].startswith("text/plain")
+    return [s for family in text_string_to_metric_families(response.text) for s in family.samples]
+
+
+def test_metrics_describe_the_running_cameras(http: httpx.Client) -> None:
+    samples = scrape(http)
+
+    def value(name: str, **labels: str) -> float:
+        (sample,) = [s for s in samples if s.name == name and s.labels == labels]
+        return sample.value
+
+    for camera in ("north", "south"):
+        assert value("streamsrv_camera_frames_processed_total", camera=camera) > 0
+        assert value("streamsrv_camera_frames_decoded_total", camera=camera) > 0
+        assert value("streamsrv_camera_frames_dropped_total", camera=camera, reason="skipped") > 0
+        assert value("streamsrv_camera_state", camera=camera, state="online") == 1
+        assert value("streamsrv_camera_state", camera=camera, state="error") == 0
+        assert value("streamsrv_camera_ingest_fps", camera=camera) >= 0
+        assert value("streamsrv_frame_age_seconds_count", camera=camera) > 0
+    assert value("streamsrv_inference_model_loaded") == 1
+    assert value("streamsrv_inference_duration_seconds_count") > 0
+    assert value("streamsrv_inference_batch_size_count") == value("streamsrv_inference_duration_seconds_count")
+    assert value("streamsrv_events_total", camera="north", type="camera.online") >= 1
+    assert {s.labels["camera"] for s in samples if "camera" in s.labels} == {"north", "south"}, "east is gone"
+    assert not any("://" in v for s in samples for v in s.labels.values()), "no URL in any label"
 
 
 def test_patch_changes_only_what_it_names(http: httpx.Client, app: AppServer, config_file: Path) -> None:

@@ -138,9 +138,11 @@ class _ServerCollector(Collector):
             "Events raised, by camera and type (e.g. zone.enter, line.cross).",
             labels=["camera", "type"],
         )
+        registered = {cam.id for cam in self.server.cfg.cameras}
         # a copy in one C call: the results thread adds keys while we read
         for (camera_id, event_type), n in dict(self.server.events_by_type).items():
-            events.add_metric([camera_id, event_type], n)
+            if camera_id in registered:  # a removed camera's series go, like its other series
+                events.add_metric([camera_id, event_type], n)
         yield events
         bus = self.server.bus.stats()
         yield CounterMetricFamily("streamsrv_event_bus_accepted", "Events handed to the bus.", value=bus.accepted)
