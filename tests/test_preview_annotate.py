@@ -165,7 +165,7 @@ def test_placeholder_names_the_camera_and_state() -> None:
 
 def test_real_frame_of_the_sample_clip(clip_360p: Path) -> None:
     with av.open(str(clip_360p)) as container:
-        image = next(container.decode(video=0)).to_ndarray(format="bgr24")
+        image = np.asarray(next(container.decode(video=0)).to_ndarray(format="bgr24"), np.uint8)
     t = tracks([(100, 100, 140, 200, 1, True)])
     res = FrameResult("cam", 1, 1, 1.7e9, 1.0, 640, 360, t, {0: "person"})
     out = Annotator(960, 540).draw(image, overlay(res, rules=RulesConfig()))

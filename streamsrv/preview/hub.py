@@ -48,16 +48,39 @@ PLACEHOLDER_REFRESH_S = 1.0
 _JOIN_TIMEOUT_S = 2.0
 
 
+class EncodeCounts:
+    """How many JPEG encodings and I420 conversions a feed's frames needed (at most one each per frame)."""
+
+    def __init__(self) -> None:
+        self._lock = threading.Lock()
+        self.jpeg = 0
+        self.i420 = 0
+
+    def add(self, jpeg: int = 0, i420: int = 0) -> None:
+        with self._lock:
+            self.jpeg += jpeg
+            self.i420 += i420
+
+
 class PreviewFrame:
     """One annotated frame at preview size; its JPEG and I420 forms are made at most once, on first use."""
 
-    def __init__(self, seq: int, image: Image, capture_ts: float | None, jpeg_quality: int, live: bool) -> None:
+    def __init__(
+        self,
+        seq: int,
+        image: Image,
+        capture_ts: float | None,
+        jpeg_quality: int,
+        live: bool,
+        counts: EncodeCounts | None = None,
+    ) -> None:
         image.flags.writeable = False  # shared by every viewer
         self.seq = seq
         self.image = image
         self.capture_ts = capture_ts
         self.live = live  # False for a placeholder (no picture from the camera)
         self._quality = jpeg_quality
+        self._counts = counts
         self._lock = threading.Lock()
         self._jpeg: bytes | None = None
         self._i420: Image | None = None
@@ -77,6 +100,8 @@ class PreviewFrame:
                 if not ok:
                     raise RuntimeError("JPEG encoding failed")
                 self._jpeg = buf.tobytes()
+                if self._counts is not None:
+                    self._counts.add(jpeg=1)
             return self._jpeg
 
     @property
@@ -90,12 +115,16 @@ class PreviewFrame:
                 i420 = cast(Image, cv2.cvtColor(self.image, cv2.COLOR_BGR2YUV_I420))
                 i420.flags.writeable = False
                 self._i420 = i420
+                if self._counts is not None:
+                    self._counts.add(i420=1)
             return self._i420
 
 
 class CameraPreviewStats(BaseModel):
     viewers: dict[str, int] = Field(description="Open viewers by kind (mjpeg, webrtc).")
     frames: int = Field(description="Annotated frames made since the feed started.")
+    jpeg_encodes: int = Field(description="JPEG encodings since the feed started (one per frame for all viewers).")
+    i420_conversions: int = Field(description="Frames converted for WebRTC (one per frame for all tracks).")
     width: int = 0
     height: int = 0
 
@@ -146,8 +175,8 @@ class Viewer:
 class _Renderer:
     """Draws a camera's frames; owns its annotator (trails), so one thread at a time."""
 
-    def __init__(self, hub: PreviewHub, camera_id: str) -> None:
-        self.hub, self.camera_id = hub, camera_id
+    def __init__(self, hub: PreviewHub, camera_id: str, counts: EncodeCounts | None = None) -> None:
+        self.hub, self.camera_id, self.counts = hub, camera_id, counts
         cfg = hub.cfg
         self.annotator = Annotator(cfg.max_width, cfg.max_height, cfg.trail_seconds)
         self._key: tuple[object, ...] | None = None
@@ -176,7 +205,8 @@ class _Renderer:
             message = "camera disabled" if not cam.enabled else f"{state.value}: waiting for video"
             if stats is not None and stats.error:
                 message = stats.error[:80]
-            return PreviewFrame(seq, placeholder(cam.display_name, state, message, w, h), None, self._quality, False)
+            image = placeholder(cam.display_name, state, message, w, h)
+            return PreviewFrame(seq, image, None, self._quality, False, self.counts)
         ref, pixels = got
         key = (ref.seq, result.seq if result is not None else None, id(rules), state)
         if key == self._key:
@@ -194,7 +224,8 @@ class _Renderer:
             loitering_ids=self.hub._loitering.ids(cam_id, result),
             ts=ref.capture_ts,
         )
-        return PreviewFrame(seq, self.annotator.draw(pixels, overlay), ref.capture_ts, self._quality, True)
+        image = self.annotator.draw(pixels, overlay)
+        return PreviewFrame(seq, image, ref.capture_ts, self._quality, True, self.counts)
 
     @property
     def _quality(self) -> int:
@@ -231,7 +262,8 @@ class _Feed:
         self.latest: PreviewFrame | None = None
         self.gone = False  # the camera was removed
         self.frames = 0
-        self._renderer = _Renderer(hub, camera_id)
+        self.counts = EncodeCounts()
+        self._renderer = _Renderer(hub, camera_id, self.counts)
         self._stop = threading.Event()
         self.thread = threading.Thread(target=self._run, name=f"streamsrv-preview-{camera_id}", daemon=True)
 
@@ -365,6 +397,8 @@ class PreviewHub:
                 cameras[feed.camera_id] = CameraPreviewStats(
                     viewers=dict(Counter(v.kind for v in feed.viewers)),
                     frames=feed.frames,
+                    jpeg_encodes=feed.counts.jpeg,
+                    i420_conversions=feed.counts.i420,
                     width=latest.width if latest else 0,
                     height=latest.height if latest else 0,
                 )

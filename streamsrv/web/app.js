@@ -9,6 +9,8 @@ const POLL_MS = 2000;
 const HEALTH_POLL_MS = 5000;
 const FEED_MAX = 100;
 const FEED_BACKLOG_S = 600;
+const THUMB_ZOOM = 3; // event thumbnails show a third of the frame's width around the object
+const THUMB_ASPECT = 72 / 48; // width / height of a thumbnail (style.css .thumb)
 
 const $ = (id) => document.getElementById(id);
 const state = {
@@ -246,11 +248,32 @@ function describeEvent(e) {
   }
 }
 
+// A thumbnail of the event's snapshot, zoomed in on the object's box when the frame size is known.
+function thumbnail(e) {
+  const box = html("div", { className: "thumb" });
+  if (!e.bbox) return box;
+  const img = html("img", { loading: "lazy", alt: "", src: tokenUrl(`/api/events/${e.id}/snapshot.jpg`) });
+  img.addEventListener("error", () => img.remove()); // expired or evicted
+  const { width, height } = frameSize(e.camera_id);
+  if (width) {
+    const zoom = THUMB_ZOOM;
+    const [x1, y1, x2, y2] = e.bbox;
+    const cx = (x1 + x2) / 2 / width;
+    const cy = (y1 + y2) / 2 / height;
+    // The image is `zoom` thumbnail widths wide and imgH thumbnail heights tall (CSS percentages of left and
+    // top refer to the container's width and height); shift it so the box centre sits in the middle, no gaps.
+    const imgH = (zoom * THUMB_ASPECT * height) / width;
+    const left = Math.min(0, Math.max(1 - zoom, 0.5 - cx * zoom));
+    const top = Math.min(0, Math.max(1 - imgH, 0.5 - cy * imgH));
+    Object.assign(img.style, { width: `${zoom * 100}%`, left: `${left * 100}%`, top: `${top * 100}%` });
+    img.classList.add("zoomed");
+  }
+  box.append(img);
+  return box;
+}
+
 function addEvent(e) {
-  const thumb = e.bbox
-    ? html("img", { className: "thumb", loading: "lazy", alt: "", src: tokenUrl(`/api/events/${e.id}/snapshot.jpg`) })
-    : html("div", { className: `thumb icon ${e.type.replace(".", "-")}` });
-  thumb.addEventListener?.("error", () => thumb.replaceWith(html("div", { className: "thumb icon" })));
+  const thumb = thumbnail(e);
   const who = e.track_id != null ? ` · #${e.track_id} ${e.label}` : "";
   const item = html("li", { className: `event ${e.type.replace(".", "-")}` }, [
     thumb,

@@ -56,7 +56,7 @@ export class ZoneEditor {
     this.cameraId = cameraId;
     this.rules = await api(`/api/cameras/${encodeURIComponent(cameraId)}/rules`);
     this.load();
-    this.svg.hidden = false;
+    this.svg.removeAttribute("hidden"); // an SVG element has no .hidden property
     this.resize.observe(this.svg);
     document.addEventListener("keydown", this.onKey);
     this.setHint("Drag a point to move it; right-click a point to remove it.");
@@ -65,7 +65,7 @@ export class ZoneEditor {
 
   close() {
     this.cancelDrawing();
-    this.svg.hidden = true;
+    this.svg.setAttribute("hidden", "");
     this.resize.disconnect();
     document.removeEventListener("keydown", this.onKey);
     this.hint.hidden = true;
@@ -204,7 +204,7 @@ export class ZoneEditor {
 
   // -- rendering ------------------------------------------------------------------------------
   render() {
-    if (this.svg.hidden) return;
+    if (this.svg.hasAttribute("hidden")) return;
     const { width: W, height: H } = this.svg.getBoundingClientRect();
     if (!W || !H) return;
     this.svg.setAttribute("viewBox", `0 0 ${W} ${H}`);
