@@ -305,6 +305,7 @@ def test_restart_restores_the_registry(
         ]
         assert {c["id"]: fresh.get(f"/api/cameras/{c['id']}/rules").json() for c in restored} == rules
         assert by_id(restored)["north"]["state"] == "disabled"
+        assert "disabled" in fresh.get("/api/cameras/north/stats").json()["detail"]
         wait_processing(fresh, app, {"south": 0, "west": 0})
 
     text = config_file.read_text()

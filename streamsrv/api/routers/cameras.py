@@ -125,6 +125,10 @@ def remove_camera(camera_id: str, registry: RegistryDep) -> None:
 
 
 @router.get("/{camera_id}/stats", summary="A camera's health and throughput", responses=NOT_FOUND)
-def camera_stats(camera_id: str, server: ServerDep) -> CameraStats:
+def camera_stats(camera_id: str, registry: RegistryDep, server: ServerDep) -> CameraStats:
     with api_errors():
-        return server.supervisor.camera_stats(camera_id)
+        cam = registry.get(camera_id)
+    stats = running_stats(server, camera_id)
+    if stats is None:
+        raise HTTPException(status.HTTP_404_NOT_FOUND, f"camera {cam.id!r} is disabled: it has no stats")
+    return stats
