@@ -1,14 +1,13 @@
-"""The events API over real HTTP: the app under uvicorn with a real file camera (the 360p clip, looping), the real
-person model and a tripwire across the concourse; history and its filters, the SSE stream (live, resumed, kept
-alive), the WebSocket, snapshot JPEGs, the API key, and `streamsrv events` following the SSE stream."""
+"""The events API over real HTTP: the app under uvicorn with a real file camera (the 360p clip, looping, 3 frames/s
+inferred), the real person model and a tripwire across the concourse; history and its filters, the SSE stream (live,
+resumed, kept alive), the WebSocket, snapshot JPEGs, the API key, and `streamsrv events` following the SSE stream."""
 
 from __future__ import annotations
 
 import json
 import logging
 import threading
-import time
-from collections.abc import Callable, Iterator
+from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -28,6 +27,7 @@ from streamsrv.config.models import AppConfig
 from streamsrv.events import Event
 from streamsrv.runtime.server import StreamServer
 from tests.support.processes import free_port
+from tests.support.waiting import wait_for
 
 pytestmark = pytest.mark.slow
 
@@ -52,27 +52,19 @@ class Live:
         return f"ws://{self.url.removeprefix('http://')}/api/events/ws?{query}"
 
 
-def wait_for(condition: Callable[[], bool], what: str, timeout_s: float = 120.0) -> None:
-    deadline = time.monotonic() + timeout_s
-    while not condition():
-        if time.monotonic() > deadline:
-            raise AssertionError(f"timed out waiting for {what}")
-        time.sleep(0.2)
-
-
 @pytest.fixture(scope="module")
 def live(clip_360p: Path, person_model: Path) -> Iterator[Live]:
     cfg = AppConfig.model_validate(
         {
             "model": {"path": str(person_model), "labels": {"Normal": "person", "Fall": "person"}},
-            "inference": {"threads": 1, "device": "cpu"},
+            "inference": {"threads": 1, "device": "cpu", "stale_after_s": 5},
             "server": {"api_key": API_KEY},
             "cameras": [
                 {
                     "id": CAMERA,
                     "url": str(clip_360p),
                     "loop": True,
-                    "detect_fps": 5,
+                    "detect_fps": 3,
                     # People walk up and down the image; this line crosses the middle of the concourse.
                     "rules": {"lines": [{"name": "mid", "points": [[0, 200], [640, 200]]}]},
                 }
@@ -88,8 +80,8 @@ def live(clip_360p: Path, person_model: Path) -> Iterator[Live]:
     with httpx.Client(base_url=url, headers=AUTH, timeout=30) as http:
         live = Live(url, http, app.state.server)
         try:
-            wait_for(lambda: web.started, "uvicorn to start", 60)
-            wait_for(lambda: len(live.history(type="line.cross")["events"]) >= 3, "three line crossings", 180)
+            wait_for(lambda: web.started, 60, "uvicorn to start")
+            wait_for(lambda: len(live.history(type="line.cross")["events"]) >= 3, 180, "three line crossings")
             yield live
         finally:
             web.should_exit = True
@@ -146,7 +138,7 @@ def test_history_lists_events_oldest_first_and_filters_them(live: Live) -> None:
     assert first["events"][0]["seq"] == 1
     following = live.history(limit=3, after=first["cursor"])["events"]
     assert [e["seq"] for e in following] == [2, 3, 4]
-    wait_for(lambda: bool(live.history(type="line.cross", after=newest_two["cursor"])["events"]), "a new crossing")
+    wait_for(lambda: bool(live.history(type="line.cross", after=newest_two["cursor"])["events"]), 120, "a new crossing")
     newer = live.history(type="line.cross", after=newest_two["cursor"])
     assert newer["events"][0]["seq"] > newest_two["events"][-1]["seq"]
     assert live.history(after=live.history(limit=1)["cursor"], camera="elsewhere")["cursor"] is not None
