@@ -168,6 +168,14 @@ def test_history_refuses_bad_filters_naming_the_field(
     assert error["input"] == value
 
 
+def test_the_api_key_may_come_as_a_token_parameter_for_browsers(live: Live) -> None:
+    with httpx.Client(base_url=live.url, timeout=10) as browser:
+        assert browser.get("/api/events", params={"token": API_KEY, "type": "line.cross"}).status_code == 200
+        with browser.stream("GET", "/api/events/stream", params={"token": API_KEY, "camera": CAMERA}) as response:
+            assert response.status_code == 200
+            assert "retry" in next(sse_messages(response))
+
+
 def test_every_endpoint_needs_the_api_key(live: Live) -> None:
     event_id = live.history(type="line.cross", limit=1)["events"][0]["id"]
     for key in (None, "wrong-key"):
