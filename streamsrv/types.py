@@ -132,6 +132,18 @@ class Tracks:
             confirmed=np.zeros((0,), np.bool_),
         )
 
+    @classmethod
+    def untracked(cls, detections: Detections) -> Tracks:
+        """Detections that no tracker has seen (single images): ``track_id`` -1, not confirmed."""
+        n = len(detections)
+        return cls(
+            xyxy=detections.xyxy,
+            confidence=detections.confidence,
+            class_id=detections.class_id,
+            track_id=np.full(n, -1, np.int32),
+            confirmed=np.zeros(n, np.bool_),
+        )
+
     def filter(self, mask: BoolArray) -> Tracks:
         return Tracks(
             self.xyxy[mask], self.confidence[mask], self.class_id[mask], self.track_id[mask], self.confirmed[mask]

@@ -32,7 +32,7 @@ from streamsrv.ipc.messages import (
 )
 from streamsrv.ipc.signals import FramesReady, StopFlag, exit_with_parent
 from streamsrv.track import Tracker, create_tracker
-from streamsrv.types import FrameRef, FrameResult
+from streamsrv.types import FrameRef, FrameResult, Tracks
 
 if TYPE_CHECKING:  # torch-heavy: imported only inside the inference process
     from streamsrv.infer.detector import Detector
@@ -46,8 +46,10 @@ _IDLE_WAIT_S = 0.1
 class _Camera:
     camera_id: str
     ring: FrameRing
-    tracker: Tracker
+    tracker: Tracker | None
+    background: bool = False
     last_seq: int = 0
+    waiting_since: float | None = None  # background lanes: when the oldest unconsumed frame was first seen
     processed: int = 0
     dropped_latest_wins: int = 0
     dropped_stale: int = 0
@@ -64,39 +66,69 @@ class InferenceLoop:
         self.detector = detector
         self.frames_ready = frames_ready
         self.policy = BatchPolicy(cfg.inference.max_batch, cfg.inference.max_wait_ms / 1e3)
+        self.background_batch = cfg.inference.background_max_batch
+        self.background_max_wait_s = cfg.inference.background_max_wait_s
         self.cameras: dict[str, _Camera] = {}
         self.device = getattr(detector.backend, "device", "cpu")
 
     def add_camera(self, msg: AddCamera) -> None:
         self.remove_camera(RemoveCamera(msg.camera_id))
-        ring = FrameRing.attach(msg.ring_path)
-        tracker = create_tracker(self.cfg.tracker, msg.detect_fps, self.device)
-        # frames already in the ring predate us; start from the newest
-        self.cameras[msg.camera_id] = _Camera(msg.camera_id, ring, tracker, last_seq=max(0, ring.latest_seq - 1))
+        ring = FrameRing.attach(msg.ring_path, writable=msg.background)
+        tracker = create_tracker(self.cfg.tracker, msg.detect_fps, self.device) if msg.track else None
+        # A lane resumes after the last frame consumed (lossless, even across an inference restart); a
+        # camera's older frames predate us, so it starts from the newest.
+        start = ring.counter("consumed_seq") if msg.background else max(0, ring.latest_seq - 1)
+        self.cameras[msg.camera_id] = _Camera(msg.camera_id, ring, tracker, msg.background, last_seq=start)
 
     def remove_camera(self, msg: RemoveCamera) -> None:
         cam = self.cameras.pop(msg.camera_id, None)
         if cam is not None:
             cam.ring.close()
 
-    def ready(self) -> list[Candidate]:
+    def ready(self, background: bool = False) -> list[Candidate]:
         out = []
+        now = time.monotonic()
         for cam in self.cameras.values():
             seq = cam.ring.latest_seq
-            if seq > cam.last_seq:
+            if cam.background == background and seq > cam.last_seq:
+                if background and cam.waiting_since is None:
+                    cam.waiting_since = now
                 out.append(Candidate(cam.camera_id, seq, cam.ring.latest_mono_ts()))
         return out
 
     def next_batch(self, stop: StopFlag) -> list[Candidate]:
-        """Wait (bounded) for frames; returns the cameras to infer now, possibly none."""
+        """Wait (bounded) for frames; returns the cameras to infer now, possibly none.
+
+        Live cameras go first. Background lanes run when no live frame is waiting, in small batches,
+        so a live frame that arrives meanwhile waits for at most one small batch; and a background
+        frame that has waited ``background_max_wait_s`` runs anyway, so uploads never starve on a
+        saturated server.
+        """
         ready = self.ready()
+        background = self.ready(background=True)
+        if background and (not ready or self._background_starving()):
+            return self._background_batch(background)
         if not ready:
             self.frames_ready.wait(_IDLE_WAIT_S)
             return []
-        while not stop.is_set() and (wait := self.policy.wait_s(ready, len(self.cameras), time.monotonic())) > 0:
+        live = sum(1 for cam in self.cameras.values() if not cam.background)
+        while not stop.is_set() and (wait := self.policy.wait_s(ready, live, time.monotonic())) > 0:
             self.frames_ready.wait(wait)
             ready = self.ready()
         return self.policy.choose(ready)
+
+    def _background_starving(self) -> bool:
+        now = time.monotonic()
+        return any(
+            cam.waiting_since is not None and now - cam.waiting_since > self.background_max_wait_s
+            for cam in self.cameras.values()
+        )
+
+    def _background_batch(self, ready: list[Candidate]) -> list[Candidate]:
+        def waited(c: Candidate) -> float:
+            return self.cameras[c.camera_id].waiting_since or 0.0
+
+        return sorted(ready, key=waited)[: self.background_batch]
 
     def run_batch(self, chosen: list[Candidate]) -> list[FrameResult]:
         """Read, infer and track one batch; returns a result per inferred frame."""
@@ -105,6 +137,15 @@ class InferenceLoop:
         for c in chosen:
             cam = self.cameras.get(c.camera_id)
             if cam is None:
+                continue
+            if cam.background:
+                got = cam.ring.read_seq(cam.last_seq + 1, cam.camera_id)
+                if got is None:
+                    continue
+                cam.last_seq = got[0].seq
+                cam.ring.set_int("consumed_seq", cam.last_seq)
+                cam.waiting_since = None
+                taken.append((cam, *got))
                 continue
             got = cam.ring.read_latest(cam.last_seq, cam.camera_id)
             if got is None:  # torn read: the decoder lapped us; try again next cycle
@@ -123,7 +164,7 @@ class InferenceLoop:
         inference_ms = (time.monotonic() - start) * 1e3
         results = []
         for (cam, ref, frame), dets in zip(taken, detections, strict=True):
-            tracks = cam.tracker.update(dets, frame, ref.capture_ts)
+            tracks = Tracks.untracked(dets) if cam.tracker is None else cam.tracker.update(dets, frame, ref.capture_ts)
             cam.processed += 1
             results.append(
                 FrameResult(

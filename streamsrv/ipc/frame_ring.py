@@ -49,6 +49,7 @@ _COUNTERS = (
     "last_frame_mono",  # time.monotonic() of the last decoded frame (float bits)
     "ingest_bytes",
     "packets",  # packets received from the source
+    "consumed_seq",  # lossless lanes: the newest frame the consumer has taken (the producer waits on it)
 )
 _H = {name: i for i, name in enumerate(_COUNTERS)}
 _HEADER_BYTES = 256
@@ -143,6 +144,10 @@ class FrameRing:
         header["seq"] = seq
         self._ints[_H["latest_seq"]] = seq
         return seq
+
+    def has_room(self) -> bool:
+        """Lossless use: True when writing one more frame cannot overwrite one not yet consumed."""
+        return self.latest_seq - int(self._ints[_H["consumed_seq"]]) < NUM_SLOTS - 1
 
     def add(self, counter: str, n: int = 1) -> None:
         self._ints[_H[counter]] += n

@@ -27,11 +27,17 @@ class DecoderStatus:
 
 @dataclass(frozen=True, slots=True)
 class AddCamera:
-    """Start inferring a camera whose frames arrive in the ring at ``ring_path``."""
+    """Start inferring a camera (or a background lane) whose frames arrive in the ring at ``ring_path``.
+
+    A background lane (uploaded images, clip jobs) is lossless — every frame is inferred in order and
+    the producer waits for room — and runs only when no live camera has a frame waiting.
+    """
 
     camera_id: str
     ring_path: str
     detect_fps: float
+    background: bool = False
+    track: bool = True
 
 
 @dataclass(frozen=True, slots=True)

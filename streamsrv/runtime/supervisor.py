@@ -15,6 +15,7 @@ import os
 import queue
 import threading
 import time
+import uuid
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from multiprocessing.connection import Connection, wait
@@ -51,6 +52,7 @@ RESULTS_QUEUE_SIZE = 4096
 _JOIN_TIMEOUT_S = 5.0
 _HANG_MARGIN_S = 5.0
 _MAX_RESTART_DELAY_S = 30.0
+_LANE_POLL_S = 0.002
 
 
 def _restart_delay(restarts: int) -> float:
@@ -72,6 +74,53 @@ class _CameraRuntime:
     def hang_timeout_s(self) -> float:
         c = self.cfg
         return c.open_timeout_s + c.read_timeout_s + c.stall_timeout_s + _HANG_MARGIN_S
+
+
+class Lane:
+    """A lossless, low-priority input to the shared inference loop (uploaded images, clip jobs).
+
+    ``submit`` waits for room in the lane's ring instead of dropping; results arrive, in order, at the
+    callback given to ``Supervisor.open_lane``. Live cameras always go first.
+
+    >>> lane = sup.open_lane(on_result=print, track=False)  # doctest: +SKIP
+    >>> lane.submit(image_bgr); lane.close()  # doctest: +SKIP
+    """
+
+    def __init__(self, lane_id: str, ring: FrameRing, frames_ready: FramesReady, closer: Callable[[str], None]):
+        self.id = lane_id
+        self._ring = ring
+        self._frames_ready = frames_ready
+        self._closer = closer
+        self.closed = False
+
+    def submit(
+        self, frame: npt.NDArray[np.uint8], pts_s: float = 0.0, frame_index: int = 0, timeout_s: float = 60.0
+    ) -> int:
+        """Queue a BGR frame; returns its sequence number. Raises TimeoutError if inference takes nothing."""
+        deadline = time.monotonic() + timeout_s
+        while not self._ring.has_room():
+            if self.closed:
+                raise RuntimeError(f"lane {self.id} is closed")
+            if time.monotonic() > deadline:
+                raise TimeoutError(f"inference took no frame from lane {self.id} for {timeout_s:g}s")
+            time.sleep(_LANE_POLL_S)
+        # Lane frames carry video time in capture_ts, so trackers and rules measure durations as analyze does.
+        seq = self._ring.write(frame, capture_ts=pts_s, mono_ts=time.monotonic(), pts_s=pts_s, frame_index=frame_index)
+        self._frames_ready.notify()
+        return seq
+
+    def close(self) -> None:
+        if not self.closed:
+            self.closed = True
+            self._closer(self.id)
+
+
+@dataclass
+class _LaneRuntime:
+    lane: Lane
+    ring: FrameRing
+    on_result: ResultCallback
+    add: AddCamera
 
 
 @dataclass
@@ -102,6 +151,7 @@ class Supervisor:
         self._ctx = mp.get_context("spawn")
         self._lock = threading.RLock()
         self._cameras: dict[str, _CameraRuntime] = {}
+        self._lanes: dict[str, _LaneRuntime] = {}
         self._subscribers: list[ResultCallback] = []
         self._state_listeners: list[StateCallback] = []
         self._frames_ready = FramesReady(self._ctx)
@@ -137,6 +187,8 @@ class Supervisor:
         with self._lock:
             for cam_id in list(self._cameras):
                 self._remove(cam_id)
+            for lane_id in list(self._lanes):
+                self._close_lane(lane_id)
             self._stop_inference()
         for t in self._threads:
             t.join(timeout=_JOIN_TIMEOUT_S)
@@ -185,6 +237,36 @@ class Supervisor:
     def frame_at(self, camera_id: str, seq: int) -> tuple[FrameRef, npt.NDArray[np.uint8]] | None:
         """Frame ``seq`` of a camera if its ring still holds it (for event snapshots)."""
         return self._get(camera_id).ring.read_seq(seq, camera_id)
+
+    def open_lane(
+        self,
+        on_result: ResultCallback,
+        track: bool = True,
+        detect_fps: float = 25.0,
+        max_width: int = 3840,
+        max_height: int = 2160,
+    ) -> Lane:
+        """A background input to the inference loop; ``on_result`` gets each frame's result in order."""
+        lane_id = f"lane:{uuid.uuid4().hex[:12]}"  # ':' cannot appear in camera ids, so ids never clash
+        ring = FrameRing.create(f"{self.instance}-{lane_id}", max_width, max_height)
+        add = AddCamera(lane_id, str(ring.path), detect_fps, background=True, track=track)
+        lane = Lane(lane_id, ring, self._frames_ready, self._close_lane)
+        with self._lock:
+            self._lanes[lane_id] = _LaneRuntime(lane, ring, on_result, add)
+            if self._control is not None:
+                self._control.put(add)
+        return lane
+
+    def _close_lane(self, lane_id: str) -> None:
+        with self._lock:
+            rt = self._lanes.pop(lane_id, None)
+            if rt is None:
+                return
+            rt.lane.closed = True
+            if self._control is not None:
+                self._control.put(RemoveCamera(lane_id))
+            rt.ring.close()
+            rt.ring.unlink()
 
     def subscribe(self, callback: ResultCallback) -> Callable[[], None]:
         """Call ``callback`` (on the results thread; keep it fast) for every FrameResult."""
@@ -327,6 +409,8 @@ class Supervisor:
         self.inference.alive = True
         for rt in self._cameras.values():
             self._control.put(AddCamera(rt.cfg.id, str(rt.ring.path), rt.cfg.detect_fps))
+        for lane in self._lanes.values():
+            self._control.put(lane.add)
         t = threading.Thread(target=self._read_results, args=(self._results,), name="streamsrv-results", daemon=True)
         t.start()
         self._infer_restart_at = None
@@ -386,6 +470,14 @@ class Supervisor:
                 self.inference.error = msg.error
 
     def _dispatch(self, result: FrameResult) -> None:
+        with self._lock:
+            lane = self._lanes.get(result.camera_id)
+        if lane is not None:
+            try:
+                lane.on_result(result)
+            except Exception:
+                log.exception("lane %s result callback failed", result.camera_id)
+            return
         with self._lock:
             rt = self._cameras.get(result.camera_id)
             if rt is None:
