@@ -120,6 +120,17 @@ class InferenceConfig(StrictModel):
     max_batch: int = Field(8, ge=1, le=256, description="Most frames in one forward pass.")
     max_wait_ms: float = Field(5.0, ge=0, le=1000, description="How long a batch waits to fill up.")
     stale_after_s: float = Field(2.0, gt=0, description="Frames older than this are discarded, not inferred.")
+    background_max_batch: int = Field(
+        2,
+        ge=1,
+        le=256,
+        description="Most uploaded-image/job frames in one pass; they run only when no camera frame waits.",
+    )
+    background_max_wait_s: float = Field(
+        1.0,
+        gt=0,
+        description="An uploaded-image/job frame that waited this long runs even while cameras keep inference busy.",
+    )
     threads: int = Field(0, ge=0, le=256, description="CPU threads for the model; 0 means all cores.")
     restart_backoff_s: float = Field(1.0, gt=0, description="Delay before restarting a dead inference process.")
 
