@@ -1,0 +1,201 @@
+"""The dashboard end to end in a real headless Chromium (Debian's, driven by Playwright) against the real server
+(`streamsrv serve` with a file camera, the real model and an API key): the key is asked for and used, the WebRTC
+video plays, an MJPEG image updates, a line.cross event shows in the feed, a tripwire drawn in the editor is saved
+through the REST API, and leaving the page closes the server's peers. Screenshots go to artifacts/."""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import httpx
+import pytest
+from playwright.sync_api import Browser, Route, sync_playwright
+
+from tests.conftest import REPO_ROOT
+from tests.support.app_server import AppServer, model_section, wait_for
+
+pytestmark = [pytest.mark.browser, pytest.mark.slow]
+
+CHROMIUM = "/usr/bin/chromium"
+CHROMIUM_ARGS = [
+    "--headless",
+    "--no-sandbox",
+    "--disable-gpu",
+    "--disable-background-networking",
+    "--disable-component-update",
+    "--disable-sync",
+    "--no-first-run",
+]
+API_KEY = "e2e-key-5d21"
+ARTIFACTS = REPO_ROOT / "artifacts"
+PAGE_TIMEOUT_MS = 120_000  # the model loads and the first crossings happen on a busy 2-core machine
+
+
+@pytest.fixture(scope="module")
+def server(tmp_path_factory: pytest.TempPathFactory, clip_360p: Path, person_model: Path) -> Iterator[AppServer]:
+    if not Path(CHROMIUM).exists():
+        pytest.skip("Debian chromium is not installed")
+    config = tmp_path_factory.mktemp("web") / "streamsrv.yaml"
+    config.write_text(
+        model_section(person_model)
+        + f"server: {{api_key: {API_KEY}}}\n"
+        # aioice never offers 127.0.0.1 by itself: the browser and the server meet on loopback.
+        + "preview: {host_addresses: ['127.0.0.1']}\n"
+        + "cameras:\n"
+        + f"  - {{id: concourse, name: Concourse, url: '{clip_360p}', loop: true, detect_fps: 5,\n"
+        + "      rules: {lines: [{name: midline, points: [[0, 0.55], [1, 0.55]], units: norm,\n"
+        + "                       left_to_right: down, right_to_left: up}]}}\n"
+    )
+    app = AppServer(config)
+    app.start()
+    try:
+        app.wait_ready()
+        yield app
+    finally:
+        app.stop()
+
+
+@pytest.fixture(scope="module")
+def browser() -> Iterator[Browser]:
+    with sync_playwright() as p:
+        browser = p.chromium.launch(executable_path=CHROMIUM, args=CHROMIUM_ARGS)
+        yield browser
+        browser.close()
+
+
+def loopback_only(route: Route) -> None:
+    """Drop the browser's non-loopback candidates (mDNS names, LAN addresses) from the offer: on this machine
+    they would send the server resolving multicast names; the browser's checks to 127.0.0.1 connect anyway."""
+    body = json.loads(route.request.post_data or "{}")
+    lines = body["sdp"].split("\r\n")
+    body["sdp"] = "\r\n".join(ln for ln in lines if not ln.startswith("a=candidate") or " 127.0.0.1 " in ln)
+    route.continue_(post_data=json.dumps(body))
+
+
+def preview_stats(server: AppServer) -> dict[str, Any]:
+    with server.client(API_KEY) as http:
+        stats: dict[str, Any] = http.get("/api/preview/stats").json()
+        return stats
+
+
+# A digest of what an <img> shows now, drawn into a canvas (for MJPEG: the current part).
+IMAGE_HASH_JS = """img => {
+    const c = document.createElement('canvas');
+    c.width = img.naturalWidth;
+    c.height = img.naturalHeight;
+    const g = c.getContext('2d');
+    g.drawImage(img, 0, 0);
+    const d = g.getImageData(0, 0, c.width, c.height).data;
+    let h = 0;
+    for (let i = 0; i < d.length; i += 97) h = (h * 31 + d[i]) >>> 0;
+    return String(h);
+}"""
+
+
+def test_dashboard_plays_streams_shows_events_and_edits_rules(server: AppServer, browser: Browser) -> None:
+    ARTIFACTS.mkdir(exist_ok=True)
+    context = browser.new_context(viewport={"width": 1440, "height": 900})
+    context.set_default_timeout(PAGE_TIMEOUT_MS)
+    context.route("**/webrtc", loopback_only)
+    page = context.new_page()
+    errors: list[str] = []
+    page.on("pageerror", lambda exc: errors.append(str(exc)))
+    page.goto(server.base_url)
+
+    # The server wants a key: the page asks for it, keeps it, and sends it (header, or ?token= for img/SSE).
+    page.wait_for_selector("#key-dialog[open]")
+    page.fill("#key-input", API_KEY)
+    page.click("#key-save")
+
+    # WebRTC video plays: it has the camera's size (a placeholder is larger until the first frame) and its clock
+    # advances.
+    page.wait_for_function(
+        "() => { const v = document.querySelector('video.live-video'); return v && v.videoWidth === 640 }"
+    )
+    assert page.eval_on_selector("video.live-video", "v => v.videoHeight") == 360
+    t0 = page.eval_on_selector("video.live-video", "v => v.currentTime")
+    page.wait_for_function(f"() => document.querySelector('video.live-video').currentTime > {t0} + 1")
+    assert page.eval_on_selector("video.live-video", "v => v.getVideoPlaybackQuality().totalVideoFrames") > 0
+    assert page.text_content(".tile .mode") == "WebRTC"
+    page.wait_for_selector(".tile .badge.online")
+
+    # A person crossing the midline shows up in the event feed, with its snapshot.
+    page.wait_for_selector('#feed li.event[data-type="line.cross"]')
+    page.wait_for_function(
+        "() => { const i = document.querySelector('#feed li[data-type=\"line.cross\"] img');"
+        " return i && i.complete && i.naturalWidth > 0 }"
+    )
+    page.screenshot(path=str(ARTIFACTS / "web-dashboard.png"))
+
+    # MJPEG, in a second tab (the key is remembered): the image updates.
+    mjpeg = context.new_page()
+    mjpeg.goto(f"{server.base_url}/?transport=mjpeg")
+    mjpeg.wait_for_function(
+        "() => { const i = document.querySelector('img.live-mjpeg'); return i && i.naturalWidth > 0 }"
+    )
+    first = mjpeg.eval_on_selector("img.live-mjpeg", IMAGE_HASH_JS)
+    mjpeg.wait_for_function(f"h => ({IMAGE_HASH_JS})(document.querySelector('img.live-mjpeg')) !== h", arg=first)
+    assert mjpeg.text_content(".tile .mode") == "MJPEG"
+    mjpeg.close()
+
+    # The zone editor: draw a tripwire on the live picture, name it, save it.
+    page.click(".tile")
+    page.wait_for_selector("#detail-view:not([hidden]) video.live-video")
+    page.click("#edit-toggle")
+    page.wait_for_selector("#editor-svg:not([hidden]) .shape.line")
+    page.click("#add-line")
+    box = page.locator("#editor-svg").bounding_box()
+    assert box is not None
+    page.mouse.click(box["x"] + 0.1 * box["width"], box["y"] + 0.3 * box["height"])
+    page.mouse.click(box["x"] + 0.9 * box["width"], box["y"] + 0.3 * box["height"])
+    page.keyboard.press("Enter")
+    page.fill("#rule-list li.selected input.name", "e2e_gate")
+    page.click("#save-rules")
+    page.wait_for_function("() => document.querySelector('#editor-msg').textContent.startsWith('Saved')")
+    page.screenshot(path=str(ARTIFACTS / "web-editor.png"))
+
+    with server.client(API_KEY) as http:
+        rules = http.get("/api/cameras/concourse/rules").json()
+        lines = {ln["name"]: ln for ln in http.get("/api/cameras/concourse/lines").json()}
+    assert {ln["name"] for ln in rules["lines"]} == {"midline", "e2e_gate"}
+    gate = lines["e2e_gate"]
+    assert gate["units"] == "norm" and len(gate["points"]) == 2
+    (x1, y1), (x2, y2) = gate["points"]
+    assert x1 == pytest.approx(0.1, abs=0.02) and x2 == pytest.approx(0.9, abs=0.02)
+    assert y1 == pytest.approx(0.3, abs=0.02) and y2 == pytest.approx(0.3, abs=0.02)
+    assert lines["midline"]["points"] == [[0.0, 0.55], [1.0, 0.55]], "the other tripwire is kept as it was"
+
+    # Leaving the page closes its WebRTC peer on the server and stops the camera's preview loop.
+    assert preview_stats(server)["webrtc_peers"] == 1
+    page.close()
+    wait_for(lambda: preview_stats(server)["webrtc_peers"] == 0, 60, "the server to close the peer")
+    wait_for(lambda: preview_stats(server)["feeds"] == 0, 20, "the preview loop to stop")
+    context.close()
+    assert not errors, errors
+
+
+def test_page_works_without_an_api_key_prompt_when_none_is_set(
+    tmp_path: Path, clip_360p: Path, person_model: Path, browser: Browser
+) -> None:
+    """Without server.api_key the page never asks for one; an unknown camera in the URL falls back to the grid."""
+    config = tmp_path / "streamsrv.yaml"
+    config.write_text(
+        model_section(person_model)
+        + "preview: {host_addresses: ['127.0.0.1']}\n"
+        + f"cameras:\n  - {{id: c1, url: '{clip_360p}', loop: true, detect_fps: 2}}\n"
+    )
+    app = AppServer(config)
+    app.start()
+    try:
+        page = browser.new_page()
+        page.goto(f"{app.base_url}/#/camera/missing")
+        page.wait_for_selector(".tile[data-camera='c1']", timeout=PAGE_TIMEOUT_MS)
+        assert not page.is_visible("#key-dialog")
+        assert page.is_visible("#grid-view") and not page.is_visible("#detail-view")
+        assert httpx.get(f"{app.base_url}/static/style.css").status_code == 200
+        page.close()
+    finally:
+        app.stop()
