@@ -132,7 +132,9 @@ class InferenceConfig(StrictModel):
         description="An uploaded-image/job frame that waited this long runs even while cameras keep inference busy.",
     )
     threads: int = Field(0, ge=0, le=256, description="CPU threads for the model; 0 means all cores.")
-    restart_backoff_s: float = Field(1.0, gt=0, description="Delay before restarting a dead inference process.")
+    restart_backoff_s: float = Field(
+        1.0, gt=0, le=60, description="First delay before restarting a dead inference process (doubles, capped)."
+    )
 
 
 class TrackerConfig(StrictModel):

@@ -55,8 +55,9 @@ _MAX_RESTART_DELAY_S = 30.0
 _LANE_POLL_S = 0.002
 
 
-def _restart_delay(restarts: int) -> float:
-    return min(_MAX_RESTART_DELAY_S, 0.5 * 2 ** min(restarts, 6))
+def _restart_delay(restarts: int, base_s: float = 0.5) -> float:
+    """Back-off before restarting a crashed process: doubles per restart, capped, so a crash loop stays cheap."""
+    return min(_MAX_RESTART_DELAY_S, base_s * 2 ** min(restarts, 6))
 
 
 @dataclass
@@ -443,7 +444,7 @@ class Supervisor:
             self.inference.model_loaded = False
             self.inference.down_since = self.inference.down_since or time.time()
             self.inference.error = self.inference.error or f"inference process exited (code {code})"
-            self._infer_restart_at = now + _restart_delay(self.inference.restarts)
+            self._infer_restart_at = now + _restart_delay(self.inference.restarts, self.cfg.inference.restart_backoff_s)
         elif now >= self._infer_restart_at:
             self._stop_inference()
             self.inference.restarts += 1
