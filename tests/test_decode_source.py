@@ -6,6 +6,7 @@ import functools
 import http.server
 import itertools
 import random
+import socket
 import threading
 import time
 from collections.abc import Iterator
@@ -16,7 +17,7 @@ import pytest
 from streamsrv.config.models import CameraConfig, ReconnectConfig
 from streamsrv.decode.backoff import Backoff
 from streamsrv.decode.source import FrameSkipper, VideoSource, is_permanent
-from streamsrv.errors import SourceError, SourceUnavailable
+from streamsrv.errors import SourceError, SourceTimeout, SourceUnavailable
 from tests.support.processes import RtspServer
 
 
@@ -169,3 +170,20 @@ def test_rtsp_transports(rtsp_server: RtspServer, transport: str) -> None:
     frames = [f for f, _ in zip(src.frames(), range(15), strict=False)]
     src.close()
     assert len(frames) == 15 and frames[-1].image.shape == (360, 640, 3)
+
+
+def test_a_server_that_accepts_and_says_nothing_is_a_timeout_not_bad_data() -> None:
+    listener = socket.create_server(("127.0.0.1", 0))
+    port = listener.getsockname()[1]
+    accepted: list[socket.socket] = []
+    thread = threading.Thread(target=lambda: accepted.append(listener.accept()[0]), daemon=True)
+    thread.start()
+    try:
+        src = VideoSource(CameraConfig(id="c", url=f"rtsp://127.0.0.1:{port}/s", open_timeout_s=2, read_timeout_s=2))
+        with pytest.raises(SourceTimeout, match="no answer within 2s") as err:
+            src.open()
+        assert not is_permanent(err.value)
+    finally:
+        for conn in accepted:
+            conn.close()
+        listener.close()

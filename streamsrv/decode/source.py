@@ -188,12 +188,20 @@ class VideoSource:
         if url.startswith("/dev/video"):
             kwargs["format"] = "v4l2"
         device_type = choose_hw_decoder(cam.hwaccel)
+        started = time.monotonic()
         try:
             self._container = self._open(url, options, kwargs, device_type)
             stream = self._container.streams.video[0]
         except IndexError:
             self.close()
             raise SourceUnavailable(f"{redact_url(cam.url)}: has no video stream") from None
+        except av.error.InvalidDataError as exc:
+            self.close()
+            # A server that accepts the connection and then says nothing makes FFmpeg give up with "invalid
+            # data" once its timeout fires: that is a silent camera (retry), not a source that is not video.
+            if time.monotonic() - started >= 0.8 * min(cam.open_timeout_s, cam.read_timeout_s):
+                raise SourceTimeout(f"{redact_url(cam.url)}: no answer within {cam.open_timeout_s:g}s") from exc
+            raise classify_error(exc, cam.url) from exc
         except Exception as exc:
             self.close()
             raise classify_error(exc, cam.url) from exc
