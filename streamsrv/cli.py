@@ -6,6 +6,7 @@ import argparse
 import json
 import logging
 import re
+import signal
 import sys
 from collections.abc import Iterator
 from pathlib import Path
@@ -37,7 +38,15 @@ def cmd_serve(args: argparse.Namespace) -> int:
     setup_logging(cfg.server.log_level, cfg.server.log_json)
     app = create_app(cfg, config_path=Path(args.config) if args.config else None)
     log.info("streamsrv serving on http://%s:%d with %d camera(s)", cfg.server.host, cfg.server.port, len(cfg.cameras))
-    uvicorn.run(app, host=cfg.server.host, port=cfg.server.port, log_config=None, access_log=False)
+    # uvicorn shuts down gracefully on SIGTERM/SIGINT and then re-raises the signal. With Python's defaults
+    # that kills the process before finalizers run (exit 143, "leaked semaphore" warnings); a no-op handler
+    # lets the re-raise return, so the server exits 0 after a clean shutdown.
+    for signum in (signal.SIGTERM, signal.SIGINT):
+        signal.signal(signum, lambda *_: None)
+    # Event streams (SSE) never end by themselves: unbounded, shutdown would wait for every client to leave.
+    uvicorn.run(
+        app, host=cfg.server.host, port=cfg.server.port, log_config=None, access_log=False, timeout_graceful_shutdown=5
+    )
     return 0
 
 
