@@ -7,7 +7,9 @@ staleness budget, runs one forward pass, tracks per camera and emits a ``FrameRe
 
 from __future__ import annotations
 
+import gc
 import logging
+import os
 import queue
 import signal
 import time
@@ -205,8 +207,12 @@ def run_inference(
     """Process entry point: load the model, then loop until ``stop`` is set."""
     cfg = AppConfig.model_validate_json(cfg_json)
 
+    serving = False
+
     def on_term(signum: int, frame: FrameType | None) -> None:
         stop.set()
+        if not serving:  # still importing torch or loading the model: nothing to finish, leave now
+            raise SystemExit(0)
 
     signal.signal(signal.SIGTERM, on_term)
     signal.signal(signal.SIGINT, signal.SIG_IGN)
@@ -220,6 +226,9 @@ def run_inference(
         results.put_nowait(InferenceFailed(str(exc)))
         return
     loop = InferenceLoop(cfg, detector, frames_ready)
+    # The model's object graph never changes: keep the cyclic GC from rescanning it on the hot path.
+    gc.freeze()
+    serving = True
     # Never block on a full or orphaned results queue: a stuck put would make SIGTERM useless.
     results.cancel_join_thread()
     results_dropped = 0
@@ -236,6 +245,8 @@ def run_inference(
                 next_status = time.monotonic() + STATUS_INTERVAL_S
     finally:
         loop.close()
+    # Interpreter teardown would spend seconds collecting torch's objects; everything is released already.
+    os._exit(0)
 
 
 def _offer(results: Queue[Any], message: object) -> bool:

@@ -53,6 +53,7 @@ _JOIN_TIMEOUT_S = 5.0
 _HANG_MARGIN_S = 5.0
 _MAX_RESTART_DELAY_S = 30.0
 _LANE_POLL_S = 0.002
+_INFER_STOP_GRACE_S = 2.0
 
 
 def _restart_delay(restarts: int, base_s: float = 0.5) -> float:
@@ -421,8 +422,11 @@ class Supervisor:
         if proc is None:
             return
         if self._infer_stop is not None:
-            self._infer_stop.set()
-        proc.join(_JOIN_TIMEOUT_S)
+            self._infer_stop.set()  # finishes the batch in flight
+        proc.join(_INFER_STOP_GRACE_S)
+        if proc.is_alive():
+            proc.terminate()  # still starting up (importing torch, loading the model)
+            proc.join(_JOIN_TIMEOUT_S)
         if proc.is_alive():
             proc.kill()
             proc.join(_JOIN_TIMEOUT_S)
