@@ -14,6 +14,7 @@ from collections import defaultdict
 from collections.abc import Iterator
 from pathlib import Path
 
+import psutil
 import pytest
 
 from streamsrv.config import parse_config
@@ -153,3 +154,14 @@ def test_a_camera_can_be_added_and_removed_while_others_run(
     assert not proc.is_alive()
     wait_for(lambda: len(recorder.of("north")) > before + 3, 60, "north to keep processing")
     assert "extra" not in sup.camera_ids()
+
+
+def test_decoders_stay_small_and_never_load_torch(pipeline: tuple[Supervisor, Recorder]) -> None:
+    sup, _ = pipeline
+    for camera_id in ("north", "south"):
+        proc = sup._cameras[camera_id].process
+        assert proc is not None and proc.pid is not None
+        maps = Path(f"/proc/{proc.pid}/maps").read_text()
+        assert "libtorch" not in maps and "ultralytics" not in maps, f"decoder {camera_id} loaded torch"
+        rss_mb = psutil.Process(proc.pid).memory_info().rss / 2**20
+        assert rss_mb < 150, f"decoder {camera_id} uses {rss_mb:.0f} MB"
