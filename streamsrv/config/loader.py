@@ -9,16 +9,17 @@ from __future__ import annotations
 import os
 import re
 from pathlib import Path
-from typing import Any
+from typing import Any, TypeVar
 
 import yaml
-from pydantic import ValidationError
+from pydantic import BaseModel, ValidationError
 
 from streamsrv.config.models import AppConfig
 from streamsrv.errors import ConfigError
 
 _ENV_REF = re.compile(r"\$\{([A-Za-z_][A-Za-z0-9_]*)(?::-([^}]*))?\}")
 Path_ = tuple[str | int, ...]
+M = TypeVar("M", bound=BaseModel)
 
 
 def _expand_env(value: Any, path: Path_, where: str) -> Any:
@@ -80,8 +81,12 @@ def format_validation_error(err: ValidationError, where: str, lines: dict[Path_,
     return "\n".join(out)
 
 
-def parse_config(text: str, where: str = "<config>", base_dir: Path | None = None) -> AppConfig:
-    """Validate config text. Raises ConfigError naming the source, line, field and value."""
+def validate_yaml(text: str, where: str, model: type[M], what: str = "sections") -> M:
+    """Parse YAML text into ``model``; ConfigError names the source, line, field and value.
+
+    ``${NAME}`` references are expanded from the environment first; ``what`` names what the top-level
+    mapping holds, for the error when it is not a mapping.
+    """
     try:
         node = yaml.compose(text)
         raw = yaml.safe_load(text)
@@ -91,15 +96,20 @@ def parse_config(text: str, where: str = "<config>", base_dir: Path | None = Non
         raise ConfigError(f"{at}: not valid YAML: {getattr(exc, 'problem', exc)}") from None
     raw = {} if raw is None else raw
     if not isinstance(raw, dict):
-        raise ConfigError(f"{where}: the top level must be a mapping of sections, not {type(raw).__name__}")
+        raise ConfigError(f"{where}: the top level must be a mapping of {what}, not {type(raw).__name__}")
     lines: dict[Path_, int] = {}
     if node is not None:
         _line_index(node, (), lines)
     raw = _expand_env(raw, (), where)
     try:
-        cfg = AppConfig.model_validate(raw)
+        return model.model_validate(raw)
     except ValidationError as err:
         raise ConfigError(format_validation_error(err, where, lines)) from None
+
+
+def parse_config(text: str, where: str = "<config>", base_dir: Path | None = None) -> AppConfig:
+    """Validate config text. Raises ConfigError naming the source, line, field and value."""
+    cfg = validate_yaml(text, where, AppConfig)
     cfg.base_dir = base_dir
     if base_dir is not None:
         _resolve_relative_paths(cfg, base_dir)

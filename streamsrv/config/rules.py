@@ -32,7 +32,6 @@ import yaml
 from pydantic import (
     Field,
     TypeAdapter,
-    ValidationError,
     ValidatorFunctionWrapHandler,
     WrapValidator,
     field_validator,
@@ -235,25 +234,9 @@ def _check_units(points: list[Point], units: Units, where: str) -> None:
 def parse_rules(text: str, where: str = "<rules>") -> RulesConfig:
     """Validate a rules YAML document; errors name the source, line, field and value like the main config."""
     # Imported here: the loader imports the config models, which import this module.
-    from streamsrv.config.loader import Path_, _line_index, format_validation_error
+    from streamsrv.config.loader import validate_yaml
 
-    try:
-        node = yaml.compose(text)
-        raw = yaml.safe_load(text)
-    except yaml.YAMLError as exc:
-        mark = getattr(exc, "problem_mark", None)
-        at = f"{where}:{mark.line + 1}" if mark else where
-        raise ConfigError(f"{at}: not valid YAML: {getattr(exc, 'problem', exc)}") from None
-    raw = {} if raw is None else raw
-    if not isinstance(raw, dict):
-        raise ConfigError(f"{where}: the top level must be a mapping with zones and lines, not {type(raw).__name__}")
-    lines: dict[Path_, int] = {}
-    if node is not None:
-        _line_index(node, (), lines)
-    try:
-        return RulesConfig.model_validate(raw)
-    except ValidationError as err:
-        raise ConfigError(format_validation_error(err, where, lines)) from None
+    return validate_yaml(text, where, RulesConfig, what="zones and lines")
 
 
 def load_rules(path: str | Path) -> RulesConfig:
