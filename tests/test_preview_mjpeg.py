@@ -139,7 +139,7 @@ def test_mjpeg_streams_annotated_frames_only_while_watched(http: httpx.Client) -
     # Only the watched camera has a feed; the other two cost nothing.
     assert stats["feeds"] == 1 and list(stats["cameras"]) == ["cam"]
     assert stats["cameras"]["cam"]["viewers"] == {"mjpeg": 1}
-    assert stats["cameras"]["cam"]["i420_conversions"] == 0, "nothing converted for WebRTC without a WebRTC viewer"
+    assert stats["cameras"]["cam"]["vp8_encodes"] == 0, "nothing is VP8-encoded without a WebRTC viewer"
     wait_idle(http)
 
 

@@ -121,30 +121,36 @@ def test_video_plays_over_loopback_without_stun(live: Live) -> None:
     wait_for(lambda: live.stats()["webrtc_peers"] == 0, 20, "the DELETEd peer to go")
 
 
-def test_a_viewer_gets_i420_frames_and_no_jpeg_is_made(live: Live) -> None:
-    async def watch_and_look() -> dict[str, Any]:
-        pc = RTCPeerConnection(RTCConfiguration(iceServers=[]))
-        pc.addTransceiver("video", direction="recvonly")
-        arrived: asyncio.Future[Any] = asyncio.get_running_loop().create_future()
-        pc.on("track", lambda track: arrived.set_result(track))
-        await pc.setLocalDescription(await pc.createOffer())
+def test_viewers_share_one_vp8_encoding_and_no_jpeg_is_made(live: Live) -> None:
+    async def three_viewers() -> dict[str, Any]:
+        pcs = [RTCPeerConnection(RTCConfiguration(iceServers=[])) for _ in range(3)]
         async with httpx.AsyncClient(base_url=live.url, timeout=30) as http:
-            offer = {"type": "offer", "sdp": pc.localDescription.sdp}
-            response = await http.post(f"/api/cameras/{CAMERA}/webrtc", json=offer)
-            await pc.setRemoteDescription(RTCSessionDescription(sdp=response.json()["sdp"], type="answer"))
-            track = await asyncio.wait_for(arrived, 30)
-            for _ in range(3):
-                await asyncio.wait_for(track.recv(), 30)
+            tracks = []
+            for pc in pcs:
+                pc.addTransceiver("video", direction="recvonly")
+                arrived: asyncio.Future[Any] = asyncio.get_running_loop().create_future()
+                pc.on("track", arrived.set_result)
+                await pc.setLocalDescription(await pc.createOffer())
+                offer = {"type": "offer", "sdp": pc.localDescription.sdp}
+                response = await http.post(f"/api/cameras/{CAMERA}/webrtc", json=offer)
+                assert "VP8/90000" in response.json()["sdp"] and "H264" not in response.json()["sdp"]
+                await pc.setRemoteDescription(RTCSessionDescription(sdp=response.json()["sdp"], type="answer"))
+                tracks.append(await asyncio.wait_for(arrived, 30))
+            for track in tracks:
+                for _ in range(5):
+                    frame = await asyncio.wait_for(track.recv(), 30)
+                    assert (frame.width, frame.height) == (640, 360)
             stats: dict[str, Any] = (await http.get("/api/preview/stats")).json()
-        await pc.close()
+        for pc in pcs:
+            await pc.close()
         return stats
 
-    stats = asyncio.run(watch_and_look())
+    stats = asyncio.run(three_viewers())
     cam = stats["cameras"][CAMERA]
-    assert stats["webrtc_peers"] == 1 and cam["viewers"] == {"webrtc": 1}
+    assert stats["webrtc_peers"] == 3 and cam["viewers"] == {"webrtc": 3}
     assert cam["jpeg_encodes"] == 0, "nobody watches MJPEG, so nothing is JPEG-encoded"
-    assert 0 < cam["i420_conversions"] <= cam["frames"]
-    wait_for(lambda: live.stats()["webrtc_peers"] == 0, 60, "the server to notice the client hung up")
+    assert 5 <= cam["vp8_encodes"] <= cam["frames"], "one VP8 encoding per frame for all three viewers"
+    wait_for(lambda: live.stats()["webrtc_peers"] == 0, 60, "the server to notice the clients hung up")
 
 
 def test_twenty_viewers_come_and_go_and_leave_nothing_behind(live: Live) -> None:

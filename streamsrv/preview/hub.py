@@ -5,9 +5,11 @@ camera's feed thread; it wakes at ``preview.fps``, and when the pipeline has a n
 result was computed on (so boxes sit on the people they belong to), draws the overlay and keeps it as the camera's
 latest ``PreviewFrame``. The last lease to close stops the thread: a camera nobody watches costs nothing.
 
-Viewers never wait for each other: each pulls the newest frame when it is ready for one (latest-frame-wins), so a
-slow viewer skips frames instead of slowing the feed or the pipeline. A frame is JPEG-encoded once for all MJPEG
-viewers and converted to I420 once for all WebRTC tracks, and only when such viewers exist.
+Viewers never wait for each other or hold up the feed. An MJPEG viewer pulls the newest frame when it is ready for
+one (latest-frame-wins), so a slow one skips frames. A frame is JPEG-encoded once for all MJPEG viewers, and
+VP8-encoded once for all WebRTC viewers (``streamsrv.preview.vp8``), each only when such viewers exist. VP8
+frames depend on the ones before, so a WebRTC viewer gets every encoded frame in order from a short queue; one
+that falls that far behind drops its queue and starts again at the next keyframe.
 
 Example:
     >>> hub = PreviewHub(server, cfg.preview)  # doctest: +SKIP
@@ -22,7 +24,7 @@ import contextlib
 import logging
 import threading
 import time
-from collections import Counter
+from collections import Counter, deque
 from typing import Literal, cast
 
 import cv2
@@ -33,6 +35,7 @@ from streamsrv.errors import NotFoundError
 from streamsrv.events import EventRecord
 from streamsrv.events.bus import Subscription
 from streamsrv.preview.annotate import Annotator, Image, Overlay, placeholder, preview_size
+from streamsrv.preview.vp8 import VIDEO_CLOCK_HZ, EncodedFrame, Vp8Stream
 from streamsrv.runtime.server import StreamServer
 from streamsrv.runtime.stats import CameraStats
 from streamsrv.types import CameraState, FrameRef, FrameResult
@@ -45,21 +48,22 @@ ViewerKind = Literal["mjpeg", "webrtc"]
 # stays live and shows no boxes that no longer mean anything.
 RESULT_STALE_S = 2.0
 PLACEHOLDER_REFRESH_S = 1.0
+WEBRTC_BACKLOG_FRAMES = 20  # encoded frames a WebRTC viewer may fall behind before it skips to a keyframe
 _JOIN_TIMEOUT_S = 2.0
 
 
 class EncodeCounts:
-    """How many JPEG encodings and I420 conversions a feed's frames needed (at most one each per frame)."""
+    """How many JPEG and VP8 encodings a feed's frames needed (at most one each per frame)."""
 
     def __init__(self) -> None:
         self._lock = threading.Lock()
         self.jpeg = 0
-        self.i420 = 0
+        self.vp8 = 0
 
-    def add(self, jpeg: int = 0, i420: int = 0) -> None:
+    def add(self, jpeg: int = 0, vp8: int = 0) -> None:
         with self._lock:
             self.jpeg += jpeg
-            self.i420 += i420
+            self.vp8 += vp8
 
 
 class PreviewFrame:
@@ -83,7 +87,7 @@ class PreviewFrame:
         self._counts = counts
         self._lock = threading.Lock()
         self._jpeg: bytes | None = None
-        self._i420: Image | None = None
+        self.vp8: EncodedFrame | None = None  # set by the feed before viewers see the frame
 
     @property
     def width(self) -> int:
@@ -110,21 +114,14 @@ class PreviewFrame:
 
     def i420(self) -> Image:
         """Planar YUV 4:2:0, ``(height * 3 / 2, width)``: what video encoders take (PyAV's ``yuv420p``)."""
-        with self._lock:
-            if self._i420 is None:
-                i420 = cast(Image, cv2.cvtColor(self.image, cv2.COLOR_BGR2YUV_I420))
-                i420.flags.writeable = False
-                self._i420 = i420
-                if self._counts is not None:
-                    self._counts.add(i420=1)
-            return self._i420
+        return cast(Image, cv2.cvtColor(self.image, cv2.COLOR_BGR2YUV_I420))
 
 
 class CameraPreviewStats(BaseModel):
     viewers: dict[str, int] = Field(description="Open viewers by kind (mjpeg, webrtc).")
     frames: int = Field(description="Annotated frames made since the feed started.")
     jpeg_encodes: int = Field(description="JPEG encodings since the feed started (one per frame for all viewers).")
-    i420_conversions: int = Field(description="Frames converted for WebRTC (one per frame for all tracks).")
+    vp8_encodes: int = Field(description="VP8 encodings since the feed started (one per frame for all viewers).")
     width: int = 0
     height: int = 0
 
@@ -138,7 +135,11 @@ class PreviewStats(BaseModel):
 
 
 class Viewer:
-    """A lease on one camera's preview; ``close`` it when the viewer goes (the feed stops with its last viewer)."""
+    """A lease on one camera's preview; ``close`` it when the viewer goes (the feed stops with its last viewer).
+
+    MJPEG viewers get the newest frame each time; WebRTC viewers get every VP8-encoded frame in order, starting
+    at a keyframe.
+    """
 
     def __init__(self, hub: PreviewHub, feed: _Feed, kind: ViewerKind, loop: asyncio.AbstractEventLoop) -> None:
         self.camera_id = feed.camera_id
@@ -146,18 +147,24 @@ class Viewer:
         self._hub, self._feed, self._loop = hub, feed, loop
         self._wakeup = asyncio.Event()
         self._seen = -1
+        self._queue: deque[PreviewFrame] = deque()  # WebRTC: encoded frames not sent yet
+        self._awaiting_keyframe = True
         self.closed = False
 
     async def next_frame(self) -> PreviewFrame | None:
-        """The newest frame this viewer has not had yet, waiting for one; None once the camera or viewer is gone."""
+        """The next frame for this viewer, waiting for one; None once the camera or the viewer is gone."""
         while True:
             self._wakeup.clear()  # before looking, so a frame published meanwhile still wakes us
-            frame = self._feed.latest
             if self.closed or self._feed.gone:
                 return None
-            if frame is not None and frame.seq != self._seen:
-                self._seen = frame.seq
-                return frame
+            if self.kind == "webrtc":
+                if self._queue:
+                    return self._queue.popleft()
+            else:
+                frame = self._feed.latest
+                if frame is not None and frame.seq != self._seen:
+                    self._seen = frame.seq
+                    return frame
             await self._wakeup.wait()
 
     def close(self) -> None:
@@ -166,10 +173,28 @@ class Viewer:
             self._hub._release(self)
             self._wakeup.set()
 
-    def _wake(self) -> None:
-        """From the feed thread."""
+    def _wake(self, frame: PreviewFrame | None) -> None:
+        """From the feed thread: a new frame (or None: the feed ended)."""
         with contextlib.suppress(RuntimeError):  # the viewer's loop has closed: nobody is waiting any more
-            self._loop.call_soon_threadsafe(self._wakeup.set)
+            if self.kind == "webrtc" and frame is not None:
+                self._loop.call_soon_threadsafe(self._enqueue, frame)
+            else:
+                self._loop.call_soon_threadsafe(self._wakeup.set)
+
+    def _enqueue(self, frame: PreviewFrame) -> None:
+        """In the viewer's event loop."""
+        encoded = frame.vp8
+        if encoded is None or (self._awaiting_keyframe and not encoded.keyframe):
+            return  # a decoder can only start at a keyframe
+        if len(self._queue) >= WEBRTC_BACKLOG_FRAMES:
+            # So far behind that catching up would only add delay: start again at a fresh keyframe.
+            self._queue.clear()
+            self._awaiting_keyframe = True
+            self._feed.request_keyframe()
+            return
+        self._awaiting_keyframe = False
+        self._queue.append(frame)
+        self._wakeup.set()
 
 
 class _Renderer:
@@ -264,6 +289,9 @@ class _Feed:
         self.frames = 0
         self.counts = EncodeCounts()
         self._renderer = _Renderer(hub, camera_id, self.counts)
+        self._vp8: Vp8Stream | None = None
+        self._keyframe_wanted = False
+        self._t0 = time.monotonic()
         self._stop = threading.Event()
         self.thread = threading.Thread(target=self._run, name=f"streamsrv-preview-{camera_id}", daemon=True)
 
@@ -273,6 +301,10 @@ class _Feed:
 
     def stop(self) -> None:
         self._stop.set()
+
+    def request_keyframe(self) -> None:
+        """The next VP8 frame is to be a keyframe (a WebRTC viewer joined or fell behind); from any thread."""
+        self._keyframe_wanted = True
 
     def _run(self) -> None:
         interval = 1.0 / self.hub.cfg.fps
@@ -285,7 +317,7 @@ class _Feed:
             except NotFoundError:
                 log.info("camera %s was removed; closing its preview", self.camera_id)
                 self.gone = True
-                self._notify()
+                self._notify(None)
                 return
             except Exception:
                 failures += 1
@@ -302,16 +334,24 @@ class _Feed:
         if kinds["mjpeg"]:
             frame.jpeg()
         if kinds["webrtc"]:
-            frame.i420()
+            if self._vp8 is None:
+                self._vp8 = Vp8Stream(self.hub.cfg.webrtc_bitrate_kbps * 1000)
+            if self._keyframe_wanted:
+                self._keyframe_wanted = False
+                self._vp8.request_keyframe()
+            frame.vp8 = self._vp8.encode(frame.i420(), int((time.monotonic() - self._t0) * VIDEO_CLOCK_HZ))
+            self.counts.add(vp8=1)
+        else:
+            self._vp8 = None  # the next WebRTC viewer starts a new stream
         self.latest = frame
         self.frames += 1
-        self._notify()
+        self._notify(frame)
 
-    def _notify(self) -> None:
+    def _notify(self, frame: PreviewFrame | None) -> None:
         with self.hub._lock:
             viewers = list(self.viewers)
         for viewer in viewers:
-            viewer._wake()
+            viewer._wake(frame)
 
 
 class _LoiterWatch:
@@ -376,6 +416,8 @@ class PreviewHub:
                 feed.thread.start()
             viewer = Viewer(self, feed, kind, loop)
             feed.viewers.add(viewer)
+        if kind == "webrtc":
+            feed.request_keyframe()
         return viewer
 
     def snapshot(self, camera_id: str) -> PreviewFrame | None:
@@ -398,7 +440,7 @@ class PreviewHub:
                     viewers=dict(Counter(v.kind for v in feed.viewers)),
                     frames=feed.frames,
                     jpeg_encodes=feed.counts.jpeg,
-                    i420_conversions=feed.counts.i420,
+                    vp8_encodes=feed.counts.vp8,
                     width=latest.width if latest else 0,
                     height=latest.height if latest else 0,
                 )
@@ -418,7 +460,7 @@ class PreviewHub:
         for feed in feeds:
             feed.gone = True
             feed.stop()
-            feed._notify()
+            feed._notify(None)
         for feed in feeds:
             feed.thread.join(_JOIN_TIMEOUT_S)
 

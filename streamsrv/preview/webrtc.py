@@ -1,5 +1,6 @@
-"""WebRTC preview with aiortc: the browser posts an SDP offer, the server answers with a video track that sends
-the camera's newest annotated frame (encoded per connection by aiortc, in its worker threads).
+"""WebRTC preview with aiortc: the browser posts an SDP offer, the server answers with a VP8 video track that sends
+the camera's annotated frames. They are encoded once per camera for all viewers (``streamsrv.preview.vp8``);
+aiortc only packetizes them, so the codec is fixed to VP8, which every browser offers.
 
 Signalling is one request (no trickle ICE): the answer carries every server candidate. Host candidates are the
 machine's addresses, or ``preview.host_addresses`` when set; ``preview.ice_servers`` adds STUN (server-reflexive)
@@ -13,26 +14,26 @@ lost), when it does not connect within ``CONNECT_TIMEOUT_S``, on ``DELETE``, and
 from __future__ import annotations
 
 import asyncio
-import fractions
 import logging
 import secrets
-import time
 from collections.abc import Callable
 from dataclasses import dataclass
 
 import aioice.ice
 import av
-from aiortc import RTCConfiguration, RTCIceServer, RTCPeerConnection, RTCSessionDescription
+from aiortc import RTCConfiguration, RTCIceServer, RTCPeerConnection, RTCRtpSender, RTCSessionDescription
+from aiortc.exceptions import OperationError
 from aiortc.mediastreams import MediaStreamError, MediaStreamTrack
 
 from streamsrv.config.models import PreviewConfig
 from streamsrv.errors import StreamsrvError
 from streamsrv.preview.hub import PreviewHub, Viewer
+from streamsrv.preview.vp8 import TIME_BASE
 
 log = logging.getLogger(__name__)
 CONNECT_TIMEOUT_S = 20.0
-VIDEO_CLOCK_HZ = 90_000
-_TIME_BASE = fractions.Fraction(1, VIDEO_CLOCK_HZ)
+# VP8 and its retransmission format: the feed's encoder makes VP8, and lost packets can be re-sent.
+_VP8 = [c for c in RTCRtpSender.getCapabilities("video").codecs if c.mimeType in ("video/VP8", "video/rtx")]
 
 
 class BadOffer(StreamsrvError):
@@ -44,29 +45,24 @@ class PeerLimitReached(StreamsrvError):
 
 
 class PreviewTrack(MediaStreamTrack):
-    """A video track that sends a camera's newest annotated frame whenever there is a new one."""
+    """A video track that sends a camera's VP8 frames, encoded by its feed, as they come."""
 
     kind = "video"
 
     def __init__(self, viewer: Viewer) -> None:
         super().__init__()
         self.viewer = viewer
-        self._start: float | None = None
 
-    async def recv(self) -> av.VideoFrame:
+    async def recv(self) -> av.Packet:
         if self.readyState != "live":
             raise MediaStreamError
         frame = await self.viewer.next_frame()
-        if frame is None:  # the camera was removed or the app is stopping
+        if frame is None or frame.vp8 is None:  # the camera was removed or the app is stopping
             self.stop()
             raise MediaStreamError
-        video = av.VideoFrame.from_ndarray(frame.i420(), format="yuv420p")
-        now = time.monotonic()
-        if self._start is None:
-            self._start = now
-        video.pts = int((now - self._start) * VIDEO_CLOCK_HZ)
-        video.time_base = _TIME_BASE
-        return video
+        packet = av.Packet(frame.vp8.data)
+        packet.pts, packet.time_base = frame.vp8.pts, TIME_BASE
+        return packet
 
     def stop(self) -> None:
         super().stop()
@@ -121,13 +117,15 @@ class WebRtcPeers:
         peer = _Peer(camera_id, pc, track)
         self._peers[session_id] = peer
         try:
+            # The transceiver exists before the offer is applied, so that the offer is matched against VP8 only.
+            transceiver = pc.addTransceiver(track, direction="sendonly")
+            transceiver.setCodecPreferences(_VP8)
             try:
                 await pc.setRemoteDescription(RTCSessionDescription(sdp=offer_sdp, type="offer"))
+            except OperationError:
+                raise BadOffer("the offer does not accept VP8 video") from None
             except (ValueError, KeyError, IndexError) as exc:
                 raise BadOffer(f"the offer is not usable SDP: {exc}") from None
-            if not any(t.kind == "video" for t in pc.getTransceivers()):
-                raise BadOffer("the offer has no video section to receive the preview on")
-            pc.addTrack(track)
             await pc.setLocalDescription(await pc.createAnswer())
         except BaseException:
             await self.close(session_id)
