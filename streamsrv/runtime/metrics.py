@@ -15,18 +15,31 @@ Example:
 
 from __future__ import annotations
 
+import logging
 from collections.abc import Iterator
+from types import ModuleType
 
 from prometheus_client import CollectorRegistry, Histogram, ProcessCollector, generate_latest
 from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, Metric
 from prometheus_client.registry import Collector
 
+from streamsrv.errors import NotFoundError
 from streamsrv.runtime.server import StreamServer
 from streamsrv.types import CameraState, FrameResult
+
+log = logging.getLogger(__name__)
 
 LATENCY_BUCKETS_S = (0.005, 0.01, 0.02, 0.035, 0.05, 0.075, 0.1, 0.15, 0.25, 0.5, 1.0, 2.5, 5.0)
 BATCH_BUCKETS = (1, 2, 3, 4, 6, 8, 12, 16, 24, 32, 64, 128, 256)
 AGE_BUCKETS_S = (0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.0, 5.0, 10.0)
+
+# What GpuCollector can emit. Dashboards are checked against a live scrape, but a machine without an NVIDIA GPU has
+# none of these series, so the dashboard test checks its GPU queries against this list instead.
+GPU_METRIC_NAMES = (
+    "streamsrv_gpu_utilization_ratio",
+    "streamsrv_gpu_memory_used_bytes",
+    "streamsrv_gpu_memory_total_bytes",
+)
 
 
 class _ServerCollector(Collector):
@@ -37,6 +50,7 @@ class _ServerCollector(Collector):
         yield from self._cameras()
         yield from self._inference()
         yield from self._events()
+        yield from self._rules()
 
     def _cameras(self) -> Iterator[Metric]:
         server = self.server
@@ -160,6 +174,97 @@ class _ServerCollector(Collector):
             )
             yield CounterMetricFamily("streamsrv_event_bus_reconnects", "Reconnections to Redis.", value=bus.reconnects)
 
+    def _rules(self) -> Iterator[Metric]:
+        crossings = CounterMetricFamily(
+            "streamsrv_line_crossings",
+            "Tripwire crossings since the line was created, by direction name and label.",
+            labels=["camera", "line", "direction", "label"],
+        )
+        occupancy = GaugeMetricFamily(
+            "streamsrv_zone_occupancy",
+            "Confirmed objects inside the zone in the camera's latest processed frame, by label.",
+            labels=["camera", "zone", "label"],
+        )
+        server = self.server
+        for camera_id in server.supervisor.camera_ids():
+            try:
+                rules = server.rules(camera_id)
+                counts = server.line_counts(camera_id)
+                inside = server.occupancy(camera_id)
+            except NotFoundError:  # removed since camera_ids()
+                continue
+            # A rule's own labels are reported as 0 until counted, so graphs show an empty zone or an uncrossed line
+            # as 0 rather than as no data.
+            line_labels = {line.name: line.labels or [] for line in rules.lines}
+            for line, directions in counts.items():
+                for direction, by_label in directions.items():
+                    for label, n in {**dict.fromkeys(line_labels.get(line, []), 0), **by_label}.items():
+                        crossings.add_metric([camera_id, line, direction, label], n)
+            zone_labels = {zone.name: zone.labels or [] for zone in rules.zones}
+            for zone, by_label in inside.items():
+                for label, n in {**dict.fromkeys(zone_labels.get(zone, []), 0), **by_label}.items():
+                    occupancy.add_metric([camera_id, zone, label], n)
+        yield crossings
+        yield occupancy
+
+
+class GpuCollector(Collector):
+    """Utilisation and memory of every GPU NVML sees, read at scrape time (label ``gpu``: NVML's index).
+
+    NVML is initialised once: where it cannot be (no NVIDIA driver, or a container without a GPU) the series are
+    absent rather than 0, so a dashboard shows "no data" instead of an idle GPU that does not exist.
+    """
+
+    def __init__(self) -> None:
+        self._nvml: ModuleType | None = None
+        try:
+            import pynvml  # nvidia-ml-py, installed with ultralytics
+
+            pynvml.nvmlInit()
+        except ImportError:
+            log.info("GPU metrics off: nvidia-ml-py is not installed")
+            return
+        except pynvml.NVMLError as exc:
+            log.info("GPU metrics off: NVML did not initialise (%s)", exc)
+            return
+        self._nvml = pynvml
+
+    def collect(self) -> Iterator[Metric]:
+        nvml = self._nvml
+        if nvml is None:
+            return
+        utilization = GaugeMetricFamily(
+            "streamsrv_gpu_utilization_ratio",
+            "Share of NVML's last sample period (1/6 s to 1 s) in which a kernel ran on the GPU, 0 to 1.",
+            labels=["gpu"],
+        )
+        used = GaugeMetricFamily(
+            "streamsrv_gpu_memory_used_bytes", "GPU memory in use by all processes.", labels=["gpu"]
+        )
+        total = GaugeMetricFamily("streamsrv_gpu_memory_total_bytes", "GPU memory installed.", labels=["gpu"])
+        try:
+            count = nvml.nvmlDeviceGetCount()
+        except nvml.NVMLError as exc:
+            log.warning("GPU metrics: NVML cannot count GPUs: %s", exc)
+            count = 0
+        for index in range(count):
+            try:
+                handle = nvml.nvmlDeviceGetHandleByIndex(index)
+                rates = nvml.nvmlDeviceGetUtilizationRates(handle)
+                memory = nvml.nvmlDeviceGetMemoryInfo(handle)
+            except nvml.NVMLError:  # a GPU being reset or gone from the bus: no series for it in this scrape
+                continue
+            gpu = [str(index)]
+            utilization.add_metric(gpu, rates.gpu / 100.0)
+            used.add_metric(gpu, float(memory.used))
+            total.add_metric(gpu, float(memory.total))
+        yield from (utilization, used, total)
+
+    def close(self) -> None:
+        if self._nvml is not None:
+            self._nvml.nvmlShutdown()
+            self._nvml = None
+
 
 class ServerMetrics:
     """A Prometheus registry for one StreamServer; ``render()`` gives the text exposition format."""
@@ -168,6 +273,8 @@ class ServerMetrics:
         self.server = server
         self.registry = CollectorRegistry()
         self.registry.register(_ServerCollector(server))
+        self._gpu = GpuCollector()
+        self.registry.register(self._gpu)
         ProcessCollector(registry=self.registry)
         self.inference_seconds = Histogram(
             "streamsrv_inference_duration_seconds",
@@ -214,3 +321,4 @@ class ServerMetrics:
 
     def close(self) -> None:
         self._unsubscribe()
+        self._gpu.close()
