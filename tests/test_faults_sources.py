@@ -1,0 +1,374 @@
+"""Faults that come from cameras, against the real pipeline (decoder processes, the real model, real servers).
+
+One supervisor runs for the module with a ``steady`` camera (the 360p clip, looping); each test adds a faulty
+camera beside it, checks the faulty one's outcome and that ``steady`` kept being processed, then removes it:
+
+- a camera that accepts the TCP connection and then sends nothing (open/read timeout, not "not video"): it
+  keeps retrying and comes online once a real RTSP server appears on that port;
+- an HTTP camera whose MPEG-TS turns into random bytes mid-stream: it reconnects and comes back;
+- an HTTP camera whose resolution changes mid-stream (360p, then 720p, one connection): frames of the new size
+  go on through the same decoder and ring without a reconnect;
+- a file that ends: ``offline``, the decoder exits with status 0 and is not restarted.
+
+RTSP server killed/restarted, hung (SIGSTOP) and a decoder SIGKILLed are in tests/test_pipeline_rtsp.py and
+tests/test_pipeline.py; the fake cameras here are reused by tests/test_bad_input.py.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import io
+import os
+import socket
+import threading
+import time
+from collections import defaultdict
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from pathlib import Path
+from typing import Any
+
+import av
+import pytest
+
+from streamsrv.config import parse_config
+from streamsrv.config.models import CameraConfig
+from streamsrv.runtime.supervisor import Supervisor
+from streamsrv.types import CameraState, FrameResult
+from tests.support.processes import RtspServer
+from tests.support.waiting import wait_for
+
+pytestmark = pytest.mark.slow
+
+TS_PACKET = 188
+# Short timeouts and back-off so faults are noticed and retried within seconds.
+FAST = "open_timeout_s: 2, read_timeout_s: 2, stall_timeout_s: 3, reconnect: {initial_s: 0.3, max_s: 1}"
+
+
+# --- fake cameras -------------------------------------------------------------------------------------------------
+
+
+class SilentServer:
+    """A TCP server that accepts every connection and never sends a byte (a camera wedged after accept)."""
+
+    def __init__(self, port: int = 0) -> None:
+        self._listener = socket.create_server(("127.0.0.1", port))
+        self.port: int = self._listener.getsockname()[1]
+        self.accepted: list[socket.socket] = []
+        self._thread = threading.Thread(target=self._accept, name="silent-server", daemon=True)
+        self._thread.start()
+
+    def _accept(self) -> None:
+        while True:
+            try:
+                conn, _ = self._listener.accept()
+            except OSError:
+                return  # closed
+            self.accepted.append(conn)
+
+    def close(self) -> None:
+        # shutdown() wakes the blocked accept(); close() alone leaves the thread (and the port) held.
+        self._listener.shutdown(socket.SHUT_RDWR)
+        self._listener.close()
+        self._thread.join(5)
+        for conn in self.accepted:
+            conn.close()
+
+
+def mpegts(clip: Path, seconds: float | None = None, offset_s: float = 0.0) -> bytes:
+    """The clip's first ``seconds`` remuxed (not re-encoded) to MPEG-TS, timestamps shifted by ``offset_s``.
+
+    Each result carries its own SPS/PPS in-band, so two of them concatenated are a valid stream that changes
+    resolution at the join.
+    """
+    out = io.BytesIO()
+    with av.open(str(clip)) as src, av.open(out, "w", format="mpegts") as dst:
+        video = src.streams.video[0]
+        stream = dst.add_stream_from_template(video)
+        for packet in src.demux(video):
+            if packet.dts is None:
+                continue
+            assert packet.time_base is not None and packet.pts is not None
+            if seconds is not None and packet.pts * packet.time_base >= seconds:
+                break
+            shift = int(offset_s / packet.time_base)
+            packet.pts += shift
+            packet.dts += shift
+            packet.stream = stream
+            dst.mux(packet)
+    return out.getvalue()
+
+
+@dataclass(frozen=True)
+class Segment:
+    """Bytes sent at a live pace (``len(data) / seconds`` bytes/s); ``data=None`` is random bytes, forever."""
+
+    data: bytes | None
+    seconds: float
+
+
+Script = Callable[[int], list[Segment]]  # connection number (from 0) -> what that connection gets
+
+
+class HttpTsCamera:
+    """An HTTP camera streaming MPEG-TS like a live encoder; connection ``n`` plays ``script(n)``, then closes."""
+
+    CHUNK = TS_PACKET * 32
+
+    def __init__(self, script: Script) -> None:
+        self.script = script
+        self.connections = 0
+        self._stop = threading.Event()
+        camera = self
+
+        class Handler(BaseHTTPRequestHandler):
+            def do_GET(self) -> None:
+                n = camera.connections
+                camera.connections += 1
+                self.send_response(200)
+                self.send_header("Content-Type", "video/mp2t")
+                self.end_headers()
+                with contextlib.suppress(OSError):  # the client went away (reconnecting), as it may
+                    camera._play(self.wfile, camera.script(n))
+
+            def log_message(self, format: str, *args: Any) -> None:
+                pass
+
+        self._server = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
+        self._server.daemon_threads = True
+        self._thread = threading.Thread(target=self._server.serve_forever, name="http-ts-camera", daemon=True)
+        self._thread.start()
+
+    @property
+    def url(self) -> str:
+        return f"http://127.0.0.1:{self._server.server_address[1]}/live.ts"
+
+    def _play(self, out: io.BufferedIOBase, segments: list[Segment]) -> None:
+        rate = 1.0
+        for segment in segments:
+            start = time.monotonic()
+            if segment.data is not None:
+                rate = len(segment.data) / segment.seconds
+                chunks: Iterator[bytes] = (
+                    segment.data[i : i + self.CHUNK] for i in range(0, len(segment.data), self.CHUNK)
+                )
+            else:
+                chunks = iter(lambda: os.urandom(self.CHUNK), b"")
+            sent = 0
+            for chunk in chunks:
+                if self._stop.is_set():
+                    return
+                out.write(chunk)
+                sent += len(chunk)
+                time.sleep(max(0.0, start + sent / rate - time.monotonic()))
+
+    def close(self) -> None:
+        self._stop.set()
+        self._server.shutdown()
+        self._server.server_close()
+
+
+# --- the pipeline -------------------------------------------------------------------------------------------------
+
+
+class Recorder:
+    """FrameResults per camera, from the supervisor's results thread."""
+
+    def __init__(self) -> None:
+        self._lock = threading.Lock()
+        self._results: dict[str, list[FrameResult]] = defaultdict(list)
+
+    def __call__(self, result: FrameResult) -> None:
+        with self._lock:
+            self._results[result.camera_id].append(result)
+
+    def of(self, camera_id: str) -> list[FrameResult]:
+        with self._lock:
+            return list(self._results[camera_id])
+
+    def count(self, camera_id: str) -> int:
+        with self._lock:
+            return len(self._results[camera_id])
+
+
+class StateLog:
+    """Every camera state change, with its error, in order (the supervisor's state listeners)."""
+
+    def __init__(self) -> None:
+        self._lock = threading.Lock()
+        self._changes: dict[str, list[tuple[CameraState, str | None]]] = defaultdict(list)
+
+    def __call__(self, camera_id: str, state: CameraState, error: str | None) -> None:
+        with self._lock:
+            self._changes[camera_id].append((state, error))
+
+    def of(self, camera_id: str) -> list[tuple[CameraState, str | None]]:
+        with self._lock:
+            return list(self._changes[camera_id])
+
+    def states(self, camera_id: str) -> list[CameraState]:
+        return [state for state, _ in self.of(camera_id)]
+
+
+@dataclass
+class Pipeline:
+    sup: Supervisor
+    recorder: Recorder
+    log: StateLog
+
+    def state(self, camera_id: str) -> CameraState:
+        return self.sup.camera_stats(camera_id).state
+
+    def wait_processed(self, camera_id: str, more: int, timeout_s: float, what: str) -> None:
+        target = self.recorder.count(camera_id) + more
+        wait_for(lambda: self.recorder.count(camera_id) >= target, timeout_s, f"{more} more frames of {what}")
+
+    def add(self, yaml_camera: str) -> CameraConfig:
+        cam = parse_config(f"cameras:\n  - {yaml_camera}\n").cameras[0]
+        self.sup.add_camera(cam)
+        return cam
+
+
+@pytest.fixture(scope="module")
+def pipeline(clip_360p: Path, person_model: Path) -> Iterator[Pipeline]:
+    cfg = parse_config(f"""
+model: {{path: "{person_model}", labels: {{Normal: person, Fall: person}}}}
+inference: {{threads: 1, max_batch: 4, stale_after_s: 5}}
+cameras:
+  - {{id: steady, url: "{clip_360p}", detect_fps: 2, loop: true}}
+""")
+    sup = Supervisor(cfg, instance=f"test{os.getpid()}faults")
+    recorder, log = Recorder(), StateLog()
+    sup.subscribe(recorder)
+    sup.on_state_change(log)
+    sup.start()
+    try:
+        wait_for(lambda: recorder.count("steady") >= 2, 180, "the first frames of camera steady")
+        yield Pipeline(sup, recorder, log)
+    finally:
+        sup.stop()
+    assert not list(Path("/dev/shm").glob(f"streamsrv-test{os.getpid()}faults-*")), "frame rings left in /dev/shm"
+
+
+@pytest.fixture
+def camera_cleanup(pipeline: Pipeline) -> Iterator[list[str]]:
+    """Ids appended here are removed from the pipeline after the test, whatever happened."""
+    ids: list[str] = []
+    yield ids
+    for camera_id in ids:
+        if camera_id in pipeline.sup.camera_ids():
+            pipeline.sup.remove_camera(camera_id)
+
+
+def test_a_camera_that_accepts_and_sends_nothing_keeps_retrying_and_recovers(
+    pipeline: Pipeline, camera_cleanup: list[str], clip_360p: Path
+) -> None:
+    silent = SilentServer()
+    port = silent.port
+    try:
+        pipeline.add(f'{{id: mute, url: "rtsp://127.0.0.1:{port}/cam", detect_fps: 2, {FAST}}}')
+        camera_cleanup.append("mute")
+        wait_for(lambda: pipeline.sup.camera_stats("mute").reconnects >= 2, 60, "mute to retry more than once")
+        assert len(silent.accepted) >= 2, "each retry reached the silent server"
+        pipeline.wait_processed("steady", 2, 60, "steady while mute is silent")
+        silent_period = pipeline.log.of("mute")
+    finally:
+        silent.close()
+    # A timeout, so "reconnecting" (retry soon), never "error" (the source looks wrong) nor ever online.
+    assert [state for state, _ in silent_period] == [CameraState.RECONNECTING], silent_period
+    assert "no answer within 2s" in (silent_period[0][1] or ""), silent_period
+
+    # A real camera appears on the same port: a later retry finds it.
+    rtsp = RtspServer(mounts={"cam": clip_360p}, port=port)
+    rtsp.start()
+    try:
+        wait_for(lambda: pipeline.state("mute") == CameraState.ONLINE, 60, "mute online on the real server")
+        pipeline.wait_processed("mute", 2, 60, "mute from the real server")
+        stats = pipeline.sup.camera_stats("mute")
+        assert stats.error is None and stats.decoder_restarts == 0, stats
+    finally:
+        pipeline.sup.remove_camera("mute")
+        rtsp.stop()
+
+
+def test_a_stream_that_turns_to_garbage_reconnects_and_recovers(
+    pipeline: Pipeline, camera_cleanup: list[str], clip_360p: Path
+) -> None:
+    head = mpegts(clip_360p, seconds=6)
+    whole = mpegts(clip_360p)
+    # First connection: 6 s of good video, then random bytes at the same rate until the client gives up;
+    # later connections: the whole clip, good.
+    camera = HttpTsCamera(lambda n: [Segment(head, 6.0), Segment(None, 6.0)] if n == 0 else [Segment(whole, 13.6)])
+    try:
+        pipeline.add(f'{{id: noisy, url: "{camera.url}", detect_fps: 2, {FAST}}}')
+        camera_cleanup.append("noisy")
+        wait_for(lambda: pipeline.state("noisy") == CameraState.ONLINE, 60, "noisy online")
+        steady_before = pipeline.recorder.count("steady")
+        wait_for(lambda: camera.connections >= 2, 60, "noisy to give up on the garbage and reconnect")
+        wait_for(lambda: pipeline.log.states("noisy")[-1:] == [CameraState.ONLINE], 60, "noisy online again")
+        first_connection = len(pipeline.recorder.of("noisy"))
+        pipeline.wait_processed("noisy", 2, 60, "noisy after the garbage")
+        pipeline.wait_processed("steady", 1, 60, "steady")
+
+        changes = pipeline.log.of("noisy")
+        assert [state for state, _ in changes] == [CameraState.ONLINE, CameraState.RECONNECTING, CameraState.ONLINE]
+        assert "timed out" in (changes[1][1] or ""), changes
+        stats = pipeline.sup.camera_stats("noisy")
+        assert stats.reconnects >= 1 and stats.decoder_restarts == 0, stats
+        assert all((r.width, r.height) == (640, 360) for r in pipeline.recorder.of("noisy")[first_connection:])
+        assert pipeline.recorder.count("steady") > steady_before
+    finally:
+        camera.close()
+
+
+def test_a_resolution_change_mid_stream_goes_on_at_the_new_size(
+    pipeline: Pipeline, camera_cleanup: list[str], clip_360p: Path, clip_720p: Path
+) -> None:
+    # One connection: 6 s at 640x360, then the 720p clip continuing the timestamps, as a camera whose
+    # resolution is changed by its owner mid-stream.
+    stream = [Segment(mpegts(clip_360p, seconds=6), 6.0), Segment(mpegts(clip_720p, 8, offset_s=6.0), 8.0)]
+    camera = HttpTsCamera(lambda n: stream)
+    try:
+        pipeline.add(f'{{id: zoom, url: "{camera.url}", detect_fps: 2, max_width: 1280, max_height: 720, {FAST}}}')
+        camera_cleanup.append("zoom")
+
+        def sizes() -> list[tuple[int, int]]:
+            return [(r.width, r.height) for r in pipeline.recorder.of("zoom")]
+
+        wait_for(lambda: (640, 360) in sizes(), 60, "zoom's frames at 640x360")
+        wait_for(lambda: (1280, 720) in sizes(), 60, "zoom's frames at 1280x720")
+        stats = pipeline.sup.camera_stats("zoom")
+        assert camera.connections == 1, "the new size came on the same connection"
+        assert stats.reconnects == 0 and stats.decoder_restarts == 0, stats
+        assert pipeline.log.states("zoom") == [CameraState.ONLINE]
+        seen = sizes()
+        assert set(seen) == {(640, 360), (1280, 720)}, seen
+        assert seen.index((1280, 720)) > max(i for i, size in enumerate(seen) if size == (640, 360))
+        # Boxes are in the new frame's pixels: some reach past the old 640x360 frame.
+        boxes = [r.tracks.xyxy for r in pipeline.recorder.of("zoom") if r.width == 1280 and len(r.tracks)]
+        assert boxes and max(float(b[:, 2].max()) for b in boxes) > 640
+        latest = pipeline.sup.latest_frame("zoom")
+        assert latest is not None and latest[1].shape == (720, 1280, 3)
+    finally:
+        camera.close()
+
+
+def test_a_file_that_ends_goes_offline_and_is_not_restarted(
+    pipeline: Pipeline, camera_cleanup: list[str], clip_360p: Path
+) -> None:
+    pipeline.add(f'{{id: tape, url: "{clip_360p}", detect_fps: 2, realtime: false}}')
+    camera_cleanup.append("tape")
+    wait_for(lambda: pipeline.state("tape") == CameraState.OFFLINE, 60, "tape offline at the end of the file")
+    process = pipeline.sup._cameras["tape"].process
+    assert process is not None
+    process.join(10)
+    assert process.exitcode == 0
+    # A few watchdog rounds later it is still the same finished process: an ended file is not restarted.
+    rounds = pipeline.sup.camera_stats("steady").frames_processed
+    wait_for(lambda: pipeline.sup.camera_stats("steady").frames_processed >= rounds + 2, 60, "steady to go on")
+    assert pipeline.sup._cameras["tape"].process is process
+    stats = pipeline.sup.camera_stats("tape")
+    assert stats.state == CameraState.OFFLINE and stats.error == "end of file", stats
+    assert stats.decoder_restarts == 0 and stats.reconnects == 0, stats
+    assert pipeline.log.states("tape")[-1:] == [CameraState.OFFLINE]
