@@ -164,7 +164,8 @@ def test_missing_shared_data_stops_compose_instead_of_mounting_an_empty_director
 
 
 def server_config_env(compose: dict[str, Any]) -> dict[str, str]:
-    return {k: str(v) for k, v in compose["services"]["streamsrv"]["environment"].items()}
+    """The server container's environment with nothing set on the host (a variable without a value is not passed)."""
+    return {k: str(v) for k, v in compose["services"]["streamsrv"]["environment"].items() if v is not None}
 
 
 def test_server_config_loads_and_its_files_are_mounted(
