@@ -115,10 +115,16 @@ def test_compose_file_is_valid_for_the_compose_specification(compose: dict[str, 
 def test_compose_runs_the_whole_system(compose: dict[str, Any]) -> None:
     services = compose["services"]
     assert set(services) == {*SERVER_SERVICES, "redis", "camera-sim", "prometheus", "grafana"}
-    # Exactly one server variant per profile; everything else starts with either.
-    assert services["streamsrv"]["profiles"] == ["gpu"]
-    assert services["streamsrv-cpu"]["profiles"] == ["cpu"]
-    assert all("profiles" not in s for name, s in services.items() if name not in SERVER_SERVICES)
+    # One server variant per profile, the simulator only for the demo; Redis and monitoring start with either.
+    profiles = {name: service.get("profiles") for name, service in services.items()}
+    assert profiles == {
+        "streamsrv": ["gpu"],
+        "streamsrv-cpu": ["cpu"],
+        "camera-sim": ["demo"],
+        "redis": None,
+        "prometheus": None,
+        "grafana": None,
+    }
 
 
 def test_gpu_service_reserves_a_gpu_on_the_cuda_image(compose: dict[str, Any], dockerfile: DockerfileParser) -> None:
@@ -143,6 +149,8 @@ def test_server_mounts_config_zones_models_and_cache(compose: dict[str, Any], na
     assert mounts["/config"] == REPO_ROOT / "examples"
     assert mounts["/zones"] == REPO_ROOT / "zones"
     assert {"type": "volume", "source": "streamsrv-cache", "target": "/cache"} in service["volumes"]
+    # Camera passwords for ${NAME} references live beside the config, optional.
+    assert service["env_file"] == [{"path": "./examples/streamsrv.env", "required": False}]
     assert int(service["shm_size"].removesuffix("gb")) >= 1  # frame rings live in /dev/shm
     assert service["ports"] == [f"127.0.0.1:8080:{CONTAINER_PORT}"]  # loopback unless STREAMSRV_PUBLISH_ADDR says
     assert service["command"][service["command"].index("--port") + 1] == str(CONTAINER_PORT)
