@@ -26,6 +26,7 @@ from streamsrv.cli import main
 from streamsrv.config.models import AppConfig
 from streamsrv.events import Event
 from streamsrv.runtime.server import StreamServer
+from tests.support.app_server import AppServer, model_section
 from tests.support.processes import free_port
 from tests.support.waiting import wait_for
 
@@ -227,6 +228,19 @@ def test_sse_sends_keepalive_comments_while_nothing_matches(live: Live, monkeypa
         assert next(messages) == {"": "keep-alive"}
 
 
+def test_a_client_that_leaves_releases_its_subscription_before_any_write(live: Live) -> None:
+    baseline = live.server.bus.stats().subscribers
+    # Nothing matches and keep-alives are 15 s apart: only noticing the closed connection releases these.
+    with live.http.stream("GET", "/api/events/stream", params={"camera": "elsewhere"}) as response:
+        messages = sse_messages(response)  # kept: a discarded iterator would close the connection
+        next(messages)
+        wait_for(lambda: live.server.bus.stats().subscribers == baseline + 1, 10, "the SSE subscription")
+    wait_for(lambda: live.server.bus.stats().subscribers == baseline, 10, "the SSE subscription to close")
+    with connect(live.ws_url("camera=elsewhere"), additional_headers=AUTH, open_timeout=10):
+        wait_for(lambda: live.server.bus.stats().subscribers == baseline + 1, 10, "the WebSocket subscription")
+    wait_for(lambda: live.server.bus.stats().subscribers == baseline, 10, "the WebSocket subscription to close")
+
+
 def test_sse_refuses_a_bad_last_event_id_naming_the_header(live: Live) -> None:
     response = live.http.get("/api/events/stream", headers={"Last-Event-ID": "soon"})
     assert response.status_code == 422
@@ -313,3 +327,13 @@ def test_cli_follows_the_sse_stream_after_replaying_history(live: Live, capsys: 
 def test_cli_reports_a_refused_api_key(live: Live, capsys: pytest.CaptureFixture[str]) -> None:
     assert main(["events", "--url", live.url, "--api-key", "wrong", "--max-events", "1"]) == 2
     assert "401" in capsys.readouterr().err
+
+
+def test_serve_stops_promptly_while_an_event_stream_is_open(tmp_path: Path, person_model: Path) -> None:
+    config = tmp_path / "streamsrv.yaml"
+    config.write_text(model_section(person_model))
+    with AppServer(config) as app, httpx.Client(base_url=app.base_url, timeout=30) as http:
+        with http.stream("GET", "/api/events/stream") as response:
+            assert response.status_code == 200
+            app.stop(timeout=30)  # SIGTERM; SIGKILL only if it has not exited by then
+        assert "Finished server process" in app.log()

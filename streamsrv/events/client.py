@@ -78,36 +78,44 @@ def follow_sse(
 ) -> Generator[Event, None, None]:
     """Events from a server's API: the newest ``replay`` from its history, then its live stream, forever.
 
-    A dropped connection is re-opened with growing delays (the server's ``retry`` hint first, up to 10 s) and
-    resumed after the last event received. Refusals (bad key, bad filter) raise ``StreamsrvError``.
+    A server that cannot be reached, answers 5xx or drops the stream is tried again with growing delays (the
+    server's ``retry`` hint first, up to 10 s), resuming after the last event received. Refusals (bad key, bad
+    filter) raise ``StreamsrvError``.
     """
     headers = {"Authorization": f"Bearer {api_key}"} if api_key else {}
     filters = {k: v for k, v in (("camera", camera_id), ("type", type)) if v is not None}
     timeout = httpx.Timeout(10.0, read=SSE_READ_TIMEOUT_S)
     with httpx.Client(base_url=base_url, headers=headers, timeout=timeout) as client:
         last_id: str | None = None
-        if replay > 0:
-            page = _checked(client.get("/api/events", params={**filters, "limit": replay})).json()
-            yield from (Event.model_validate(e) for e in page["events"])
-            last_id = page["cursor"]
+        to_replay = replay
         delay_s = 1.0
         while True:
             stream = _SseStream(last_id)
             try:
-                sse_headers = {"Last-Event-ID": last_id} if last_id is not None else {}
+                if to_replay > 0:
+                    page = _checked(client.get("/api/events", params={**filters, "limit": to_replay})).json()
+                    to_replay, stream.last_id = 0, page["cursor"]
+                    yield from (Event.model_validate(e) for e in page["events"])
+                sse_headers = {"Last-Event-ID": stream.last_id} if stream.last_id is not None else {}
                 with client.stream("GET", "/api/events/stream", params=filters, headers=sse_headers) as response:
                     _checked(response)
                     for event in stream.events(response):
                         yield event
                         # Delivering again: the next loss starts over from the short delay.
                         delay_s = stream.retry_s or 1.0
+                problem = "ended"
             except httpx.TransportError as exc:
-                log.warning("event stream from %s lost (%s); reconnecting in %.1f s", base_url, exc, delay_s)
-            else:
-                log.warning("event stream from %s ended; reconnecting in %.1f s", base_url, delay_s)
+                problem = f"lost ({exc})"
+            except _Unavailable as exc:
+                problem = str(exc)
+            log.warning("event stream from %s %s; reconnecting in %.1f s", base_url, problem, delay_s)
             last_id = stream.last_id
             time.sleep(delay_s)
             delay_s = min(delay_s * 2, _RECONNECT_MAX_S)
+
+
+class _Unavailable(Exception):
+    """The server answered 5xx: worth trying again later."""
 
 
 class _SseStream:
@@ -146,4 +154,7 @@ def _checked(response: httpx.Response) -> httpx.Response:
         detail = json.dumps(body.get("detail", body) if isinstance(body, dict) else body)
     except ValueError:
         detail = response.text[:200]
-    raise StreamsrvError(f"{response.request.method} {response.request.url.path}: {response.status_code} {detail}")
+    what = f"{response.request.method} {response.request.url.path}: {response.status_code} {detail}"
+    if response.status_code >= 500:
+        raise _Unavailable(f"answered {what}")
+    raise StreamsrvError(what)

@@ -15,7 +15,17 @@ from collections.abc import AsyncGenerator, AsyncIterator, Sequence
 from typing import Annotated, Any, NoReturn
 
 import redis
-from fastapi import APIRouter, Depends, Header, HTTPException, Path, Query, WebSocket, WebSocketDisconnect, status
+from fastapi import (
+    APIRouter,
+    Depends,
+    Header,
+    HTTPException,
+    Path,
+    Query,
+    WebSocket,
+    WebSocketDisconnect,
+    status,
+)
 from fastapi.concurrency import run_in_threadpool
 from fastapi.responses import Response, StreamingResponse
 from fastapi.security import HTTPAuthorizationCredentials, HTTPBearer
@@ -139,10 +149,8 @@ async def event_stream(
         start = await run_in_threadpool(_start, server.bus, query, last_event_id, ("header", "last-event-id"))
     else:
         start = await run_in_threadpool(_start, server.bus, query, query.after, ("query", "after"))
-    records, after = start
     return EventStreamResponse(
-        _sse(records, _follow(server.bus, query, after)),
-        headers={"Cache-Control": "no-cache", "X-Accel-Buffering": "no"},
+        _sse(server.bus, query, *start), headers={"Cache-Control": "no-cache", "X-Accel-Buffering": "no"}
     )
 
 
@@ -185,17 +193,18 @@ async def event_socket(websocket: WebSocket) -> None:
     server: StreamServer = websocket.app.state.server
     records, after = await run_in_threadpool(_start, server.bus, filters, None, ("query", "since"))
     await websocket.accept()
-    sending = asyncio.create_task(_send_events(websocket, records, _follow(server.bus, filters, after)))
-    closing = asyncio.create_task(_until_disconnect(websocket))
+    closed = asyncio.create_task(_until_disconnect(websocket))
     try:
-        await asyncio.wait({sending, closing}, return_when=asyncio.FIRST_COMPLETED)
+        for record in records:
+            await websocket.send_text(record.event.to_json())
+        async with contextlib.aclosing(_follow(server.bus, filters, after, closed)) as live:
+            async for item in live:
+                if item is not None:
+                    await websocket.send_text(item.event.to_json())
+    except WebSocketDisconnect:
+        pass
     finally:
-        for task in (sending, closing):
-            task.cancel()
-        outcomes = await asyncio.gather(sending, closing, return_exceptions=True)
-    for outcome in outcomes:
-        if isinstance(outcome, Exception) and not isinstance(outcome, WebSocketDisconnect):
-            raise outcome
+        closed.cancel()
 
 
 @router.get(
@@ -232,34 +241,43 @@ def _invalid(loc: Sequence[str], msg: str, value: object) -> NoReturn:
 def _start(
     bus: EventBus, filters: EventFilters, after: str | None, loc: Sequence[str]
 ) -> tuple[list[EventRecord], str | None]:
-    """Events to send before the live ones, and the cursor to follow the bus from (runs in a worker thread)."""
+    """Events to send before the live ones, and the cursor to follow the bus from.
+
+    Runs in a worker thread: with Redis these are network reads, and the stream should start from a cursor
+    found here rather than have the subscription look for one on the event loop.
+    """
     try:
         if after is not None:
             bus.history(after=after, limit=1)  # only to refuse a cursor of another bus before the stream opens
             return [], after
-        if filters.since is not None:
-            return catch_up(bus, camera_id=filters.camera, type=filters.type, since=filters.since, limit=REPLAY_MAX)
+        limit = REPLAY_MAX if filters.since is not None else 0
+        return catch_up(bus, camera_id=filters.camera, type=filters.type, since=filters.since, limit=limit)
     except EventBusUnavailable as exc:
         raise HTTPException(status.HTTP_503_SERVICE_UNAVAILABLE, str(exc)) from None
     except _FOREIGN_CURSOR:
         _invalid(loc, "not a cursor of this server's events", after)
-    return [], None
 
 
-async def _follow(bus: EventBus, filters: EventFilters, after: str | None) -> AsyncGenerator[EventRecord | None, None]:
-    """Matching events as the bus delivers them, and None after each ``SSE_KEEPALIVE_S`` without one."""
+async def _follow(
+    bus: EventBus, filters: EventFilters, after: str | None, closed: asyncio.Task[None] | None = None
+) -> AsyncGenerator[EventRecord | None, None]:
+    """Matching events as the bus delivers them, and None after each ``SSE_KEEPALIVE_S`` without one; until
+    ``closed``, when given, is done."""
     events = listen(bus, camera_id=filters.camera, types=[filters.type] if filters.type else None, after=after)
+    watched = {closed} if closed is not None else set()
     pending: asyncio.Task[EventRecord] | None = None
     try:
         while True:
             if pending is None:
                 pending = asyncio.create_task(_next(events))
-            done, _ = await asyncio.wait({pending}, timeout=SSE_KEEPALIVE_S)
-            if not done:
+            await asyncio.wait({pending, *watched}, timeout=SSE_KEEPALIVE_S, return_when=asyncio.FIRST_COMPLETED)
+            if closed is not None and closed.done():
+                return
+            if pending.done():
+                record, pending = pending.result(), None
+                yield record
+            else:
                 yield None
-                continue
-            record, pending = pending.result(), None
-            yield record
     finally:
         # Cancelling the pending read ends the listener, which closes its bus subscription.
         if pending is not None:
@@ -273,12 +291,15 @@ async def _next(events: AsyncIterator[EventRecord]) -> EventRecord:
     return await anext(events)
 
 
-async def _sse(records: list[EventRecord], live: AsyncGenerator[EventRecord | None, None]) -> AsyncIterator[str]:
-    # The first bytes go out at once: the client sees the stream open before any event.
+async def _sse(
+    bus: EventBus, filters: EventFilters, records: list[EventRecord], after: str | None
+) -> AsyncIterator[str]:
+    # No disconnect watch of our own: Starlette cancels this generator as soon as the client leaves. The first
+    # bytes go out at once, so the client sees the stream open before any event.
     yield f": streamsrv events\nretry: {SSE_RETRY_MS}\n\n"
-    async with contextlib.aclosing(live):
-        for record in records:
-            yield _sse_message(record)
+    for record in records:
+        yield _sse_message(record)
+    async with contextlib.aclosing(_follow(bus, filters, after)) as live:
         async for item in live:
             yield ": keep-alive\n\n" if item is None else _sse_message(item)
 
@@ -287,18 +308,7 @@ def _sse_message(record: EventRecord) -> str:
     return f"id: {record.cursor}\ndata: {record.event.to_json()}\n\n"
 
 
-async def _send_events(
-    websocket: WebSocket, records: list[EventRecord], live: AsyncGenerator[EventRecord | None, None]
-) -> None:
-    async with contextlib.aclosing(live):
-        for record in records:
-            await websocket.send_text(record.event.to_json())
-        async for item in live:
-            if item is not None:
-                await websocket.send_text(item.event.to_json())
-
-
 async def _until_disconnect(websocket: WebSocket) -> None:
-    # Clients have nothing to say; reading is how a closed connection is noticed while no event is due.
+    # Clients send nothing; reading is how a closed connection is noticed while no event is due.
     while (await websocket.receive())["type"] != "websocket.disconnect":
         pass
