@@ -4,6 +4,9 @@ Same decoder (``VideoSource``), detector, trackers and frame results as ``serve`
 pacing and no dropping: a decode thread feeds a bounded queue that blocks, and inference takes
 whole batches from it. Output is one JSON line per processed frame.
 
+``build_records`` turns results into the frame, event and summary records; the jobs API (``runtime/jobs.py``)
+builds its records with it too, from results of the shared live inference loop.
+
 Example:
     >>> for result in Analyzer(cfg).run("clip.mp4"): print(result.to_dict())  # doctest: +SKIP
 """
@@ -15,16 +18,19 @@ import queue
 import threading
 from collections import Counter
 from collections.abc import Iterable, Iterator
-from typing import IO, Any
+from dataclasses import dataclass
+from typing import IO, TYPE_CHECKING, Any
 
 from streamsrv.config.models import AppConfig, CameraConfig
 from streamsrv.config.rules import resolve_rules
 from streamsrv.decode.source import DecodedFrame, VideoSource
 from streamsrv.infer.backend import create_backend
-from streamsrv.infer.detector import Detector
 from streamsrv.rules import RuleEngine
 from streamsrv.track import Tracker, create_tracker
 from streamsrv.types import FrameResult
+
+if TYPE_CHECKING:
+    from streamsrv.infer.detector import Detector
 
 _END = object()
 
@@ -33,6 +39,9 @@ class Analyzer:
     """Runs detection and tracking over one file; iterate ``run`` for per-frame results."""
 
     def __init__(self, cfg: AppConfig, detector: Detector | None = None) -> None:
+        # Imported here: the jobs API shares this module's record building and must not load torch.
+        from streamsrv.infer.detector import Detector
+
         self.cfg = cfg
         self.detector = detector or Detector(create_backend(cfg.model, cfg.inference), cfg.model, cfg.inference.imgsz)
         self.total_frames: int | None = None
@@ -41,14 +50,9 @@ class Analyzer:
         self, path: str, camera: CameraConfig | None = None, detect_fps: float | None = None
     ) -> Iterator[FrameResult]:
         """Yield a FrameResult per processed frame; every frame unless ``detect_fps`` is given."""
-        cam = (camera or CameraConfig(id="analyze", url=path)).model_copy(
-            update={"url": path, "loop": False, "realtime": False, "detect_fps": detect_fps or 120.0}
-        )
-        source = VideoSource(cam, realtime=False, skip=detect_fps is not None)
-        source.open()
-        fps = detect_fps or source.fps or 25.0
-        frames = source.frame_count
-        self.total_frames = int(frames * min(1.0, fps / source.fps)) if frames and source.fps else None
+        video = open_video(path, camera, detect_fps)
+        cam, source, fps = video.camera, video.source, video.fps
+        self.total_frames = video.total_frames
         tracker = create_tracker(self.cfg.tracker, fps, getattr(self.detector.backend, "device", "cpu"))
         max_batch = self.cfg.inference.max_batch
         handoff: queue.Queue[object] = queue.Queue(maxsize=2 * max_batch)
@@ -123,31 +127,67 @@ class Analyzer:
         """Frame, event and summary records for a file, with ``camera``'s rules applied if given."""
         camera_id = camera.id if camera else "analyze"
         rules = resolve_rules(camera.rules, self.cfg.base_dir, camera.id) if camera else resolve_rules(None, None)
-        engine = RuleEngine(camera_id, rules)
-        frames = 0
-        by_type: Counter[str] = Counter()
-        for result in self.run(path, camera, detect_fps):
-            frames += 1
-            yield {"type": "frame", **result.to_dict()}
-            for event in engine.process(result):
-                by_type[event.type] += 1
-                yield {"type": "event", "event": json.loads(event.to_json())}
-        yield {
-            "type": "summary",
-            "camera_id": camera_id,
-            "video": path,
-            "frames": frames,
-            "events": dict(by_type),
-            "line_counts": engine.line_counts(),
-            "occupancy": engine.occupancy(),
-        }
+        return build_records(self.run(path, camera, detect_fps), RuleEngine(camera_id, rules), path)
+
+
+@dataclass
+class OpenVideo:
+    """An opened file or stream and the frames analysis takes from it."""
+
+    camera: CameraConfig
+    source: VideoSource
+    fps: float  # of the frames handed on: detect_fps, or the source's own rate
+    total_frames: int | None  # of those frames, when the container declares a length
+
+
+def open_video(path: str, camera: CameraConfig | None = None, detect_fps: float | None = None) -> OpenVideo:
+    """Open ``path`` for analysis as fast as it decodes: every frame, or frames spaced to ``detect_fps``.
+
+    Raises SourceError when it cannot be opened.
+    """
+    cam = (camera or CameraConfig(id="analyze", url=path)).model_copy(
+        update={"url": path, "loop": False, "realtime": False, "detect_fps": detect_fps or 120.0}
+    )
+    source = VideoSource(cam, realtime=False, skip=detect_fps is not None)
+    source.open()
+    fps = detect_fps or source.fps or 25.0
+    frames = source.frame_count
+    total = int(frames * min(1.0, fps / source.fps)) if frames and source.fps else None
+    return OpenVideo(cam, source, fps, total)
+
+
+def build_records(results: Iterable[FrameResult], engine: RuleEngine, video: str) -> Iterator[dict[str, Any]]:
+    """The frame, event and summary records of ``streamsrv analyze``: one frame record per result, each followed
+    by the events ``engine`` raised on it, and a summary with counts at the end."""
+    frames = 0
+    by_type: Counter[str] = Counter()
+    for result in results:
+        frames += 1
+        yield {"type": "frame", **result.to_dict()}
+        for event in engine.process(result):
+            by_type[event.type] += 1
+            yield {"type": "event", "event": json.loads(event.to_json())}
+    yield {
+        "type": "summary",
+        "camera_id": engine.camera_id,
+        "video": video,
+        "frames": frames,
+        "events": dict(by_type),
+        "line_counts": engine.line_counts(),
+        "occupancy": engine.occupancy(),
+    }
+
+
+def jsonl_line(record: dict[str, Any]) -> str:
+    """One record as a line of ``streamsrv analyze`` output."""
+    return json.dumps(record, separators=(",", ":")) + "\n"
 
 
 def write_jsonl(records: Iterable[dict[str, Any]], out: IO[str]) -> dict[str, Any]:
     """Write records as JSON lines; returns the summary record."""
     summary: dict[str, Any] = {}
     for record in records:
-        out.write(json.dumps(record, separators=(",", ":")) + "\n")
+        out.write(jsonl_line(record))
         if record["type"] == "summary":
             summary = record
     out.flush()
