@@ -237,6 +237,54 @@ class PreviewConfig(StrictModel):
     max_webrtc_peers: int = Field(16, ge=0, le=1000, description="Concurrent WebRTC viewers at most.")
 
 
+class JobsConfig(StrictModel):
+    """On-demand analysis: single images (``POST /api/detect``) and clip jobs (``POST /api/jobs``).
+
+    Both share the live cameras' inference loop at lower priority. Jobs are kept in Redis when
+    ``events.redis_url`` is set, so queued work survives a restart.
+    """
+
+    max_concurrent: int = Field(1, ge=1, le=64, description="Jobs that run at once; the others wait in the queue.")
+    max_queued: int = Field(
+        16, ge=0, le=10_000, description="Jobs waiting to run at most; beyond it POST /api/jobs answers 429."
+    )
+    result_ttl_s: float = Field(
+        3600.0, gt=0, description="A finished job and its result are removed this long after it finished."
+    )
+    result_store_bytes: int = Field(
+        256 * 2**20,
+        ge=4096,
+        description="Total bytes of finished jobs' results kept; the oldest are removed first. "
+        "A job whose result alone is larger fails.",
+    )
+    max_upload_bytes: int = Field(
+        1024 * 2**20, ge=1024, description="Largest clip upload (the request body); larger ones get 413."
+    )
+    max_video_s: float = Field(
+        3600.0,
+        gt=0,
+        description="Video time a job reads at most; it stops there (a stream URL never ends by itself).",
+    )
+    max_image_bytes: int = Field(
+        20 * 2**20, ge=1024, le=2**30, description="Largest image for POST /api/detect; larger ones get 413."
+    )
+    max_image_pixels: int = Field(
+        50_000_000, ge=1024, description="Most pixels (width x height) of an image for POST /api/detect; 413 beyond."
+    )
+    max_detect_inflight: int = Field(
+        16, ge=1, le=1024, description="Images being detected at once; further POST /api/detect requests get 429."
+    )
+    spool_dir: str | None = Field(
+        None,
+        description="Where uploaded clips wait for their job; a per-process temporary directory when unset "
+        "(set it, with events.redis_url, for queued uploads to survive a restart). One server per directory.",
+    )
+    allowed_file_dir: str | None = Field(
+        None,
+        description="Jobs may read file:// URLs and server paths only inside this directory; none when unset.",
+    )
+
+
 class AppConfig(StrictModel):
     """The whole configuration file."""
 
@@ -247,6 +295,7 @@ class AppConfig(StrictModel):
     cameras: list[CameraConfig] = Field(default_factory=list)
     events: EventsConfig = Field(default_factory=EventsConfig)
     preview: PreviewConfig = Field(default_factory=PreviewConfig)
+    jobs: JobsConfig = Field(default_factory=JobsConfig)
     base_dir: Annotated[Path | None, Field(exclude=True)] = None
 
     @model_validator(mode="after")
