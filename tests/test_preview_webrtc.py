@@ -105,6 +105,16 @@ async def view(url: str, frames: int, hang_up: bool) -> tuple[dict[str, Any], li
     return answer, received
 
 
+async def offer_sdp() -> str:
+    """A real browser-like offer to receive video (from aiortc), for tests that break it."""
+    pc = RTCPeerConnection(RTCConfiguration(iceServers=[]))
+    pc.addTransceiver("video", direction="recvonly")
+    await pc.setLocalDescription(await pc.createOffer())
+    sdp: str = pc.localDescription.sdp
+    await pc.close()
+    return sdp
+
+
 def count(kind: type) -> int:
     gc.collect()
     return sum(isinstance(o, kind) for o in gc.get_objects())
@@ -181,6 +191,16 @@ def test_bad_offers_unknown_cameras_and_the_peer_limit(live: Live) -> None:
         assert empty.status_code == 422 and empty.json()["detail"][0]["loc"] == ["body", "sdp"]
         assert http.post("/api/cameras/nope/webrtc", json={"type": "offer", "sdp": "m=video"}).status_code == 404
         assert http.delete(f"/api/cameras/{CAMERA}/webrtc/0123456789abcdef").status_code == 404
+
+        real = asyncio.run(offer_sdp()).split("\r\n")
+        no_ice_credentials = "\r\n".join(ln for ln in real if not ln.startswith("a=ice-ufrag"))
+        broken = http.post(f"/api/cameras/{CAMERA}/webrtc", json={"type": "offer", "sdp": no_ice_credentials})
+        assert broken.status_code == 400 and broken.json()["detail"].startswith("sdp: the offer is not usable SDP")
+        vp8 = {ln.split(":")[1].split()[0] for ln in real if ln.startswith("a=rtpmap:") and "VP8/90000" in ln}
+        no_vp8 = "\r\n".join(ln for ln in real if not any(f":{pt} " in ln or ln.endswith(f":{pt}") for pt in vp8))
+        h264_only = http.post(f"/api/cameras/{CAMERA}/webrtc", json={"type": "offer", "sdp": no_vp8})
+        assert h264_only.status_code == 400 and "VP8" in h264_only.json()["detail"], h264_only.text
+        assert live.stats()["webrtc_peers"] == 0, "refused offers leave no peer"
 
     async def over_the_limit() -> list[int]:
         pcs = [RTCPeerConnection(RTCConfiguration(iceServers=[])) for _ in range(MAX_PEERS + 1)]

@@ -209,6 +209,10 @@ class _Renderer:
         self._result_key: tuple[str, int] | None = None
         self._result_seen_at = 0.0
 
+    def invalidate(self) -> None:
+        """Draw the next frame even if nothing changed."""
+        self._key = None
+
     def render(self, seq: int) -> PreviewFrame | None:
         """A new frame if anything changed since the last call (None if not); NotFoundError once the camera is
         removed."""
@@ -303,8 +307,12 @@ class _Feed:
         self._stop.set()
 
     def request_keyframe(self) -> None:
-        """The next VP8 frame is to be a keyframe (a WebRTC viewer joined or fell behind); from any thread."""
+        """The next VP8 frame is to be a keyframe (a WebRTC viewer joined or fell behind); from any thread.
+
+        The current picture is drawn again for it, so a viewer of a still picture (a stalled camera) sees it too.
+        """
         self._keyframe_wanted = True
+        self._renderer.invalidate()
 
     def _run(self) -> None:
         interval = 1.0 / self.hub.cfg.fps

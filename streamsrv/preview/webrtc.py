@@ -122,11 +122,13 @@ class WebRtcPeers:
             transceiver.setCodecPreferences(_VP8)
             try:
                 await pc.setRemoteDescription(RTCSessionDescription(sdp=offer_sdp, type="offer"))
+                await pc.setLocalDescription(await pc.createAnswer())
             except OperationError:
                 raise BadOffer("the offer does not accept VP8 video") from None
-            except (ValueError, KeyError, IndexError) as exc:
-                raise BadOffer(f"the offer is not usable SDP: {exc}") from None
-            await pc.setLocalDescription(await pc.createAnswer())
+            except Exception as exc:
+                # aiortc reports malformed SDP as ValueError, KeyError, IndexError, AssertionError, RuntimeError...
+                log.debug("camera %s: offer refused", camera_id, exc_info=True)
+                raise BadOffer(f"the offer is not usable SDP ({type(exc).__name__}: {exc})") from None
         except BaseException:
             await self.close(session_id)
             raise
