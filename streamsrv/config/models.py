@@ -246,7 +246,7 @@ class JobsConfig(StrictModel):
 
     max_concurrent: int = Field(1, ge=1, le=64, description="Jobs that run at once; the others wait in the queue.")
     max_queued: int = Field(
-        16, ge=0, le=10_000, description="Jobs waiting to run at most; beyond it POST /api/jobs answers 429."
+        16, ge=1, le=10_000, description="Jobs waiting to run at most; beyond it POST /api/jobs answers 429."
     )
     result_ttl_s: float = Field(
         3600.0, gt=0, description="A finished job and its result are removed this long after it finished."
