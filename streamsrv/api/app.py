@@ -12,8 +12,9 @@ from fastapi.staticfiles import StaticFiles
 
 from streamsrv import __version__
 from streamsrv.api.middleware import BodySizeLimit, redacted_validation_error
-from streamsrv.api.routers import cameras, events, health, metrics, preview, probe, rules
+from streamsrv.api.routers import cameras, detect, events, health, jobs, metrics, preview, probe, rules
 from streamsrv.config.models import AppConfig
+from streamsrv.runtime.jobs import JobManager
 from streamsrv.runtime.metrics import ServerMetrics
 from streamsrv.runtime.registry import CameraRegistry, ConfigFileStore
 from streamsrv.runtime.server import StreamServer
@@ -29,14 +30,17 @@ def create_app(cfg: AppConfig, server: StreamServer | None = None, config_path: 
     store = ConfigFileStore(config_path) if config_path is not None and cfg.server.persist else None
     registry = CameraRegistry(srv, store)
     server_metrics = ServerMetrics(srv)
+    job_manager = JobManager(srv.supervisor, cfg)
 
     @asynccontextmanager
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:
         if not srv.started:
             srv.start()
+        job_manager.start()
         try:
             yield
         finally:
+            job_manager.stop()
             server_metrics.close()
             srv.stop()
 
@@ -46,7 +50,8 @@ def create_app(cfg: AppConfig, server: StreamServer | None = None, config_path: 
     app.state.api_key = cfg.server.api_key.get_secret_value() if cfg.server.api_key else None
     app.state.registry = registry
     app.state.metrics = server_metrics
-    app.add_middleware(BodySizeLimit, max_bytes=cfg.server.max_body_bytes)
+    app.state.jobs = job_manager
+    app.add_middleware(BodySizeLimit, max_bytes=cfg.server.max_body_bytes, overrides=jobs.upload_limits(cfg.jobs))
     app.add_exception_handler(RequestValidationError, redacted_validation_error)
     app.include_router(health.router)
     app.include_router(cameras.router)
@@ -56,4 +61,6 @@ def create_app(cfg: AppConfig, server: StreamServer | None = None, config_path: 
     app.include_router(preview.router)
     app.mount("/static", StaticFiles(directory=preview.WEB_DIR), name="static")
     app.include_router(events.router)
+    app.include_router(detect.router)
+    app.include_router(jobs.router)
     return app

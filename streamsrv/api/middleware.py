@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from collections.abc import Mapping
 from typing import Any
 
 from fastapi import HTTPException, Request, status
@@ -14,10 +15,10 @@ from streamsrv.config.models import redact_url
 
 
 class BodyTooLarge(HTTPException):
-    def __init__(self, limit: int) -> None:
+    def __init__(self, limit: int, setting: str = "server.max_body_bytes") -> None:
         super().__init__(
             status.HTTP_413_CONTENT_TOO_LARGE,
-            f"request body is larger than {limit} bytes (server.max_body_bytes)",
+            f"request body is larger than {limit} bytes ({setting})",
         )
 
 
@@ -25,20 +26,22 @@ class BodySizeLimit:
     """Refuses request bodies over ``max_bytes``: at once from Content-Length, else while the body streams in.
 
     A pure ASGI middleware so a chunked upload without Content-Length is cut off after ``max_bytes`` instead of
-    being buffered whole first.
+    being buffered whole first. ``overrides`` maps a path to its own ``(max bytes, setting name)``, for uploads.
     """
 
-    def __init__(self, app: ASGIApp, max_bytes: int) -> None:
+    def __init__(self, app: ASGIApp, max_bytes: int, overrides: Mapping[str, tuple[int, str]] | None = None) -> None:
         self.app = app
         self.max_bytes = max_bytes
+        self.overrides = dict(overrides or {})
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         if scope["type"] != "http":
             await self.app(scope, receive, send)
             return
+        max_bytes, setting = self.overrides.get(scope["path"], (self.max_bytes, "server.max_body_bytes"))
         declared = dict(scope["headers"]).get(b"content-length")
-        if declared is not None and (not declared.isdigit() or int(declared) > self.max_bytes):
-            await self._refuse(scope, send, BodyTooLarge(self.max_bytes))
+        if declared is not None and (not declared.isdigit() or int(declared) > max_bytes):
+            await self._refuse(scope, send, BodyTooLarge(max_bytes, setting))
             return
         received = 0
         started = False
@@ -48,9 +51,9 @@ class BodySizeLimit:
             message = await receive()
             if message["type"] == "http.request":
                 received += len(message.get("body", b""))
-                if received > self.max_bytes:
+                if received > max_bytes:
                     # an HTTPException, so FastAPI's body parsing passes it on as a 413 instead of a 400
-                    raise BodyTooLarge(self.max_bytes)
+                    raise BodyTooLarge(max_bytes, setting)
             return message
 
         async def tracked_send(message: Message) -> None:

@@ -1,0 +1,217 @@
+"""Detect objects in one uploaded image with the server's model: boxes as JSON, or an annotated JPEG.
+
+The upload is checked before any model work: its declared content type and its first bytes must both say JPEG, PNG
+or WebP; its size must be within ``jobs.max_image_bytes``; its pixel count, read from the header before decoding
+(a small file can decode to a huge image), within ``jobs.max_image_pixels``; and it must decode completely (a
+truncated file is refused). It then goes through the live cameras' inference loop as a background frame (cameras
+go first), at most ``jobs.max_detect_inflight`` images at once; more concurrent requests get 429.
+
+The server runs one model at its configured confidence: ``confidence`` and ``classes`` filter what it found, so a
+confidence below ``model.confidence`` cannot be honoured and is refused, as is any ``model`` but the loaded one.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import io
+from pathlib import Path
+from typing import Annotated
+
+import cv2
+import numpy as np
+from fastapi import APIRouter, File, HTTPException, Query, Request, Response, UploadFile, status
+from fastapi.concurrency import run_in_threadpool
+from PIL import Image, ImageOps, UnidentifiedImageError
+from pydantic import BaseModel, Field
+
+from streamsrv.api.deps import Authenticated, ServerDep
+from streamsrv.api.routers.jobs import JobsDep, busy
+from streamsrv.api.schemas import Message
+from streamsrv.config.models import AppConfig, JobsConfig
+from streamsrv.runtime.jobs import Busy
+from streamsrv.runtime.jobs import Image as BGRImage
+from streamsrv.types import FrameResult
+
+router = APIRouter(tags=["detect"], dependencies=[Authenticated])
+
+# Generous: the image waits behind live camera frames, and a busy CPU may take seconds per batch.
+DETECT_TIMEOUT_S = 60.0
+JPEG_QUALITY = 85
+_BOX_BGR = (0, 200, 255)
+# Magic bytes of what we accept -> (PIL format, content type).
+_FORMATS = {"JPEG": "image/jpeg", "PNG": "image/png", "WEBP": "image/webp"}
+_GENERIC_TYPES = ("application/octet-stream", "")
+
+
+class Detection(BaseModel):
+    label: str
+    confidence: float
+    box: list[float] = Field(description="[x1, y1, x2, y2] in the image's pixels (after its EXIF orientation).")
+
+
+class DetectResult(BaseModel):
+    model: str = Field(description="The model that ran (the server's only one).")
+    width: int
+    height: int
+    detections: list[Detection]
+    inference_ms: float = Field(description="Time of the forward pass the image was part of.")
+
+
+class JPEGResponse(Response):
+    media_type = "image/jpeg"
+
+
+def _sniff(head: bytes) -> str | None:
+    if head.startswith(b"\xff\xd8\xff"):
+        return "JPEG"
+    if head.startswith(b"\x89PNG\r\n\x1a\n"):
+        return "PNG"
+    if head[:4] == b"RIFF" and head[8:12] == b"WEBP":
+        return "WEBP"
+    return None
+
+
+def _unprocessable(message: str) -> HTTPException:
+    return HTTPException(status.HTTP_422_UNPROCESSABLE_CONTENT, message)
+
+
+def _decode(data: bytes, fmt: str, name: str, cfg: JobsConfig) -> BGRImage:
+    """The image as BGR pixels, its size checked from the header before any pixel is decoded."""
+    try:
+        with Image.open(io.BytesIO(data), formats=[fmt]) as img:
+            w, h = img.size
+            if w * h > cfg.max_image_pixels:
+                raise HTTPException(
+                    status.HTTP_413_CONTENT_TOO_LARGE,
+                    f"{name}: {w}x{h} is {w * h} pixels, more than jobs.max_image_pixels ({cfg.max_image_pixels})",
+                )
+            img.load()
+            upright = ImageOps.exif_transpose(img).convert("RGB")
+    except Image.DecompressionBombError as exc:
+        raise HTTPException(status.HTTP_413_CONTENT_TOO_LARGE, f"{name}: {exc}") from None
+    except (UnidentifiedImageError, OSError, SyntaxError, ValueError) as exc:  # PIL's ways of saying "corrupt"
+        raise _unprocessable(f"{name}: the {fmt} image is corrupt or truncated ({exc})") from None
+    rgb = np.asarray(upright)
+    return np.ascontiguousarray(rgb[:, :, ::-1])
+
+
+def _check_query(
+    cfg: AppConfig, labels: list[str], confidence: float | None, classes: list[str], model: str | None
+) -> None:
+    path = Path(cfg.model.path)
+    if model is not None and model not in (cfg.model.path, path.name, path.stem):
+        raise _unprocessable(f"model {model!r} is not loaded; this server runs only {path.name!r}")
+    if confidence is not None and confidence < cfg.model.confidence:
+        raise _unprocessable(
+            f"confidence {confidence:g} is below the model's threshold {cfg.model.confidence:g} (model.confidence): "
+            "weaker detections are discarded before they reach this endpoint"
+        )
+    unknown = sorted(set(classes) - set(labels))
+    if unknown and labels:
+        raise _unprocessable(f"classes {unknown} are not labels of this model (it has {sorted(set(labels))})")
+
+
+def _detections(result: FrameResult, confidence: float | None, classes: list[str]) -> list[Detection]:
+    t = result.tracks
+    out = []
+    for i in range(len(t)):
+        label, conf = result.label_of(int(t.class_id[i])), float(t.confidence[i])
+        if (confidence is None or conf >= confidence) and (not classes or label in classes):
+            out.append(Detection(label=label, confidence=round(conf, 4), box=[round(float(v), 1) for v in t.xyxy[i]]))
+    return out
+
+
+def _annotate(image: BGRImage, detections: list[Detection]) -> bytes:
+    scale = max(image.shape[:2]) / 1000
+    thickness = max(1, round(2 * scale))
+    for d in detections:
+        x1, y1, x2, y2 = (round(v) for v in d.box)
+        cv2.rectangle(image, (x1, y1), (x2, y2), _BOX_BGR, thickness)
+        text = f"{d.label} {d.confidence:.2f}"
+        cv2.putText(image, text, (x1, max(0, y1 - 4)), cv2.FONT_HERSHEY_SIMPLEX, 0.6 * scale + 0.2, _BOX_BGR, thickness)
+    ok, jpeg = cv2.imencode(".jpg", image, [cv2.IMWRITE_JPEG_QUALITY, JPEG_QUALITY])
+    if not ok:
+        raise HTTPException(status.HTTP_500_INTERNAL_SERVER_ERROR, "could not encode the annotated JPEG")
+    return bytes(jpeg.tobytes())
+
+
+@router.post(
+    "/api/detect",
+    summary="Detect objects in one image (JPEG, PNG or WebP): boxes as JSON, or with annotate=true a JPEG",
+    response_model=DetectResult,
+    responses={
+        200: {"content": {"image/jpeg": {}}, "description": "JSON detections, or the annotated JPEG (annotate=true)."},
+        413: {"model": Message, "description": "Over jobs.max_image_bytes or jobs.max_image_pixels."},
+        415: {"model": Message, "description": "Not a JPEG, PNG or WebP image, or not the type it was declared as."},
+        422: {"description": "Empty, corrupt or truncated image; a confidence, class or model the server lacks."},
+        429: {"model": Message, "description": "jobs.max_detect_inflight images in flight; retry after Retry-After."},
+        503: {"model": Message, "description": "The model is not loaded (yet), or inference did not answer in time."},
+    },
+)
+async def detect(
+    request: Request,
+    server: ServerDep,
+    jobs: JobsDep,
+    file: Annotated[UploadFile, File(description="The image: JPEG, PNG or WebP.")],
+    confidence: Annotated[
+        float | None,
+        Query(ge=0, le=1, description="Only detections at least this confident (not below model.confidence)."),
+    ] = None,
+    classes: Annotated[
+        list[str] | None, Query(description="Only these labels (repeat the parameter, or separate with commas).")
+    ] = None,
+    model: Annotated[
+        str | None, Query(max_length=512, description="The model to use: only the loaded one (its path or name).")
+    ] = None,
+    annotate: Annotated[bool, Query(description="Return the image as a JPEG with the boxes drawn.")] = False,
+) -> Response:
+    cfg: AppConfig = request.app.state.config
+    inference = server.supervisor.inference
+    wanted = [c.strip() for value in classes or [] for c in value.split(",") if c.strip()]
+    _check_query(cfg, list(inference.labels.values()), confidence, wanted, model)
+    name = file.filename or "upload"
+    declared = (file.content_type or "").lower()
+    if declared not in _FORMATS.values() and declared not in _GENERIC_TYPES:
+        raise HTTPException(
+            status.HTTP_415_UNSUPPORTED_MEDIA_TYPE, f"{name}: {declared} is not an image type this endpoint takes"
+        )
+    limit = cfg.jobs.max_image_bytes
+    if file.size is not None and file.size > limit:
+        raise HTTPException(status.HTTP_413_CONTENT_TOO_LARGE, f"{name}: larger than jobs.max_image_bytes ({limit})")
+    data = await file.read()
+    if not data:
+        raise _unprocessable(f"{name}: the file is empty")
+    fmt = _sniff(data[:16])
+    if fmt is None:
+        raise HTTPException(status.HTTP_415_UNSUPPORTED_MEDIA_TYPE, f"{name}: not a JPEG, PNG or WebP image")
+    if declared not in _GENERIC_TYPES and declared != _FORMATS[fmt]:
+        raise HTTPException(status.HTTP_415_UNSUPPORTED_MEDIA_TYPE, f"{name}: sent as {declared} but it is {fmt}")
+    if not inference.model_loaded:
+        raise HTTPException(status.HTTP_503_SERVICE_UNAVAILABLE, "the model is not loaded yet", {"Retry-After": "5"})
+    if jobs.images.inflight() >= jobs.images.max_inflight:  # refuse before the costly decode; detect() decides
+        raise busy(Busy(f"{jobs.images.max_inflight} images are being detected already", 1))
+    image = await run_in_threadpool(_decode, data, fmt, name, cfg.jobs)
+    try:
+        future = jobs.images.detect(image)
+    except Busy as exc:
+        raise busy(exc) from None
+    try:
+        result = await asyncio.wait_for(asyncio.wrap_future(future), DETECT_TIMEOUT_S)
+    except TimeoutError:
+        raise HTTPException(
+            status.HTTP_503_SERVICE_UNAVAILABLE, f"inference did not answer within {DETECT_TIMEOUT_S:g}s"
+        ) from None
+    except (RuntimeError, ValueError) as exc:  # the lane closed (stopping), or the image could not be queued
+        raise HTTPException(status.HTTP_503_SERVICE_UNAVAILABLE, f"inference is unavailable: {exc}") from None
+    detections = _detections(result, confidence, wanted)
+    if annotate:
+        jpeg = await run_in_threadpool(_annotate, image, detections)
+        return JPEGResponse(jpeg, headers={"X-Detections": str(len(detections))})
+    out = DetectResult(
+        model=Path(cfg.model.path).name,
+        width=result.width,
+        height=result.height,
+        detections=detections,
+        inference_ms=round(result.inference_ms, 1),
+    )
+    return Response(out.model_dump_json(), media_type="application/json")
