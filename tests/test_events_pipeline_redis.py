@@ -1,28 +1,33 @@
 """Events end to end through a real redis-server: the real StreamServer (the 360p clip as a looping file camera,
 the real person model, a tripwire) publishes to Redis; pub/sub and the stream receive every event; Redis killed
 and restarted mid-run loses nothing and repeats nothing (checked by (run_id, seq)) while the bus reports what it
-buffered; `streamsrv events` replays and follows the stream."""
+buffered; `streamsrv events` replays and follows the stream; the HTTP API pages, resumes and refuses (503) on Redis."""
 
 from __future__ import annotations
 
 import contextlib
+import json
 import logging
+import re
 import threading
 import time
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
+import httpx
 import pytest
 import redis
+import uvicorn
 
+from streamsrv.api.app import create_app
 from streamsrv.cli import main
 from streamsrv.config.models import AppConfig
 from streamsrv.events import Event
 from streamsrv.events.redis_bus import RedisBus
 from streamsrv.runtime.server import StreamServer
 from streamsrv.types import FrameResult
-from tests.support.processes import RedisServer
+from tests.support.processes import RedisServer, free_port
 from tests.support.waiting import wait_for
 
 pytestmark = pytest.mark.slow
@@ -124,6 +129,26 @@ class ResultGate:
             self._open.set()
 
 
+def redis_config(redis_url: str, clip: Path, model: Path) -> AppConfig:
+    """The 360p clip as a looping camera with a tripwire across the concourse, events through Redis."""
+    return AppConfig.model_validate(
+        {
+            "model": {"path": str(model), "labels": {"Normal": "person", "Fall": "person"}},
+            "inference": {"threads": 1, "device": "cpu", "stale_after_s": 5},
+            "events": {"redis_url": redis_url},
+            "cameras": [
+                {
+                    "id": CAMERA,
+                    "url": str(clip),
+                    "loop": True,
+                    "detect_fps": 3,
+                    "rules": {"lines": [{"name": "mid", "points": [[0, 200], [640, 200]]}]},
+                }
+            ],
+        }
+    )
+
+
 def keys(events: list[Event]) -> list[tuple[str, int]]:
     return [(e.run_id, e.seq) for e in events]
 
@@ -149,22 +174,7 @@ def test_every_event_reaches_redis_once_in_order_across_a_redis_restart(
     tmp_path: Path,
     capsys: pytest.CaptureFixture[str],
 ) -> None:
-    cfg = AppConfig.model_validate(
-        {
-            "model": {"path": str(person_model), "labels": {"Normal": "person", "Fall": "person"}},
-            "inference": {"threads": 1, "device": "cpu", "stale_after_s": 5},
-            "events": {"redis_url": redis_server.url},
-            "cameras": [
-                {
-                    "id": CAMERA,
-                    "url": str(clip_360p),
-                    "loop": True,
-                    "detect_fps": 3,
-                    "rules": {"lines": [{"name": "mid", "points": [[0, 200], [640, 200]]}]},
-                }
-            ],
-        }
-    )
+    cfg = redis_config(redis_server.url, clip_360p, person_model)
     server = StreamServer(cfg)
     bus = server.bus
     assert isinstance(bus, RedisBus)
@@ -233,3 +243,64 @@ def test_every_event_reaches_redis_once_in_order_across_a_redis_restart(
     assert main(["events", "-c", str(config), "--replay", "3", "--max-events", "3"]) == 0
     replayed = [Event.from_json(line) for line in capsys.readouterr().out.splitlines()]
     assert keys(replayed) == keys(stream.events)[-3:]
+
+
+@contextlib.contextmanager
+def serving(cfg: AppConfig) -> Iterator[httpx.Client]:
+    """The app under uvicorn in a thread on a free port, and a client for it."""
+    web = uvicorn.Server(
+        uvicorn.Config(
+            create_app(cfg), host="127.0.0.1", port=free_port(), log_config=None, timeout_graceful_shutdown=5
+        )
+    )
+    thread = threading.Thread(target=web.run, name="uvicorn", daemon=True)
+    thread.start()
+    try:
+        wait_for(lambda: web.started, 60, "uvicorn to start")
+        with httpx.Client(base_url=f"http://127.0.0.1:{web.config.port}", timeout=30) as http:
+            yield http
+    finally:
+        web.should_exit = True
+        thread.join(60)
+    assert not thread.is_alive(), "uvicorn did not stop"
+
+
+def test_the_api_pages_and_streams_events_from_redis_and_says_when_it_is_down(
+    redis_server: RedisServer, clip_360p: Path, person_model: Path
+) -> None:
+    with serving(redis_config(redis_server.url, clip_360p, person_model)) as http:
+
+        def history(**params: Any) -> dict[str, Any]:
+            response = http.get("/api/events", params=params)
+            assert response.status_code == 200, response.text
+            page: dict[str, Any] = response.json()
+            return page
+
+        wait_for(lambda: len(history(type="line.cross")["events"]) >= 3, 180, "three line crossings")
+        first = history(after="0-0", limit=1)
+        assert first["events"][0]["seq"] == 1
+        assert re.fullmatch(r"\d+-\d+", first["cursor"])  # a Redis stream entry id
+        expected = history(after=first["cursor"], limit=3)["events"]
+        assert [e["seq"] for e in expected] == [2, 3, 4]
+
+        with http.stream("GET", "/api/events/stream", headers={"Last-Event-ID": first["cursor"]}) as response:
+            assert response.status_code == 200
+            resumed: list[dict[str, Any]] = []
+            for line in response.iter_lines():
+                if line.startswith("data: "):
+                    resumed.append(json.loads(line.removeprefix("data: ")))
+                    if len(resumed) == 3:
+                        break
+        assert resumed == expected
+
+        # Cursor-shaped, but past the largest stream id Redis has.
+        response = http.get("/api/events", params={"after": "99999999999999999999-0"})
+        assert response.status_code == 422 and response.json()["detail"][0]["loc"] == ["query", "after"]
+
+        redis_server.kill()
+        for path in ("/api/events", "/api/events/stream"):
+            response = http.get(path)
+            assert response.status_code == 503, (path, response.text)
+            assert f"127.0.0.1:{redis_server.port}" in response.json()["detail"]
+        redis_server.start()
+        wait_for(lambda: http.get("/api/events").status_code == 200, 30, "history to be served again")
