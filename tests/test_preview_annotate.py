@@ -1,4 +1,5 @@
-"""The preview annotator on hand-built tracks: what is drawn where, at what size, and what state it keeps."""
+"""The preview annotator on hand-built tracks: what is drawn where, at what size, and what state it keeps; and
+which tracks it is told are loitering."""
 
 from __future__ import annotations
 
@@ -9,7 +10,10 @@ import numpy as np
 import pytest
 
 from streamsrv.config.rules import RulesConfig
+from streamsrv.events import EventRecord, EventSequencer
+from streamsrv.events.model import EventType
 from streamsrv.preview.annotate import Annotator, Overlay, Trails, placeholder, preview_size
+from streamsrv.preview.loitering import LoiterWatch
 from streamsrv.types import CameraState, FrameResult, Tracks
 
 GREY = 128
@@ -171,3 +175,22 @@ def test_real_frame_of_the_sample_clip(clip_360p: Path) -> None:
     out = Annotator(960, 540).draw(image, overlay(res, rules=RulesConfig()))
     assert out.shape == (360, 640, 3)
     assert not np.array_equal(out, image)
+
+
+def test_loitering_ids_follow_loiter_events_and_vanished_tracks() -> None:
+    seq = EventSequencer("cam")
+    watch = LoiterWatch()
+
+    def record(type_: EventType, track_id: int) -> EventRecord:
+        fields = {"zone": "z", "dwell_s": 5.0, "label": "person", "confidence": 0.9, "bbox": (0.0, 0.0, 10.0, 10.0)}
+        return EventRecord("1", seq.make(type_, 1.0, track_id=track_id, **fields))
+
+    now = result(tracks([(0, 0, 10, 10, 4, True), (20, 0, 30, 10, 5, True)]))
+    watch.on_event(record("loiter.start", 4), now)
+    watch.on_event(record("loiter.start", 5), now)
+    assert watch.ids("cam", now) == {4, 5}
+    watch.on_event(record("loiter.end", 4), now)
+    assert watch.ids("cam", now) == {5}
+    # Track 5 vanished (its end may come under a new id after an id switch): it is no longer highlighted.
+    assert watch.ids("cam", result(tracks([(0, 0, 10, 10, 9, True)]), seq=2)) == frozenset()
+    assert watch.ids("other", now) == frozenset()

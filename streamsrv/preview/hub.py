@@ -25,9 +25,8 @@ import logging
 import threading
 import time
 from collections import Counter, deque
-from typing import Literal, cast
+from typing import Literal
 
-import cv2
 from pydantic import BaseModel, Field
 
 from streamsrv.config.models import PreviewConfig
@@ -35,7 +34,9 @@ from streamsrv.errors import NotFoundError
 from streamsrv.events import EventRecord
 from streamsrv.events.bus import Subscription
 from streamsrv.preview.annotate import Annotator, Image, Overlay, placeholder, preview_size
-from streamsrv.preview.vp8 import VIDEO_CLOCK_HZ, EncodedFrame, Vp8Stream
+from streamsrv.preview.frame import EncodeCounts, PreviewFrame
+from streamsrv.preview.loitering import LoiterWatch
+from streamsrv.preview.vp8 import VIDEO_CLOCK_HZ, Vp8Stream
 from streamsrv.runtime.server import StreamServer
 from streamsrv.runtime.stats import CameraStats
 from streamsrv.types import CameraState, FrameRef, FrameResult
@@ -50,71 +51,6 @@ RESULT_STALE_S = 2.0
 PLACEHOLDER_REFRESH_S = 1.0
 WEBRTC_BACKLOG_FRAMES = 20  # encoded frames a WebRTC viewer may fall behind before it skips to a keyframe
 _JOIN_TIMEOUT_S = 2.0
-
-
-class EncodeCounts:
-    """How many JPEG and VP8 encodings a feed's frames needed (at most one each per frame)."""
-
-    def __init__(self) -> None:
-        self._lock = threading.Lock()
-        self.jpeg = 0
-        self.vp8 = 0
-
-    def add(self, jpeg: int = 0, vp8: int = 0) -> None:
-        with self._lock:
-            self.jpeg += jpeg
-            self.vp8 += vp8
-
-
-class PreviewFrame:
-    """One annotated frame at preview size; its JPEG and I420 forms are made at most once, on first use."""
-
-    def __init__(
-        self,
-        seq: int,
-        image: Image,
-        capture_ts: float | None,
-        jpeg_quality: int,
-        live: bool,
-        counts: EncodeCounts | None = None,
-    ) -> None:
-        image.flags.writeable = False  # shared by every viewer
-        self.seq = seq
-        self.image = image
-        self.capture_ts = capture_ts
-        self.live = live  # False for a placeholder (no picture from the camera)
-        self._quality = jpeg_quality
-        self._counts = counts
-        self._lock = threading.Lock()
-        self._jpeg: bytes | None = None
-        self.vp8: EncodedFrame | None = None  # set by the feed before viewers see the frame
-
-    @property
-    def width(self) -> int:
-        return int(self.image.shape[1])
-
-    @property
-    def height(self) -> int:
-        return int(self.image.shape[0])
-
-    def jpeg(self) -> bytes:
-        with self._lock:
-            if self._jpeg is None:
-                ok, buf = cv2.imencode(".jpg", self.image, [cv2.IMWRITE_JPEG_QUALITY, self._quality])
-                if not ok:
-                    raise RuntimeError("JPEG encoding failed")
-                self._jpeg = buf.tobytes()
-                if self._counts is not None:
-                    self._counts.add(jpeg=1)
-            return self._jpeg
-
-    @property
-    def has_jpeg(self) -> bool:
-        return self._jpeg is not None
-
-    def i420(self) -> Image:
-        """Planar YUV 4:2:0, ``(height * 3 / 2, width)``: what video encoders take (PyAV's ``yuv420p``)."""
-        return cast(Image, cv2.cvtColor(self.image, cv2.COLOR_BGR2YUV_I420))
 
 
 class CameraPreviewStats(BaseModel):
@@ -362,42 +298,6 @@ class _Feed:
             viewer._wake(frame)
 
 
-class _LoiterWatch:
-    """Which tracks are loitering, per camera, from the ``loiter.start``/``loiter.end`` events on the bus.
-
-    Ids are pruned to the tracks of the latest result on every read and start event, so an id whose end was
-    reported under another id (after a tracker id switch) does not linger.
-    """
-
-    def __init__(self) -> None:
-        self._lock = threading.Lock()
-        self._ids: dict[str, set[int]] = {}
-
-    def on_event(self, record: EventRecord, present: FrameResult | None) -> None:
-        e = record.event
-        if e.track_id is None:
-            return
-        with self._lock:
-            ids = self._ids.setdefault(e.camera_id, set())
-            if e.type == "loiter.start":
-                if present is not None:
-                    ids &= set(present.tracks.track_id.tolist())
-                ids.add(e.track_id)
-            else:
-                ids.discard(e.track_id)
-
-    def ids(self, camera_id: str, result: FrameResult | None) -> frozenset[int]:
-        with self._lock:
-            ids = self._ids.get(camera_id, set())
-            if result is not None:
-                ids &= set(result.tracks.track_id.tolist())
-            return frozenset(ids)
-
-    def forget(self, camera_id: str) -> None:
-        with self._lock:
-            self._ids.pop(camera_id, None)
-
-
 class PreviewHub:
     """The preview side of a running server; thread-safe. ``watch`` from the event loop."""
 
@@ -406,7 +306,7 @@ class PreviewHub:
         self._lock = threading.Lock()
         self._feeds: dict[str, _Feed] = {}
         self._closed = False
-        self._loitering = _LoiterWatch()
+        self._loitering = LoiterWatch()
         self._loiter_sub: Subscription = server.bus.subscribe(
             self._on_loiter_event, types=("loiter.start", "loiter.end")
         )
