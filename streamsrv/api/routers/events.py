@@ -15,23 +15,15 @@ from collections.abc import AsyncGenerator, AsyncIterator, Sequence
 from typing import Annotated, Any, NoReturn
 
 import redis
-from fastapi import (
-    APIRouter,
-    Depends,
-    Header,
-    HTTPException,
-    Path,
-    Query,
-    WebSocket,
-    WebSocketDisconnect,
-    status,
-)
+from fastapi import APIRouter, Depends, Header, HTTPException, Path, Query, WebSocket, WebSocketDisconnect, status
 from fastapi.concurrency import run_in_threadpool
+from fastapi.exceptions import RequestValidationError
 from fastapi.responses import Response, StreamingResponse
 from fastapi.security import HTTPAuthorizationCredentials, HTTPBearer
 from pydantic import BaseModel, Field, ValidationError
 
 from streamsrv.api.deps import Authenticated, ServerDep
+from streamsrv.api.schemas import Message, request_error
 from streamsrv.config.models import CAMERA_ID_PATTERN
 from streamsrv.events import Event, EventBus, EventBusUnavailable, EventRecord, listen
 from streamsrv.events.client import catch_up
@@ -87,10 +79,6 @@ class EventPage(BaseModel):
     )
 
 
-class ErrorDetail(BaseModel):
-    detail: str
-
-
 class EventStreamResponse(StreamingResponse):
     media_type = "text/event-stream"
 
@@ -100,7 +88,7 @@ class JPEGResponse(Response):
 
 
 _UNAVAILABLE: dict[int | str, dict[str, Any]] = {
-    503: {"model": ErrorDetail, "description": "The event store (Redis) cannot be reached."}
+    503: {"model": Message, "description": "The event store (Redis) cannot be reached."}
 }
 
 
@@ -183,13 +171,7 @@ async def event_socket(websocket: WebSocket) -> None:
     try:
         filters = EventFilters.model_validate(dict(websocket.query_params))
     except ValidationError as err:
-        raise HTTPException(
-            status.HTTP_422_UNPROCESSABLE_CONTENT,
-            [
-                {"loc": ["query", *e["loc"]], "msg": e["msg"], "type": e["type"], "input": e["input"]}
-                for e in err.errors()
-            ],
-        ) from None
+        raise request_error(err, "query") from None
     server: StreamServer = websocket.app.state.server
     records, after = await run_in_threadpool(_start, server.bus, filters, None, ("query", "since"))
     await websocket.accept()
@@ -214,7 +196,7 @@ async def event_socket(websocket: WebSocket) -> None:
     summary="The frame an event was decided on, its box drawn",
     responses={
         200: {"content": {"image/jpeg": {"schema": {"type": "string", "format": "binary"}}}, "description": "JPEG"},
-        404: {"model": ErrorDetail, "description": "Unknown event, one without a box, or its snapshot expired."},
+        404: {"model": Message, "description": "Unknown event, one without a box, or its snapshot expired."},
     },
 )
 def event_snapshot(
@@ -232,10 +214,8 @@ def event_snapshot(
 
 
 def _invalid(loc: Sequence[str], msg: str, value: object) -> NoReturn:
-    """A 422 shaped like FastAPI's own validation errors, for checks a model cannot make alone."""
-    raise HTTPException(
-        status.HTTP_422_UNPROCESSABLE_CONTENT, [{"loc": list(loc), "msg": msg, "type": "value_error", "input": value}]
-    )
+    """A 422 like FastAPI's own, for checks a model cannot make alone."""
+    raise RequestValidationError([{"type": "value_error", "loc": tuple(loc), "msg": msg, "input": value}])
 
 
 def _start(
