@@ -45,9 +45,7 @@ def percentile(values: list[float], q: float) -> float:
 
 
 def config(model: str, clip: Path, k: int, threads: int, max_batch: int) -> AppConfig:
-    cams = "\n".join(
-        f'  - {{id: cam{i}, url: "{clip}", detect_fps: 25, loop: true, realtime: true}}' for i in range(k)
-    )
+    cams = "\n".join(f'  - {{id: cam{i}, url: "{clip}", detect_fps: 25, loop: true, realtime: true}}' for i in range(k))
     return parse_config(
         f'model: {{path: "{model}"}}\ninference: {{threads: {threads}, max_batch: {max_batch}, max_wait_ms: 5}}\n'
         f"cameras:\n{cams}\n"
