@@ -101,6 +101,14 @@ function renderGrid() {
     }
     tile.querySelector(".tile-name").textContent = cameraName(id);
     badge(tile.querySelector(".badge"), id);
+    const media = tile.querySelector(".tile-media");
+    if (!state.cameras.get(id).enabled) {
+      state.players.get(id)?.stop();
+      state.players.delete(id);
+      media.replaceChildren(html("p", { className: "no-video", textContent: "Camera disabled" }));
+    } else if (media.querySelector(".no-video")) {
+      media.replaceChildren();
+    }
   }
 }
 
@@ -214,6 +222,10 @@ function renderCounts(counts) {
 async function toggleEditor(on = !state.editor.cameraId) {
   const panel = $("editor-panel");
   if (on) {
+    if (!frameSize(state.detail.id).width) {
+      toast("The camera has no picture yet: zones are drawn on it.", "error");
+      return;
+    }
     try {
       await state.editor.open(state.detail.id);
     } catch (err) {
@@ -320,7 +332,10 @@ async function poll() {
     );
     for (const r of stats) if (r.status === "fulfilled") state.stats.set(r.value.camera_id, r.value);
     renderGrid();
-    if (state.detail) {
+    if (state.detail && !state.cameras.has(state.detail.id)) {
+      toast(`Camera ${state.detail.id} was removed.`);
+      location.hash = "";
+    } else if (state.detail) {
       fitStage();
       await refreshDetail();
     } else {
