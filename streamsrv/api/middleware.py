@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import math
 from collections.abc import Mapping
 from typing import Any
 
@@ -79,6 +80,8 @@ async def _no_body() -> Message:
 
 
 def _redacted(value: Any) -> Any:
+    if isinstance(value, float) and not math.isfinite(value):
+        return str(value)  # a NaN or Infinity from the body: JSON cannot carry it back (it would be a 500)
     if isinstance(value, str):
         return redact_url(value)
     if isinstance(value, Exception):  # a validator's ValueError in ``ctx``: its message, not ``{}``

@@ -20,9 +20,11 @@ SUPPORTED_SCHEMES = ("rtsp", "rtsps", "http", "https", "file")
 
 
 class StrictModel(BaseModel):
-    """Base for config models: unknown keys are errors, assignments are validated."""
+    """Base for config models: unknown keys are errors, assignments are validated, numbers are finite."""
 
-    model_config = ConfigDict(extra="forbid", validate_assignment=True)
+    # NaN and infinity pass bounds such as ``gt=0`` and would be stored (a camera whose reconnect delay is
+    # infinite never reconnects); JSON bodies can carry them as NaN, Infinity or 1e999.
+    model_config = ConfigDict(extra="forbid", validate_assignment=True, allow_inf_nan=False)
 
 
 # Imported after StrictModel, which the rule models derive from.
