@@ -191,6 +191,7 @@ cameras:
         assert sup.camera_stats("flap").reconnects >= kills // 2, "the camera did flap"
         assert sum(calm) >= 4, f"too few frames to compare: calm {calm}"
         ratio = sum(flapping) / sum(calm)
+        print(f"flapping: {kills} kills, others processed calm {calm} flapping {flapping}, {ratio=:.2f}")  # for -s
         # Generous: processed fps on a shared 2-core machine is noisy; a real interference halves it or worse.
         assert ratio >= 0.6, f"others processed {flapping} while flapping vs {calm} calm (ratio {ratio:.2f})"
     finally:
