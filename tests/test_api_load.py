@@ -100,13 +100,10 @@ def test_api_under_load_answers_everything_and_the_pipeline_keeps_its_pace(app: 
         def processed() -> int:
             return sum(int(http.get(f"/api/cameras/{c}/stats").json()["frames_processed"]) for c in CAMERAS)
 
-        for camera_id in CAMERAS:
-            wait_for(
-                lambda c=camera_id: http.get(f"/api/cameras/{c}/stats").json()["frames_processed"] >= 2,
-                120,
-                f"frames of {camera_id}",
-                app,
-            )
+        def frames_of(camera_id: str) -> int:
+            return int(http.get(f"/api/cameras/{camera_id}/stats").json()["frames_processed"])
+
+        wait_for(lambda: all(frames_of(c) >= 2 for c in CAMERAS), 120, f"frames of every camera {CAMERAS}", app)
         calm, loaded, loads = [], [], []
         for _ in range(2):
             start = processed()

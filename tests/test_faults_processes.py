@@ -92,8 +92,7 @@ def test_inference_killed_is_restarted_and_cameras_resume_while_the_api_reports_
         def processed(camera_id: str) -> int:
             return int(http.get(f"/api/cameras/{camera_id}/stats").json()["frames_processed"])
 
-        for camera_id in CAMERAS:
-            wait_for(lambda c=camera_id: processed(c) >= 2, 120, f"frames of {camera_id}", app)
+        wait_for(lambda: all(processed(c) >= 2 for c in CAMERAS), 120, f"frames of every camera {CAMERAS}", app)
         victim = inference_pid(app)
         decoders_before = app.child_pids() - {victim}
         watcher = ApiWatcher(app)
@@ -119,13 +118,12 @@ def test_inference_killed_is_restarted_and_cameras_resume_while_the_api_reports_
             ready = http.get("/readyz").json()
             assert ready["inference_restarts"] == 1 and ready["inference_error"] is None, ready
             assert "streamsrv_inference_restarts_total 1.0" in http.get("/metrics").text
-            for camera_id in CAMERAS:
-                wait_for(
-                    lambda c=camera_id: processed(c) >= counts_in_outage[c] + 2,
-                    120,
-                    f"{camera_id} processed again after the restart",
-                    app,
-                )
+            wait_for(
+                lambda: all(processed(c) >= counts_in_outage[c] + 2 for c in CAMERAS),
+                120,
+                f"every camera {CAMERAS} processed again after the restart",
+                app,
+            )
         finally:
             watcher.close()
 

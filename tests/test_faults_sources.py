@@ -8,10 +8,11 @@ camera beside it, checks the faulty one's outcome and that ``steady`` kept being
 - an HTTP camera whose MPEG-TS turns into random bytes mid-stream: it reconnects and comes back;
 - an HTTP camera whose resolution changes mid-stream (360p, then 720p, one connection): frames of the new size
   go on through the same decoder and ring without a reconnect;
-- a file that ends: ``offline``, the decoder exits with status 0 and is not restarted.
+- a file that ends: ``offline``, the decoder exits with status 0 and is not restarted;
+- a decoder hung in a native call (SIGSTOP): its heartbeat stops, the supervisor kills and restarts it.
 
-RTSP server killed/restarted, hung (SIGSTOP) and a decoder SIGKILLed are in tests/test_pipeline_rtsp.py and
-tests/test_pipeline.py; the fake cameras here are reused by tests/test_bad_input.py.
+RTSP server killed/restarted, an RTSP server hung (SIGSTOP) and a decoder SIGKILLed are in
+tests/test_pipeline_rtsp.py and tests/test_pipeline.py; the fake cameras here are reused by tests/test_bad_input.py.
 """
 
 from __future__ import annotations
@@ -19,6 +20,7 @@ from __future__ import annotations
 import contextlib
 import io
 import os
+import signal
 import socket
 import threading
 import time
@@ -372,3 +374,26 @@ def test_a_file_that_ends_goes_offline_and_is_not_restarted(
     assert stats.state == CameraState.OFFLINE and stats.error == "end of file", stats
     assert stats.decoder_restarts == 0 and stats.reconnects == 0, stats
     assert pipeline.log.states("tape")[-1:] == [CameraState.OFFLINE]
+
+
+def test_a_decoder_hung_in_a_native_call_is_killed_and_restarted(
+    pipeline: Pipeline, camera_cleanup: list[str], clip_360p: Path
+) -> None:
+    pipeline.add(f'{{id: frozen, url: "{clip_360p}", detect_fps: 2, loop: true, {FAST}}}')
+    camera_cleanup.append("frozen")
+    pipeline.wait_processed("frozen", 2, 60, "frozen")
+    hung = pipeline.sup._cameras["frozen"].process
+    assert hung is not None and hung.pid is not None
+    # SIGSTOP: alive but silent, like a decoder stuck in FFmpeg; only the heartbeat watchdog can notice.
+    os.kill(hung.pid, signal.SIGSTOP)
+    try:
+        # open + read + stall timeouts + the margin: 2 + 2 + 3 + 5 s, then the restart back-off.
+        wait_for(lambda: pipeline.sup.camera_stats("frozen").decoder_restarts == 1, 60, "the hung decoder's restart")
+    finally:
+        if hung.is_alive():
+            os.kill(hung.pid, signal.SIGCONT)
+    assert hung.exitcode == -signal.SIGKILL
+    restarted = pipeline.sup._cameras["frozen"].process
+    assert restarted is not None and restarted.pid != hung.pid
+    pipeline.wait_processed("frozen", 2, 60, "frozen after its restart")
+    assert pipeline.state("frozen") == CameraState.ONLINE
