@@ -5,10 +5,11 @@ Phases alternate (idle, MJPEG, WebRTC) for ``--rounds`` rounds and end with one 
 figure is the median over its rounds, so a drift of the shared machine during the run is spread over all three
 rather than charged to one. The goal is at most 10 % less processed fps with 4 viewers.
 
-The viewers run in this process on the same machine: MJPEG viewers only count parts, but aiortc clients decode
-the VP8 they receive, which a remote browser would do on its own CPU. This process therefore runs at the lowest
-CPU priority (the server, started before, keeps the normal one); its CPU use is reported too. On a machine shared
-with other work the idle phases vary by themselves: compare the spread of the idle phases with the losses.
+The viewers run in this process, standing in for remote browsers whose work would not happen on the server:
+MJPEG viewers count parts without decoding them, and the aiortc viewers receive, reassemble and count VP8 frames
+without decoding them either (``--decode`` makes them decode, as aiortc normally does). This process runs at the
+lowest CPU priority (the server, started before, keeps the normal one) and its CPU use is reported. On a machine
+shared with other work the idle phases vary by themselves: compare the spread of the idle phases with the losses.
 
     python -m benchmarks.preview_overhead --seconds 30 --viewers 4 --out preview.json
 """
@@ -17,6 +18,7 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import fractions
 import json
 import os
 import socket
@@ -30,9 +32,14 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
+import aiortc.rtcrtpreceiver
+import av
 import httpx
 import psutil
 from aiortc import RTCConfiguration, RTCPeerConnection, RTCSessionDescription
+from aiortc.codecs.base import Decoder
+from aiortc.jitterbuffer import JitterFrame
+from av.frame import Frame
 
 from streamsrv.preview.webrtc import use_host_addresses
 
@@ -104,6 +111,15 @@ class Phase:
     def add(self, n: int = 1) -> None:
         with self.lock:
             self.frames += n
+
+
+class CountingDecoder(Decoder):
+    """Turns each reassembled VP8 frame into a tiny blank frame: the viewer counts frames without decoding."""
+
+    def decode(self, encoded_frame: JitterFrame) -> list[Frame]:
+        frame = av.VideoFrame(2, 2, "yuv420p")
+        frame.pts, frame.time_base = encoded_frame.timestamp, fractions.Fraction(1, 90_000)
+        return [frame]
 
 
 def mjpeg_viewer(url: str, phase: Phase) -> None:
@@ -211,8 +227,11 @@ def main() -> int:
     parser.add_argument("--detect-fps", type=float, default=10.0)
     parser.add_argument("--preview-fps", type=float, default=10.0)
     parser.add_argument("--threads", type=int, default=1, help="inference threads")
+    parser.add_argument("--decode", action="store_true", help="WebRTC viewers decode the video they receive")
     parser.add_argument("--out", type=Path, help="write the results as JSON here too")
     args = parser.parse_args()
+    if not args.decode:
+        aiortc.rtcrtpreceiver.get_decoder = lambda codec: CountingDecoder()
     use_host_addresses(["127.0.0.1"])  # the aiortc clients here meet the server on loopback
 
     with tempfile.TemporaryDirectory(prefix="preview-bench-") as tmp:
