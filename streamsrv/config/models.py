@@ -236,7 +236,9 @@ class PreviewConfig(StrictModel):
     webrtc_bitrate_kbps: int = Field(
         1500, ge=100, le=50_000, description="VP8 bitrate of a camera's WebRTC stream (encoded once for all viewers)."
     )
-    max_webrtc_peers: int = Field(16, ge=0, le=1000, description="Concurrent WebRTC viewers at most.")
+    max_webrtc_peers: int = Field(
+        16, ge=0, le=1000, description="Concurrent WebRTC viewers at most; 0 turns WebRTC off (the page uses MJPEG)."
+    )
 
 
 class JobsConfig(StrictModel):
