@@ -128,6 +128,7 @@ class JobManager:
         self._queue: deque[str] = deque()
         self._running: dict[str, _Run] = {}
         self._stopping = False
+        self._janitor_stop = threading.Event()
         self._restored = self._ledger is None
         self._threads: list[threading.Thread] = []
         self._rejected = self._completed = 0
@@ -150,6 +151,7 @@ class JobManager:
         """Stop the workers; running jobs go back to the queue in Redis (when kept there) to resume later."""
         with self._cond:
             self._stopping = True
+            self._janitor_stop.set()
             for run in self._running.values():
                 self._halt(run)
             self._cond.notify_all()
@@ -513,10 +515,8 @@ class JobManager:
 
     # -- housekeeping ---------------------------------------------------------------------------------------------
     def _janitor(self) -> None:
-        while True:
-            with self._cond:
-                if self._cond.wait_for(lambda: self._stopping, _JANITOR_INTERVAL_S):
-                    return
+        # Not on self._cond: a notify() meant for a worker could wake the janitor instead, and the job would wait.
+        while not self._janitor_stop.wait(_JANITOR_INTERVAL_S):
             if not self._restored:
                 self._try_restore()
             self._drop_jobs(self._store.expire(time.time()))
