@@ -171,6 +171,19 @@ def test_path_like_and_unicode_camera_ids_are_refused(http: httpx.Client, camera
     assert [c["id"] for c in http.get("/api/cameras").json()][:2] == ["gate", "hall"]
 
 
+@pytest.mark.parametrize("url", ["cam\x00.mp4", "rtsp://h/s\x00x", "rtsp://h/s\r\nx", "clip\x1b.mp4"])
+@pytest.mark.parametrize("path", ["/api/cameras", "/api/probe"])
+def test_urls_with_control_characters_are_refused(http: httpx.Client, path: str, url: str) -> None:
+    # Found by the schema fuzzer: a file "URL" with a NUL made resolving it raise, a 500.
+    response = http.post(
+        path, json={"id": "ctl", "url": url, "enabled": False} if path == "/api/cameras" else {"url": url}
+    )
+
+    assert response.status_code == 422, response.text
+    assert response.json()["detail"][0]["loc"] == ["body", "url"]
+    assert "control characters" in response.json()["detail"][0]["msg"]
+
+
 @pytest.mark.parametrize(
     "path",
     [

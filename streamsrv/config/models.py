@@ -77,6 +77,9 @@ class CameraConfig(StrictModel):
     @field_validator("url")
     @classmethod
     def _check_url(cls, url: str) -> str:
+        # FFmpeg reads the URL as a C string (a NUL cuts it short) and paths with NUL cannot even be resolved.
+        if any(ord(ch) < 0x20 or ord(ch) == 0x7F for ch in url):
+            raise ValueError("must not contain control characters")
         if url.startswith("/dev/video"):
             return url
         scheme = urlsplit(url).scheme.lower()
