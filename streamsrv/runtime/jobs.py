@@ -10,6 +10,8 @@ lines, go to a ``ResultStore`` bounded in bytes and by age.
 With ``events.redis_url`` set every job is also recorded in Redis (``JobLedger``), so a restarted server resumes the
 jobs that were queued or running (from their start; uploaded clips wait in ``jobs.spool_dir``).
 
+Single images (``POST /api/detect``) go through one shared untracked lane, the manager's ``ImageLane``.
+
 Example:
     >>> manager = JobManager(supervisor, cfg); manager.start()  # doctest: +SKIP
     >>> job = manager.submit("clip.mp4", video="clip.mp4")  # doctest: +SKIP
@@ -174,7 +176,7 @@ class JobManager:
 
     def new_spool_file(self, suffix: str) -> Path:
         """A fresh path in the spool directory for an uploaded clip (the caller writes it)."""
-        clean = suffix.lower() if suffix[1:].isalnum() and len(suffix) <= 9 else ""
+        clean = suffix.lower() if suffix[1:].isascii() and suffix[1:].isalnum() and len(suffix) <= 9 else ""
         return self.spool_dir / f"upload-{uuid.uuid4().hex}{clean}"
 
     def check_source(self, url: str) -> str:

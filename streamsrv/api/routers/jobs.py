@@ -31,6 +31,7 @@ router = APIRouter(prefix="/api/jobs", tags=["jobs"], dependencies=[Authenticate
 JOB_ID_PATTERN = r"^[0-9a-f]{32}$"
 _CLIP_TYPES = ("video/", "application/octet-stream", "application/mp4", "application/x-matroska")
 _COPY_CHUNK = 1 << 20
+_MAX_NAME_CHARS = 255  # of an upload's file name, as the job shows it
 # The multipart envelope around an image (boundaries, part headers) on top of the image itself.
 _MULTIPART_SLACK_BYTES = 64 * 1024
 
@@ -177,7 +178,7 @@ async def create_job(
         raise busy(exc) from None
     if file is not None:
         path = await _spool_upload(jobs, file)
-        source, video, spooled = str(path), file.filename or "upload", True
+        source, video, spooled = str(path), (file.filename or "upload")[:_MAX_NAME_CHARS], True
     else:
         assert url is not None
         try:
