@@ -180,6 +180,7 @@ def test_url_jobs_read_only_what_the_server_allows(http: httpx.Client, clip_360p
         ("../models/person_yolov8s.pt", "outside the directory"),
         ("missing.mp4", "not a file"),
         ("ftp://example.com/clip.mp4", "unsupported URL scheme 'ftp'"),
+        ("http://example.com/a\x00b.mp4", "control characters"),
     ]:
         response = http.post("/api/jobs", data={"url": url})
         assert response.status_code == 422 and message in response.json()["detail"], (url, response.text)

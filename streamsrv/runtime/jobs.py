@@ -45,7 +45,7 @@ import redis
 from pydantic import BaseModel, Field, ValidationError
 
 from streamsrv.analyze import OpenVideo, build_records, jsonl_line, open_video
-from streamsrv.config.models import AppConfig, redact_url
+from streamsrv.config.models import AppConfig, CameraConfig, redact_url
 from streamsrv.config.rules import RulesConfig
 from streamsrv.errors import NotFoundError, StreamsrvError
 from streamsrv.rules import RuleEngine
@@ -181,11 +181,13 @@ class JobManager:
 
     def check_source(self, url: str) -> str:
         """The URL or server path a job may read; ValueError naming what is wrong otherwise."""
+        try:
+            CameraConfig(id="job", url=url)  # what a camera's URL may be, a job's may be
+        except ValidationError as exc:
+            raise ValueError(str(exc.errors()[0]["msg"]).removeprefix("Value error, ")) from None
         scheme = urlsplit(url).scheme.lower() if "://" in url else ""
         if scheme in STREAM_SCHEMES:
             return url
-        if scheme not in ("", "file"):
-            raise ValueError(f"unsupported URL scheme {scheme!r}; use one of {', '.join(STREAM_SCHEMES)} or file")
         allowed = self.cfg.allowed_file_dir
         if allowed is None:
             raise ValueError("this server reads no files for jobs (jobs.allowed_file_dir is not set); upload the clip")
