@@ -59,6 +59,8 @@ class OnnxBackend:
         options.inter_op_num_threads = 1
         options.execution_mode = ort.ExecutionMode.ORT_SEQUENTIAL
         options.graph_optimization_level = ort.GraphOptimizationLevel.ORT_ENABLE_ALL
+        # Spinning intra-op threads collapse throughput when decoders share the cores (see streamsrv/infer/__init__)
+        options.add_session_config_entry("session.intra_op.allow_spinning", "0")
         try:
             self._session = ort.InferenceSession(str(exported.path), options, providers=providers)
         except Exception as exc:  # onnxruntime raises its own Fail/InvalidGraph exception types

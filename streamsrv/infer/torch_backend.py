@@ -54,10 +54,7 @@ class TorchBackend:
         self.dtype = torch.float16 if self.half else torch.float32
         module = yolo.model.to(device).eval()
         module = module.fuse(verbose=False) if hasattr(module, "fuse") else module
-        module = module.half() if self.half else module.float()
-        # channels_last lets oneDNN pick its fast convolution kernels on x86 (as YOLO.predict does); ~1.2x here
-        self._memory_format = torch.channels_last if device == "cpu" else torch.contiguous_format
-        self._module = module.to(memory_format=self._memory_format)
+        self._module = module.half() if self.half else module.float()
         self._torch = torch
 
     def forward(self, batch: npt.NDArray[np.float32]) -> npt.NDArray[np.float32]:
@@ -68,7 +65,7 @@ class TorchBackend:
         torch = self._torch
         with torch.inference_mode():
             x = batch.to(self.device, non_blocking=True)
-            x = (x.half() if self.half else x).contiguous(memory_format=self._memory_format)
+            x = x.half() if self.half else x
             out = self._module(x)
             pred = out[0] if isinstance(out, (list, tuple)) else out
             result: npt.NDArray[np.float32] = pred.float().cpu().numpy()
