@@ -127,10 +127,12 @@ class InferenceLoop:
         )
 
     def _background_batch(self, ready: list[Candidate]) -> list[Candidate]:
-        def waited(c: Candidate) -> float:
-            return self.cameras[c.camera_id].waiting_since or 0.0
+        def order(c: Candidate) -> tuple[bool, float]:
+            # Untracked lanes carry single-image requests that a client is waiting on: ahead of clip jobs.
+            cam = self.cameras[c.camera_id]
+            return cam.tracker is not None, cam.waiting_since or 0.0
 
-        return sorted(ready, key=waited)[: self.background_batch]
+        return sorted(ready, key=order)[: self.background_batch]
 
     def run_batch(self, chosen: list[Candidate]) -> list[FrameResult]:
         """Read, infer and track one batch; returns a result per inferred frame."""
