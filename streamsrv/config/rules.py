@@ -46,6 +46,9 @@ Units = Literal["px", "norm"]
 # Far more vertices than anyone draws; a bound keeps one request from making every save, reload and frame slow
 # (a 10 000-point zone took the API over 30 s to store and check on a busy 2-core machine).
 MAX_POINTS = 1000
+# Frames are at most 8192 px wide; far larger coordinates (1e307 passed) made OpenCV spin for minutes drawing the
+# preview and then fail (a 500 on snapshot.jpg, render threads that never end).
+MAX_PIXEL_COORDINATE = 100_000
 
 
 class ObjectFilter(StrictModel):
@@ -219,6 +222,8 @@ def _check_units(points: list[Point], units: Units, where: str) -> None:
         raise ValueError(f"{where}: with units norm every coordinate must be within 0..1")
     if units == "px" and (xy < 0).any():
         raise ValueError(f"{where}: pixel coordinates cannot be negative")
+    if units == "px" and (xy > MAX_PIXEL_COORDINATE).any():
+        raise ValueError(f"{where}: pixel coordinates must be at most {MAX_PIXEL_COORDINATE}")
 
 
 def parse_rules(text: str, where: str = "<rules>") -> RulesConfig:
