@@ -11,6 +11,7 @@ Frames go to the camera's shared-memory ring; state changes go to the supervisor
 from __future__ import annotations
 
 import logging
+import os
 import signal
 import time
 from multiprocessing.connection import Connection
@@ -27,6 +28,7 @@ from streamsrv.types import CameraState
 
 log = logging.getLogger(__name__)
 _SLEEP_SLICE_S = 0.2
+DECODER_NICENESS = 5
 
 
 class _Decoder:
@@ -111,6 +113,9 @@ def run_decoder(cam_json: str, ring_path: str, frames_ready: FramesReady, status
     signal.signal(signal.SIGTERM, on_term)
     signal.signal(signal.SIGINT, signal.SIG_IGN)  # the supervisor decides when decoders stop
     exit_with_parent()
+    # Under CPU contention the model should win: a decoder that falls behind loses only frames that
+    # latest-frame-wins would drop anyway, while a starved inference process slows every camera.
+    os.nice(DECODER_NICENESS)
     ring = FrameRing.attach(ring_path, writable=True)
     try:
         _Decoder(cam, ring, frames_ready, status, stop).run()
