@@ -44,10 +44,18 @@ def percentile(values: list[float], q: float) -> float:
     return float(np.percentile(values, q)) if values else 0.0
 
 
-def config(model: str, clip: Path, k: int, threads: int, max_batch: int) -> AppConfig:
-    cams = "\n".join(f'  - {{id: cam{i}, url: "{clip}", detect_fps: 25, loop: true, realtime: true}}' for i in range(k))
+def config(
+    model: str, clip: Path, k: int, threads: int, max_batch: int, decoder_niceness: int, decode_threads: int
+) -> AppConfig:
+    cams = "\n".join(
+        f'  - {{id: cam{i}, url: "{clip}", detect_fps: 25, loop: true, realtime: true,'
+        f" decode_threads: {decode_threads}}}"
+        for i in range(k)
+    )
     return parse_config(
-        f'model: {{path: "{model}"}}\ninference: {{threads: {threads}, max_batch: {max_batch}, max_wait_ms: 5}}\n'
+        f'model: {{path: "{model}"}}\n'
+        f"inference: {{threads: {threads}, max_batch: {max_batch}, max_wait_ms: 5,"
+        f" decoder_niceness: {decoder_niceness}}}\n"
         f"cameras:\n{cams}\n"
     )
 
@@ -72,6 +80,7 @@ def run_streamsrv(cfg: AppConfig, seconds: float, warmup_s: float) -> dict[str, 
         while not sup.inference.model_loaded and time.monotonic() < deadline:
             time.sleep(0.2)
         time.sleep(warmup_s)
+        decoded_before = {s.camera_id: s.frames_decoded for s in sup.all_stats()}
         measuring.set()
         start = time.monotonic()
         time.sleep(seconds)
@@ -81,6 +90,8 @@ def run_streamsrv(cfg: AppConfig, seconds: float, warmup_s: float) -> dict[str, 
         stats = sup.all_stats()
     finally:
         sup.stop()
+    # Decoders run at a high niceness: this shows they still keep up with the 25 fps cameras.
+    decoded_fps = [(s.frames_decoded - decoded_before.get(s.camera_id, 0)) / elapsed for s in stats]
     with lock:
         a = [age for _, age in ages]
     half = len(a) // 2
@@ -92,6 +103,8 @@ def run_streamsrv(cfg: AppConfig, seconds: float, warmup_s: float) -> dict[str, 
         "frame_age_ms_p95_second_half": percentile(a[half:], 95) * 1e3,
         "batch_size_mean": statistics.fmean(batches) if batches else 0.0,
         "dropped_latest_wins": sum(s.dropped_latest_wins for s in stats),
+        "decoded_fps_min": min(decoded_fps, default=0.0),
+        "decoded_fps_mean": statistics.fmean(decoded_fps) if decoded_fps else 0.0,
         "rss_mb": rss,
     }
 
@@ -207,6 +220,8 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--warmup", type=float, default=5.0)
     p.add_argument("--threads", type=int, default=2)
     p.add_argument("--max-batch", type=int, default=8)
+    p.add_argument("--decoder-niceness", type=int, default=19, help="inference.decoder_niceness")
+    p.add_argument("--decode-threads", type=int, default=1, help="cameras[].decode_threads")
     p.add_argument("--skip-naive", action="store_true")
     p.add_argument("--out", type=Path, help="write results as JSON here")
     args = p.parse_args(argv)
@@ -216,11 +231,21 @@ def main(argv: list[str] | None = None) -> int:
     rows: list[dict[str, Any]] = []
     steps = tqdm(counts, desc="pipeline_throughput", unit="step", file=sys.stderr)
     for k in steps:
-        cfg = config(args.model, args.clip, k, args.threads, args.max_batch)
+        cfg = config(args.model, args.clip, k, args.threads, args.max_batch, args.decoder_niceness, args.decode_threads)
+        # The raw ceiling is measured right before and right after our run, and averaged: the load from other
+        # work on a shared machine drifts by more than the overhead this benchmark looks for.
         steps.set_postfix_str(f"K={k} raw")
-        raw = run_raw(cfg, frames, k, min(args.seconds, 10))
+        raw_before = run_raw(cfg, frames, k, min(args.seconds, 10))
         steps.set_postfix_str(f"K={k} streamsrv")
         ours = run_streamsrv(cfg, args.seconds, args.warmup)
+        steps.set_postfix_str(f"K={k} raw again")
+        raw_after = run_raw(cfg, frames, k, min(args.seconds, 10))
+        raw = {
+            "frames_per_s": (raw_before["frames_per_s"] + raw_after["frames_per_s"]) / 2,
+            "frames_per_s_before": raw_before["frames_per_s"],
+            "frames_per_s_after": raw_after["frames_per_s"],
+            "batch_size": raw_before["batch_size"],
+        }
         naive = None
         if not args.skip_naive:
             steps.set_postfix_str(f"K={k} naive")
@@ -237,7 +262,14 @@ def main(argv: list[str] | None = None) -> int:
         )
     print_table(rows)
     if args.out:
-        meta = {"model": args.model, "clip": str(args.clip), "threads": args.threads, "cpu_count": os.cpu_count()}
+        meta = {
+            "model": args.model,
+            "clip": str(args.clip),
+            "threads": args.threads,
+            "decoder_niceness": args.decoder_niceness,
+            "decode_threads": args.decode_threads,
+            "cpu_count": os.cpu_count(),
+        }
         args.out.write_text(json.dumps({"meta": meta, "rows": rows}, indent=2))
     return 0
 
@@ -257,7 +289,7 @@ def print_table(rows: list[dict[str, Any]]) -> None:
             f"{r['cameras']:>3} {o['frames_per_s']:>9.1f} {r['raw']['frames_per_s']:>8.1f} {naive_fps:>9}"
             f" {r['ours_over_raw']:>8.2f} {ratio:>10}"
             f" {o['frame_age_ms_p95_first_half']:>15.0f} -> {o['frame_age_ms_p95_second_half']:<13.0f}"
-            f" {naive_age:>33} {o['rss_mb'].get('decoder_max', 0):>10.0f}"
+            f" {naive_age:>33} {o['decoded_fps_min']:>15.1f} {o['rss_mb'].get('decoder_max', 0):>10.0f}"
         )
 
 

@@ -78,6 +78,39 @@ def test_realtime_file_is_paced_like_a_camera(clip_360p: Path) -> None:
     assert time.monotonic() - start >= 0.9  # 25 frames of a 25 fps clip take a second of real time
 
 
+def _lag_after_slow_reading(cam: CameraConfig, seconds: float) -> tuple[VideoSource, float, list[int]]:
+    """Read a paced source at 10 fps (its CPU share starved, as it were); how far behind is the last frame?"""
+    src = VideoSource(cam)
+    start = time.monotonic()
+    lag, indices = 0.0, []
+    for frame in src.frames():
+        indices.append(frame.frame_index)
+        lag = (time.monotonic() - start) - frame.pts_s
+        if time.monotonic() - start > seconds:
+            break
+        time.sleep(0.1)
+    src.close()
+    return src, lag, indices
+
+
+def test_a_decoder_that_falls_behind_real_time_catches_up_at_keyframes(clip_360p: Path) -> None:
+    cam = CameraConfig(id="c", url=str(clip_360p), detect_fps=25, loop=True, max_lag_s=0.5)
+    src, lag, indices = _lag_after_slow_reading(cam, seconds=4)
+    # 10 of 25 frames a second would leave the last frame 2.4 s behind; catching up keeps it within a
+    # GOP (2 s at most in this clip) of the bound, and every frame not decoded is counted.
+    assert src.dropped_behind > 0
+    assert lag < 0.5 + 2.0
+    assert indices[-1] + 1 == src.decoded + src.dropped_behind  # frame indices still count every frame
+    assert indices == sorted(indices)
+
+
+def test_without_a_lag_bound_a_slow_decoder_falls_behind(clip_360p: Path) -> None:
+    cam = CameraConfig(id="c", url=str(clip_360p), detect_fps=25, max_lag_s=None)
+    src, lag, _ = _lag_after_slow_reading(cam, seconds=3)
+    assert src.dropped_behind == 0
+    assert lag > 1.5
+
+
 def test_looping_file_keeps_timestamps_rising(clip_360p: Path) -> None:
     src = VideoSource(CameraConfig(id="c", url=str(clip_360p), detect_fps=2, loop=True, realtime=False))
     stamps = []

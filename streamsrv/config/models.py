@@ -56,6 +56,21 @@ class CameraConfig(StrictModel):
     loop: bool = Field(False, description="Files: start again at the end instead of going offline.")
     realtime: bool = Field(True, description="Files: play at native frame rate, like a live camera.")
     keyframes_only: bool = Field(False, description="Decode only keyframes (for very low detect_fps).")
+    max_lag_s: float | None = Field(
+        1.0,
+        gt=0,
+        le=3600,
+        description="A decoder this far behind real time (the CPU too busy to keep up) skips to the next keyframe, "
+        "counting the frames it drops; null lets it fall behind without bound. Applies to live sources and "
+        "files played in real time.",
+    )
+    decode_threads: int = Field(
+        1,
+        ge=0,
+        le=64,
+        description="CPU decoding threads; 0 lets FFmpeg choose (frame threading: lower latency for one large "
+        "stream, but about 40% more CPU per frame). 1 suits many cameras per host: each has its own process.",
+    )
     hwaccel: Literal["auto", "none", "cuda", "vaapi", "qsv"] = Field(
         "auto",
         description="Hardware decoding: auto uses the first of cuda, vaapi, qsv that this FFmpeg build and machine "
@@ -137,6 +152,13 @@ class InferenceConfig(StrictModel):
         description="An uploaded-image/job frame that waited this long runs even while cameras keep inference busy.",
     )
     threads: int = Field(0, ge=0, le=256, description="CPU threads for the model; 0 means all cores.")
+    decoder_niceness: int = Field(
+        19,
+        ge=0,
+        le=19,
+        description="Scheduling niceness of decoder processes. High values let inference take the cores first and "
+        "decoders run in the time it leaves; 0 shares the CPU equally.",
+    )
     restart_backoff_s: float = Field(
         1.0, gt=0, le=60, description="First delay before restarting a dead inference process (doubles, capped)."
     )

@@ -28,7 +28,6 @@ from streamsrv.types import CameraState
 
 log = logging.getLogger(__name__)
 _SLEEP_SLICE_S = 0.2
-DECODER_NICENESS = 5
 
 
 class _Decoder:
@@ -77,7 +76,7 @@ class _Decoder:
         """Read frames into the ring; True when the stream ended by itself."""
         ring = self.ring
         src.open()
-        decoded = skipped = ingest = packets = 0
+        decoded = skipped = behind = ingest = packets = 0
         for frame in src.frames():
             if self.state != CameraState.ONLINE:
                 self.report(CameraState.ONLINE, src=src)
@@ -87,9 +86,11 @@ class _Decoder:
             # counters are deltas so a reconnect (new VideoSource) keeps the totals rising
             ring.add("decoded", src.decoded - decoded)
             ring.add("skipped", src.skipped - skipped)
+            ring.add("dropped_behind", src.dropped_behind - behind)
             ring.add("ingest_bytes", src.ingest_bytes - ingest)
             ring.add("packets", src.packets - packets)
-            decoded, skipped, ingest, packets = src.decoded, src.skipped, src.ingest_bytes, src.packets
+            decoded, skipped, behind = src.decoded, src.skipped, src.dropped_behind
+            ingest, packets = src.ingest_bytes, src.packets
             ring.set_time("last_frame_mono", frame.decoded_at_mono)
             self.beat()
             if self.stop.is_set():
@@ -103,7 +104,9 @@ class _Decoder:
             time.sleep(min(_SLEEP_SLICE_S, left))
 
 
-def run_decoder(cam_json: str, ring_path: str, frames_ready: FramesReady, status: Connection, stop: StopFlag) -> None:
+def run_decoder(
+    cam_json: str, ring_path: str, frames_ready: FramesReady, status: Connection, stop: StopFlag, niceness: int
+) -> None:
     """Process entry point. The camera comes as JSON so the child needs no pickled pydantic state."""
     cam = CameraConfig.model_validate_json(cam_json)
 
@@ -113,9 +116,10 @@ def run_decoder(cam_json: str, ring_path: str, frames_ready: FramesReady, status
     signal.signal(signal.SIGTERM, on_term)
     signal.signal(signal.SIGINT, signal.SIG_IGN)  # the supervisor decides when decoders stop
     exit_with_parent()
-    # Under CPU contention the model should win: a decoder that falls behind loses only frames that
-    # latest-frame-wins would drop anyway, while a starved inference process slows every camera.
-    os.nice(DECODER_NICENESS)
+    # Under CPU contention the model should win. Its threads meet at a barrier after every layer, so a
+    # decoder that preempts one of them stalls them all; at a high niceness decoders run in the gaps the
+    # model leaves (its serial parts, uneven layers), which on a loaded CPU are plenty for decoding.
+    os.nice(niceness)
     ring = FrameRing.attach(ring_path, writable=True)
     try:
         _Decoder(cam, ring, frames_ready, status, stop).run()

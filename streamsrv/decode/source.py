@@ -1,7 +1,11 @@
 """Open a camera with PyAV and yield decoded frames spaced to its ``detect_fps``.
 
 Every packet is decoded (H.264 needs the reference frames), but only the frames that are due are
-converted to BGR: conversion costs more than decoding at 720p, so skipped frames stay cheap.
+converted to BGR (a third as much again as decoding them at 720p), so skipped frames stay cheap.
+
+A paced source (a live camera, a file played in real time) is never decoded late for ever: a decoder
+that falls more than ``max_lag_s`` behind, on a CPU too busy to give it its share, drops packets up to
+the next keyframe (counted in ``dropped_behind``) instead of letting a backlog grow.
 
 Decoding runs on a hardware decoder (NVDEC, VA-API, Quick Sync) when the camera's ``hwaccel`` asks for
 one and this FFmpeg build and machine have it; frames are then downloaded to memory before conversion.
@@ -82,6 +86,27 @@ class FrameSkipper:
 
     def reset(self) -> None:
         self._next = None
+
+
+class LagMeter:
+    """How far behind real time a paced decoder is, from frame timestamps.
+
+    The smallest ``now - pts`` seen is the source's own pace (a file's schedule, a live camera's clock);
+    anything above it is time the decoder has fallen behind.
+
+    >>> lag = LagMeter()
+    >>> lag.update(pts_s=0.0, now=100.0), lag.update(pts_s=1.0, now=101.0), lag.update(pts_s=2.0, now=103.5)
+    (0.0, 0.0, 1.5)
+    """
+
+    def __init__(self) -> None:
+        self._offset: float | None = None
+
+    def update(self, pts_s: float, now: float) -> float:
+        offset = now - pts_s
+        if self._offset is None or offset < self._offset:
+            self._offset = offset
+        return offset - self._offset
 
 
 def classify_error(exc: BaseException, url: str) -> SourceError:
@@ -173,6 +198,7 @@ class VideoSource:
         self.frame_count = 0  # as the container declares it; 0 for live streams
         self.decoded = 0
         self.skipped = 0
+        self.dropped_behind = 0  # frames not decoded: the decoder fell behind real time and caught up
         self.ingest_bytes = 0
         self.packets = 0
 
@@ -207,8 +233,11 @@ class VideoSource:
             raise classify_error(exc, cam.url) from exc
         if device_type is not None and stream.codec_context.is_hwaccel:
             self.decoder = device_type
+        elif cam.decode_threads == 1:
+            stream.codec_context.thread_count = 1
         else:
             # CPU threads help software decoding only; a hardware decoder has its own engine
+            stream.codec_context.thread_count = cam.decode_threads
             stream.thread_type = "AUTO"
         if cam.keyframes_only:
             stream.codec_context.skip_frame = "NONKEY"
@@ -254,11 +283,24 @@ class VideoSource:
         start_mono: float | None = None
         last_frame_mono = time.monotonic()
         index = 0
+        # A decoder that cannot keep up (a starved CPU) must not fall further behind for ever: past max_lag_s it
+        # drops packets up to the next keyframe, which it can do without decoding them.
+        max_lag_s = self.cam.max_lag_s if self.realtime else None
+        lag = LagMeter()
+        catching_up = False
         while True:
             try:
                 for packet in container.demux(stream):
                     self.ingest_bytes += packet.size
                     self.packets += 1
+                    if catching_up and packet.is_keyframe:
+                        catching_up = False
+                    if catching_up:
+                        if packet.size:
+                            self.dropped_behind += 1
+                            index += 1
+                        last_frame_mono = time.monotonic()
+                        continue
                     for frame in packet.decode():
                         now = time.monotonic()
                         last_frame_mono = now
@@ -271,6 +313,8 @@ class VideoSource:
                             delay = start_mono + pts - now
                             if delay > 0:
                                 time.sleep(delay)
+                        if max_lag_s is not None and lag.update(pts, time.monotonic()) > max_lag_s:
+                            catching_up = True
                         if self.skipper is not None and not self.skipper.due(pts):
                             self.skipped += 1
                             continue

@@ -50,6 +50,7 @@ _COUNTERS = (
     "ingest_bytes",
     "packets",  # packets received from the source
     "consumed_seq",  # lossless lanes: the newest frame the consumer has taken (the producer waits on it)
+    "dropped_behind",  # packets not decoded: the decoder fell behind real time and skipped to a keyframe
 )
 _H = {name: i for i, name in enumerate(_COUNTERS)}
 _HEADER_BYTES = 256

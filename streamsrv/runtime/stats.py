@@ -17,6 +17,8 @@ from streamsrv.ipc.messages import CameraCounters
 from streamsrv.types import CameraState, FrameResult
 
 RATE_WINDOW_S = 5.0
+# The decoder's counters that stats read from its frame ring's header.
+RING_COUNTERS = ("decoded", "skipped", "dropped_behind", "reconnects", "packets", "latest_seq")
 SAMPLE_WINDOW = 256
 
 
@@ -64,6 +66,9 @@ class CameraStats(BaseModel):
     frames_decoded: int = 0
     frames_processed: int = 0
     dropped_skipped: int = Field(0, description="Decoded but not handed on (detect_fps spacing), by design.")
+    dropped_behind: int = Field(
+        0, description="Not decoded: the decoder fell max_lag_s behind real time and skipped to a keyframe."
+    )
     dropped_latest_wins: int = Field(0, description="Overwritten by a newer frame before inference took it.")
     dropped_stale: int = Field(0, description="Older than the staleness budget when inference took it.")
     reconnects: int = 0
@@ -85,7 +90,7 @@ class CameraStatsTracker:
         self.codec, self.width, self.height, self.source_fps = "", 0, 0, 0.0
         self.decoder = ""
         self.decoder_restarts = 0
-        self.ring_counts = {"decoded": 0, "skipped": 0, "reconnects": 0, "packets": 0, "latest_seq": 0}
+        self.ring_counts = dict.fromkeys(RING_COUNTERS, 0)
         self.last_frame_mono: float | None = None
         # inference counters reset when the inference process restarts: keep what earlier ones counted
         self._infer_base = CameraCounters()
@@ -141,6 +146,7 @@ class CameraStatsTracker:
             frames_decoded=self.ring_counts["decoded"],
             frames_processed=self.processed,
             dropped_skipped=self.ring_counts["skipped"],
+            dropped_behind=self.ring_counts["dropped_behind"],
             dropped_latest_wins=base.dropped_latest_wins + now.dropped_latest_wins,
             dropped_stale=base.dropped_stale + now.dropped_stale,
             reconnects=self.ring_counts["reconnects"],

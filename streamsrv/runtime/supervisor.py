@@ -40,7 +40,7 @@ from streamsrv.ipc.messages import (
     RemoveCamera,
 )
 from streamsrv.ipc.signals import FramesReady, StopFlag
-from streamsrv.runtime.stats import CameraStats, CameraStatsTracker
+from streamsrv.runtime.stats import RING_COUNTERS, CameraStats, CameraStatsTracker
 from streamsrv.types import CameraState, FrameRef, FrameResult
 
 log = logging.getLogger(__name__)
@@ -316,7 +316,14 @@ class Supervisor:
         rt.ring.set_time("heartbeat_mono", time.monotonic())
         rt.process = self._ctx.Process(
             target=run_decoder,
-            args=(rt.cfg.model_dump_json(), str(rt.ring.path), self._frames_ready, writer, rt.stop),
+            args=(
+                rt.cfg.model_dump_json(),
+                str(rt.ring.path),
+                self._frames_ready,
+                writer,
+                rt.stop,
+                self.cfg.inference.decoder_niceness,
+            ),
             name=f"streamsrv-decoder-{rt.cfg.id}",
             daemon=True,
         )
@@ -517,7 +524,7 @@ class Supervisor:
                 for rt in self._cameras.values():
                     self._check_decoder(rt, now)
                     s = rt.stats
-                    for k in ("decoded", "skipped", "reconnects", "packets", "latest_seq"):
+                    for k in RING_COUNTERS:
                         s.ring_counts[k] = rt.ring.counter(k)
                     last = rt.ring.time_value("last_frame_mono")
                     s.last_frame_mono = last or None
