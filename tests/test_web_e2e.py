@@ -199,3 +199,42 @@ def test_page_works_without_an_api_key_prompt_when_none_is_set(
         page.close()
     finally:
         app.stop()
+
+
+def without_candidates(sdp: str) -> str:
+    return "\r\n".join(ln for ln in sdp.split("\r\n") if not ln.startswith("a=candidate"))
+
+
+def test_page_falls_back_to_mjpeg_when_webrtc_is_refused_or_cannot_connect(server: AppServer, browser: Browser) -> None:
+    """The automatic fallback, both ways WebRTC fails in the field: the offer is refused (a proxy that blocks the
+    endpoint), and the offer is answered but no ICE path exists (UDP blocked by a NAT or firewall without TURN):
+    the tile plays MJPEG instead, says why, and leaves no peer behind on the server."""
+    context = browser.new_context()
+    context.set_default_timeout(PAGE_TIMEOUT_MS)
+    context.add_init_script(f"localStorage.setItem('streamsrv.apiKey', {json.dumps(API_KEY)})")
+
+    def blocked_udp(route: Route) -> None:
+        body = json.loads(route.request.post_data or "{}")
+        body["sdp"] = without_candidates(body["sdp"])
+        answer = route.fetch(post_data=json.dumps(body))  # the real server answers the offer
+        reply = answer.json()
+        reply["sdp"] = without_candidates(reply["sdp"])
+        route.fulfill(response=answer, json=reply)
+
+    for case, handler in (("refused", lambda route: route.abort("connectionrefused")), ("no ICE path", blocked_udp)):
+        context.unroute("**/webrtc")
+        context.route("**/webrtc", handler)
+        page = context.new_page()
+        page.goto(server.base_url)
+        page.wait_for_function(
+            "() => { const i = document.querySelector('img.live-mjpeg'); return i && i.naturalWidth > 0 }"
+        )
+        first = page.eval_on_selector("img.live-mjpeg", IMAGE_HASH_JS)
+        page.wait_for_function(f"h => ({IMAGE_HASH_JS})(document.querySelector('img.live-mjpeg')) !== h", arg=first)
+        assert page.text_content(".tile .mode") == "MJPEG", case
+        assert page.get_attribute(".tile .mode", "title").startswith("WebRTC unavailable: "), case
+        assert not page.query_selector("video.live-video"), case
+        page.screenshot(path=str(ARTIFACTS / f"web-fallback-{case.replace(' ', '-')}.png"))
+        page.close()
+        wait_for(lambda: preview_stats(server)["webrtc_peers"] == 0, 60, f"no peer left after {case}")
+    context.close()
