@@ -44,6 +44,9 @@ def _bf16_supported() -> bool:
 
 needs_onnxruntime = pytest.mark.skipif(not _installed("onnxruntime"), reason="onnxruntime is not installed")
 needs_openvino = pytest.mark.skipif(not _installed("openvino"), reason="openvino is not installed")
+needs_tensorrt = pytest.mark.skipif(
+    not (torch.cuda.is_available() and _installed("tensorrt")), reason="TensorRT needs CUDA and the tensorrt package"
+)
 
 
 @pytest.fixture(scope="module")
@@ -76,9 +79,9 @@ def model_config(person_model: Path) -> ModelConfig:
 
 
 def _detect(
-    model_config: ModelConfig, frames: list[npt.NDArray[np.uint8]], backend: str, precision: str
+    model_config: ModelConfig, frames: list[npt.NDArray[np.uint8]], backend: str, precision: str, device: str = "cpu"
 ) -> tuple[str, list[Detections]]:
-    inference = InferenceConfig(backend=backend, device="cpu", precision=precision, threads=2)
+    inference = InferenceConfig(backend=backend, device=device, precision=precision, threads=2)
     detector = Detector(create_backend(model_config, inference), model_config)
     assert detector.backend.class_names == {0: "Normal", 1: "Fall"}
     return detector.backend.name, detector.detect(frames)
@@ -103,14 +106,17 @@ def matched_ious(a: Detections, b: Detections, min_iou: float = 0.5) -> npt.NDAr
     return np.array(pairs, np.float32)
 
 
-# (backend, precision, expected name, share of matched boxes that must reach IoU 0.9, lowest IoU allowed)
+# (backend, device, precision, expected name, share of matched boxes that must reach IoU 0.9, lowest IoU allowed)
 CASES = [
-    pytest.param("onnxruntime", "fp32", "onnxruntime-cpu-fp32", 1.0, 0.9, marks=needs_onnxruntime),
-    pytest.param("openvino", "fp32", "openvino-cpu-fp32", 1.0, 0.9, marks=needs_openvino),
+    pytest.param("onnxruntime", "cpu", "fp32", "onnxruntime-cpu-fp32", 1.0, 0.9, marks=needs_onnxruntime),
+    pytest.param("openvino", "cpu", "fp32", "openvino-cpu-fp32", 1.0, 0.9, marks=needs_openvino),
+    # an fp16 engine against fp32 torch: held to the same bounds as bf16 below
+    pytest.param("tensorrt", "cuda", "fp16", "tensorrt-cuda-fp16", 0.95, 0.75, marks=needs_tensorrt),
     # bf16 moves a few low-confidence boxes by a few pixels (NMS keeps a neighbouring anchor):
     # on these frames 63 of 65 boxes reach 0.9, the worst 0.84
     pytest.param(
         "openvino",
+        "cpu",
         "bf16",
         "openvino-cpu-bf16",
         0.95,
@@ -121,19 +127,20 @@ CASES = [
 
 
 @pytest.mark.slow
-@pytest.mark.parametrize(("backend", "precision", "name", "share_at_0_9", "lowest_iou"), CASES)
+@pytest.mark.parametrize(("backend", "device", "precision", "name", "share_at_0_9", "lowest_iou"), CASES)
 def test_backend_matches_torch(
     export_cache: Path,
     model_config: ModelConfig,
     frames: list[npt.NDArray[np.uint8]],
     torch_detections: list[Detections],
     backend: str,
+    device: str,
     precision: str,
     name: str,
     share_at_0_9: float,
     lowest_iou: float,
 ) -> None:
-    got_name, detections = _detect(model_config, frames, backend, precision)
+    got_name, detections = _detect(model_config, frames, backend, precision, device)
     assert got_name == name
     all_ious = []
     for i, (ref, det) in enumerate(zip(torch_detections, detections, strict=True)):
@@ -205,7 +212,8 @@ def test_opening_the_cache_removes_only_stale_temp_dirs(tmp_path: Path) -> None:
 @pytest.mark.parametrize(
     ("backend", "device", "precision", "message"),
     [
-        ("tensorrt", "cpu", "auto", "tensorrt backend"),
+        ("tensorrt", "cpu", "auto", "tensorrt backend needs a CUDA device"),
+        ("tensorrt", "cuda", "bf16", "fp16 or fp32, not bf16"),
         ("ultralytics", "cpu", "bf16", "no bf16"),
         ("onnxruntime", "cpu", "bf16", "fp32 only"),
         ("onnxruntime", "intel-gpu", "auto", "needs backend openvino"),
@@ -219,3 +227,25 @@ def test_unsupported_combinations_are_model_errors(
     inference = InferenceConfig(backend=backend, device=device, precision=precision)
     with pytest.raises(ModelError, match=message):
         create_backend(ModelConfig(path=str(person_model)), inference)
+
+
+def test_engine_cache_keys_tell_apart_everything_an_engine_is_built_for(tmp_path: Path) -> None:
+    base = export.EngineSpec("cuda:0", True, 8, 640, "Tesla T4", "10.13.0")
+    variants = [
+        base,
+        export.EngineSpec("cuda:0", False, 8, 640, "Tesla T4", "10.13.0"),
+        export.EngineSpec("cuda:0", True, 16, 640, "Tesla T4", "10.13.0"),
+        export.EngineSpec("cuda:0", True, 8, 1280, "Tesla T4", "10.13.0"),
+        export.EngineSpec("cuda:0", True, 8, 640, "NVIDIA A10G", "10.13.0"),
+        export.EngineSpec("cuda:0", True, 8, 640, "Tesla T4", "11.4.0"),
+    ]
+    keys = [v.key() for v in variants]
+    assert len(set(keys)) == len(keys)
+    assert base.key() == "fp16-b8-640-tesla_t4-trt10.13.0"
+    assert all("/" not in k and " " not in k for k in keys)
+    weights = tmp_path / "model.pt"
+    weights.write_bytes(b"weights")
+    with pytest.raises(ValueError, match="EngineSpec"):
+        export.export_model(weights, "tensorrt", tmp_path)
+    with pytest.raises(ValueError, match="EngineSpec"):
+        export.export_model(weights, "onnx", tmp_path, engine=base)

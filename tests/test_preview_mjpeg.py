@@ -5,6 +5,7 @@ API key works as ``?token=`` where a browser cannot send headers."""
 
 from __future__ import annotations
 
+import contextlib
 import itertools
 import socket
 import threading
@@ -15,6 +16,7 @@ from typing import Any
 import cv2
 import httpx
 import numpy as np
+import psutil
 import pytest
 
 from tests.support.app_server import AppServer, model_section, wait_for
@@ -225,4 +227,27 @@ def test_removing_a_camera_ends_its_stream(http: httpx.Client) -> None:
         parts.take(1)
         assert http.delete("/api/cameras/idle").status_code == 204
         assert parts.rest() <= 20  # returns once the server ends the response
+    wait_idle(http)
+
+
+def thread_niceness(pid: int) -> list[int]:
+    """The niceness of each thread of process ``pid`` (field 19 of /proc/PID/task/TID/stat)."""
+    out = []
+    for stat in Path(f"/proc/{pid}/task").glob("*/stat"):
+        with contextlib.suppress(FileNotFoundError):  # a thread that ended meanwhile
+            out.append(int(stat.read_text().rpartition(")")[2].split()[16]))
+    return out
+
+
+def test_the_preview_thread_yields_the_cpu_and_the_server_does_not(server: AppServer, http: httpx.Client) -> None:
+    wait_idle(http)
+    assert server.pid is not None
+    base = psutil.Process(server.pid).nice()
+    assert all(n == base for n in thread_niceness(server.pid)), "nothing runs at a lower priority while idle"
+    with http.stream("GET", "/api/cameras/cam/mjpeg") as response:
+        Parts(response).take(2)
+        niceness = thread_niceness(server.pid)
+    # preview.niceness (10): the camera's one feed thread draws and encodes; the API threads keep their priority
+    assert niceness.count(min(19, base + 10)) == 1
+    assert niceness.count(base) == len(niceness) - 1
     wait_idle(http)

@@ -6,6 +6,7 @@ through the REST API, and leaving the page closes the server's peers. Screenshot
 from __future__ import annotations
 
 import json
+import shutil
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -16,6 +17,7 @@ from playwright.sync_api import Browser, Route, sync_playwright
 
 from tests.conftest import REPO_ROOT
 from tests.support.app_server import AppServer, model_section, wait_for
+from tests.support.processes import TurnServer
 
 pytestmark = [pytest.mark.browser, pytest.mark.slow]
 
@@ -238,3 +240,62 @@ def test_page_falls_back_to_mjpeg_when_webrtc_is_refused_or_cannot_connect(serve
         page.close()
         wait_for(lambda: preview_stats(server)["webrtc_peers"] == 0, 60, f"no peer left after {case}")
     context.close()
+
+
+def only_relay_candidates(sdp: str) -> str:
+    return "\r\n".join(ln for ln in sdp.split("\r\n") if not ln.startswith("a=candidate") or " typ relay" in ln)
+
+
+def test_webrtc_plays_through_a_turn_relay_when_no_direct_path_exists(
+    tmp_path: Path, clip_360p: Path, person_model: Path, browser: Browser
+) -> None:
+    """preview.ice_servers with a real TURN server (coturn): the page hands the server's TURN settings to the
+    browser, both sides gather relay candidates, and with every other candidate removed from the offer and the
+    answer (as behind NATs that allow no direct path) the video still plays, relayed by the TURN server."""
+    if shutil.which("turnserver") is None:
+        pytest.skip("coturn is not installed")
+    with TurnServer() as turn:
+        config = tmp_path / "streamsrv.yaml"
+        config.write_text(
+            model_section(person_model)
+            + "preview:\n  host_addresses: ['127.0.0.1']\n  ice_servers:\n"
+            + f"    - {{urls: ['{turn.url}'], username: {turn.USER}, credential: {turn.PASSWORD}}}\n"
+            + f"cameras:\n  - {{id: c1, url: '{clip_360p}', loop: true, detect_fps: 2}}\n"
+        )
+        app = AppServer(config)
+        app.start()
+        try:
+            app.wait_ready()
+            context = browser.new_context()
+            context.set_default_timeout(PAGE_TIMEOUT_MS)
+            offers: list[str] = []
+            answers: list[str] = []
+
+            def relay_only(route: Route) -> None:
+                body = json.loads(route.request.post_data or "{}")
+                offers.append(body["sdp"])
+                body["sdp"] = only_relay_candidates(body["sdp"])
+                answer = route.fetch(post_data=json.dumps(body))
+                reply = answer.json()
+                answers.append(reply["sdp"])
+                reply["sdp"] = only_relay_candidates(reply["sdp"])
+                route.fulfill(response=answer, json=reply)
+
+            context.route("**/webrtc", relay_only)
+            page = context.new_page()
+            page.goto(app.base_url)
+            page.wait_for_function(
+                "() => { const v = document.querySelector('video.live-video'); return v && v.videoWidth === 640 }"
+            )
+            t0 = page.eval_on_selector("video.live-video", "v => v.currentTime")
+            page.wait_for_function(f"() => document.querySelector('video.live-video').currentTime > {t0} + 1")
+            assert page.text_content(".tile .mode") == "WebRTC"
+            # both sides had relay candidates from the TURN server, and those were all that was left
+            assert " typ relay" in offers[0] and " typ relay" in answers[0]
+            assert "typ host" in answers[0] and "typ host" not in only_relay_candidates(answers[0])
+            page.screenshot(path=str(ARTIFACTS / "web-turn-relay.png"))
+            page.close()
+            context.close()
+        finally:
+            app.stop()
+    assert "allocation" in turn.output().lower(), turn.output()

@@ -124,7 +124,8 @@ class InferenceConfig(StrictModel):
 
     backend: Literal["ultralytics", "onnxruntime", "openvino", "tensorrt"] = Field(
         "ultralytics",
-        description="Detector backend; onnxruntime and openvino run a cached export of the model (made on first use).",
+        description="Detector backend; onnxruntime, openvino and tensorrt (CUDA, the tensorrt package) run a cached "
+        "export of the model, made on first use.",
     )
     device: str = Field(
         "auto",
@@ -133,8 +134,8 @@ class InferenceConfig(StrictModel):
     )
     precision: Literal["auto", "fp32", "fp16", "bf16"] = Field(
         "auto",
-        description="auto: fp16 for ultralytics on CUDA and openvino on GPUs, bf16 for openvino on CPUs "
-        "that support it, else fp32. onnxruntime runs fp32 only.",
+        description="auto: fp16 for ultralytics on CUDA, tensorrt, and openvino on GPUs, bf16 for openvino on "
+        "CPUs that support it, else fp32. onnxruntime runs fp32 only.",
     )
     imgsz: int = Field(640, ge=32, le=4096, multiple_of=32, description="Long side of the network input.")
     max_batch: int = Field(8, ge=1, le=256, description="Most frames in one forward pass.")
@@ -263,6 +264,13 @@ class PreviewConfig(StrictModel):
     )
     max_webrtc_peers: int = Field(
         16, ge=0, le=1000, description="Concurrent WebRTC viewers at most; 0 turns WebRTC off (the page uses MJPEG)."
+    )
+    niceness: int = Field(
+        10,
+        ge=0,
+        le=19,
+        description="How much the preview threads (drawing, JPEG and VP8 encoding) yield the CPU, added to the "
+        "server's niceness: on a CPU the model shares, watching then slows the preview, not inference.",
     )
 
 

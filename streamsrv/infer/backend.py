@@ -45,7 +45,7 @@ def resolve_device(device: str) -> str:
 def create_backend(model: ModelConfig, inference: InferenceConfig) -> Backend:
     """Build the configured backend; raises ModelError when it cannot run here or the model cannot be loaded.
 
-    onnxruntime and openvino export the model on first use, cached in ``$STREAMSRV_CACHE``
+    onnxruntime, openvino and tensorrt export the model on first use, cached in ``$STREAMSRV_CACHE``
     (default ``~/.cache/streamsrv/exports``).
     """
     if inference.device.startswith("intel-gpu") and inference.backend != "openvino":
@@ -61,28 +61,14 @@ def create_backend(model: ModelConfig, inference: InferenceConfig) -> Backend:
 
         return OnnxBackend(model.path, device, inference.threads, inference.precision)
     if inference.backend == "tensorrt":
-        raise tensorrt_unavailable()
+        from streamsrv.infer.tensorrt_backend import TensorRtBackend
+
+        if inference.precision == "bf16":
+            raise ModelError("the tensorrt backend runs fp16 or fp32, not bf16")
+        half = inference.precision != "fp32"  # auto means fp16 on TensorRT
+        return TensorRtBackend(model.path, device, half, inference.max_batch, inference.imgsz)
     if inference.precision == "bf16":
         raise ModelError("the ultralytics backend has no bf16; use backend openvino for bf16 on CPUs")
     from streamsrv.infer.torch_backend import TorchBackend
 
     return TorchBackend(model.path, device=device, half=TORCH_HALF[inference.precision], threads=inference.threads)
-
-
-def tensorrt_unavailable() -> ModelError:
-    """Why the tensorrt backend cannot be built: it needs CUDA and the tensorrt package, and is not written yet."""
-    import importlib.util
-
-    import torch
-
-    missing = [
-        what
-        for what, present in (("CUDA", torch.cuda.is_available()), ("tensorrt", importlib.util.find_spec("tensorrt")))
-        if not present
-    ]
-    if missing:
-        return ModelError(
-            f"tensorrt backend needs CUDA and the tensorrt package (missing here: {', '.join(missing)}); "
-            "use backend openvino on CPUs, ultralytics (fp16) on CUDA"
-        )
-    return ModelError("tensorrt backend is not implemented yet; use backend ultralytics (fp16) or onnxruntime on CUDA")

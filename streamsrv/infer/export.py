@@ -1,4 +1,4 @@
-"""Export a YOLO ``.pt`` model to ONNX or OpenVINO IR, cached by the weights' sha256.
+"""Export a YOLO ``.pt`` model to ONNX, OpenVINO IR or a TensorRT engine, cached by the weights' sha256.
 
 An entry is a directory ``<cache>/<sha256[:16]>-<format>-<precision>/`` holding the exported model
 and ``meta.json`` (the .pt model's class names, full hash, versions). It is built in a hidden temp
@@ -7,6 +7,9 @@ directory and renamed into place, so an entry that exists is complete; a crash l
 
 Weights are stored in fp32: bf16/fp16 are runtime choices of a backend, so one entry serves them all.
 ONNX inputs are dynamic in batch, height and width, so rectangular letterbox shapes need no re-export.
+
+A TensorRT engine is compiled for one GPU model, TensorRT version, precision and largest batch and input, so its
+entry's name carries all of them (``EngineSpec.key``) instead of a precision alone.
 
 Example:
     >>> exported = export_model("person_yolov8s.pt", "openvino")  # doctest: +SKIP
@@ -21,25 +24,54 @@ import importlib.util
 import json
 import logging
 import os
+import re
 import shutil
 import tempfile
 import time
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Literal
+from typing import Any, Literal
 
 from streamsrv.errors import ModelError
 
 logger = logging.getLogger(__name__)
 
-ExportFormat = Literal["onnx", "openvino"]
+ExportFormat = Literal["onnx", "openvino", "tensorrt"]
 
 CACHE_ENV = "STREAMSRV_CACHE"
 STORED_PRECISION = "fp32"
 # An export takes a minute or two; a temp directory this old belongs to an export that died.
 STALE_TMP_AGE_S = 3600.0
-MODEL_FILES: dict[ExportFormat, str] = {"onnx": "model.onnx", "openvino": "model.xml"}
-REQUIRED_PACKAGES: dict[ExportFormat, tuple[str, ...]] = {"onnx": ("onnx",), "openvino": ("onnx", "openvino")}
+MODEL_FILES: dict[ExportFormat, str] = {"onnx": "model.onnx", "openvino": "model.xml", "tensorrt": "model.engine"}
+REQUIRED_PACKAGES: dict[ExportFormat, tuple[str, ...]] = {
+    "onnx": ("onnx",),
+    "openvino": ("onnx", "openvino"),
+    "tensorrt": ("onnx", "tensorrt"),
+}
+
+
+@dataclass(frozen=True, slots=True)
+class EngineSpec:
+    """What a TensorRT engine is built for; every field is part of its cache key.
+
+    >>> EngineSpec("cuda:0", True, 8, 640, "NVIDIA A10G", "10.13.0").key()
+    'fp16-b8-640-nvidia_a10g-trt10.13.0'
+    """
+
+    device: str  # cuda[:N], where the engine is built
+    half: bool
+    max_batch: int  # the dynamic batch range is 1..max_batch
+    imgsz: int  # inputs up to imgsz on the long side (rectangles included)
+    gpu: str  # the GPU's name: an engine does not move between GPU models
+    tensorrt_version: str
+
+    @property
+    def precision(self) -> str:
+        return "fp16" if self.half else "fp32"
+
+    def key(self) -> str:
+        gpu = re.sub(r"[^a-z0-9]+", "_", self.gpu.lower()).strip("_")
+        return f"{self.precision}-b{self.max_batch}-{self.imgsz}-{gpu}-trt{self.tensorrt_version}"
 
 
 @dataclass(frozen=True, slots=True)
@@ -67,11 +99,16 @@ def file_sha256(path: Path) -> str:
     return digest.hexdigest()
 
 
-def export_model(model_path: str | Path, fmt: ExportFormat, cache_dir: Path | None = None) -> ExportedModel:
+def export_model(
+    model_path: str | Path, fmt: ExportFormat, cache_dir: Path | None = None, engine: EngineSpec | None = None
+) -> ExportedModel:
     """Return the cached export of ``model_path`` in ``fmt``, exporting it first on a cache miss.
 
-    Raises ModelError when the weights are missing or unreadable, or an export package is absent.
+    ``engine`` is required for ``tensorrt`` and only for it. Raises ModelError when the weights are missing or
+    unreadable, or an export package is absent.
     """
+    if (fmt == "tensorrt") != (engine is not None):
+        raise ValueError("an EngineSpec is needed for tensorrt exports, and only for them")
     source = Path(model_path)
     if not source.is_file():
         raise ModelError(f"cannot export model {str(model_path)!r}: not a file (exports need local .pt weights)")
@@ -82,9 +119,9 @@ def export_model(model_path: str | Path, fmt: ExportFormat, cache_dir: Path | No
     cache = cache_dir or default_cache_dir()
     remove_stale_tmp(cache)
     sha256 = file_sha256(source)
-    entry = cache / f"{sha256[:16]}-{fmt}-{STORED_PRECISION}"
+    entry = cache / f"{sha256[:16]}-{fmt}-{engine.key() if engine else STORED_PRECISION}"
     if not (entry / "meta.json").is_file():
-        _build_entry(source, sha256, fmt, entry, cache)
+        _build_entry(source, sha256, fmt, entry, cache, engine)
     return _read_entry(entry, fmt)
 
 
@@ -118,7 +155,9 @@ def _read_entry(entry: Path, fmt: ExportFormat) -> ExportedModel:
     )
 
 
-def _build_entry(source: Path, sha256: str, fmt: ExportFormat, entry: Path, cache: Path) -> None:
+def _build_entry(
+    source: Path, sha256: str, fmt: ExportFormat, entry: Path, cache: Path, engine: EngineSpec | None
+) -> None:
     cache.mkdir(parents=True, exist_ok=True)
     tmp = Path(tempfile.mkdtemp(prefix=f".tmp-{entry.name}-", dir=cache))
     try:
@@ -126,6 +165,8 @@ def _build_entry(source: Path, sha256: str, fmt: ExportFormat, entry: Path, cach
         start = time.monotonic()
         if fmt == "onnx":
             class_names = _export_onnx(source, tmp)
+        elif engine is not None:
+            class_names = _export_engine(source, tmp, engine)
         else:
             onnx_model = export_model(source, "onnx", cache)
             _convert_openvino(onnx_model.path, tmp)
@@ -134,7 +175,8 @@ def _build_entry(source: Path, sha256: str, fmt: ExportFormat, entry: Path, cach
             "source": str(source.resolve()),
             "sha256": sha256,
             "format": fmt,
-            "precision": STORED_PRECISION,
+            "precision": engine.precision if engine else STORED_PRECISION,
+            "engine": engine.key() if engine else None,
             "class_names": {str(k): v for k, v in class_names.items()},
             "versions": _versions(fmt),
         }
@@ -151,8 +193,8 @@ def _build_entry(source: Path, sha256: str, fmt: ExportFormat, entry: Path, cach
         shutil.rmtree(tmp, ignore_errors=True)
 
 
-def _export_onnx(source: Path, out_dir: Path) -> dict[int, str]:
-    """ultralytics' exporter, on a copy of the weights because it writes next to its input."""
+def _load_copy(source: Path, out_dir: Path) -> tuple[Any, Path]:
+    """The model loaded from a copy of its weights in ``out_dir``: ultralytics' exporter writes next to its input."""
     from streamsrv.infer.torch_backend import load_yolo
 
     weights = out_dir / "model.pt"
@@ -160,6 +202,11 @@ def _export_onnx(source: Path, out_dir: Path) -> dict[int, str]:
     yolo = load_yolo(str(weights))
     if yolo.task != "detect":
         raise ModelError(f"model {str(source)!r} is a {yolo.task!r} model; streamsrv needs a detection model")
+    return yolo, weights
+
+
+def _export_onnx(source: Path, out_dir: Path) -> dict[int, str]:
+    yolo, weights = _load_copy(source, out_dir)
     try:
         # simplify=False: onnxslim is not a dependency, and ultralytics would try to pip-install it
         exported = yolo.export(format="onnx", dynamic=True, simplify=False, device="cpu", verbose=False)
@@ -167,6 +214,40 @@ def _export_onnx(source: Path, out_dir: Path) -> dict[int, str]:
         raise ModelError(f"cannot export {str(source)!r} to ONNX: {exc}") from exc
     Path(exported).rename(out_dir / MODEL_FILES["onnx"])
     weights.unlink()
+    return {int(k): str(v) for k, v in yolo.names.items()}
+
+
+def _export_engine(source: Path, out_dir: Path, engine: EngineSpec) -> dict[int, str]:
+    """ultralytics' TensorRT exporter (ONNX, then the TensorRT builder) with a dynamic batch of 1..max_batch."""
+    from ultralytics.cfg import DEFAULT_CFG_DICT
+
+    yolo, weights = _load_copy(source, out_dir)
+    # ultralytics 8.4 replaced half=True with quantize=16
+    precision: dict[str, Any] = {"quantize": 16} if "quantize" in DEFAULT_CFG_DICT else {"half": True}
+    logger.info(
+        "building a TensorRT %s engine for %s (batch 1-%d, input up to %d px): the builder times every layer, "
+        "which takes minutes; its steps follow",
+        engine.precision,
+        engine.gpu,
+        engine.max_batch,
+        engine.imgsz,
+    )
+    try:
+        exported = yolo.export(
+            format="engine",
+            dynamic=True,
+            batch=engine.max_batch,
+            imgsz=engine.imgsz,
+            device=engine.device,
+            simplify=False,
+            verbose=True,
+            **(precision if engine.half else {}),
+        )
+    except Exception as exc:  # the TensorRT builder and its ONNX parser raise a wide range of errors
+        raise ModelError(f"cannot build a TensorRT engine from {str(source)!r}: {exc}") from exc
+    Path(exported).rename(out_dir / MODEL_FILES["tensorrt"])
+    for leftover in (weights, weights.with_suffix(".onnx")):
+        leftover.unlink(missing_ok=True)
     return {int(k): str(v) for k, v in yolo.names.items()}
 
 
@@ -191,4 +272,8 @@ def _versions(fmt: ExportFormat) -> dict[str, str]:
         import openvino as ov
 
         versions["openvino"] = ov.__version__
+    if fmt == "tensorrt":
+        import tensorrt
+
+        versions["tensorrt"] = tensorrt.__version__
     return versions

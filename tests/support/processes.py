@@ -188,3 +188,36 @@ class RedisServer(ManagedProcess):
     @property
     def url(self) -> str:
         return f"redis://127.0.0.1:{self.port}/0"
+
+
+class TurnServer(ManagedProcess):
+    """A throwaway coturn TURN server on 127.0.0.1 (UDP and TCP), with one long-term user, relaying on loopback."""
+
+    USER, PASSWORD, REALM = "viewer", "turn-pass-31", "streamsrv.test"
+
+    def __init__(self, port: int | None = None) -> None:
+        self.port = port if port is not None else free_port()
+        relay_low = 49152 + self.port % 8000  # a range of its own per server, clear of other tests' ports
+        argv = [
+            "turnserver",
+            "--listening-ip=127.0.0.1",
+            "--relay-ip=127.0.0.1",
+            f"--listening-port={self.port}",
+            f"--min-port={relay_low}",
+            f"--max-port={relay_low + 200}",
+            "--allow-loopback-peers",  # the peers here are the browser and the server, both on loopback
+            "--lt-cred-mech",
+            f"--user={self.USER}:{self.PASSWORD}",
+            f"--realm={self.REALM}",
+            "--no-tls",
+            "--no-dtls",
+            "--no-cli",
+            "--log-file=stdout",
+            "--simple-log",
+            "--verbose",
+        ]
+        super().__init__(argv, ready_port=self.port)
+
+    @property
+    def url(self) -> str:
+        return f"turn:127.0.0.1:{self.port}?transport=udp"
