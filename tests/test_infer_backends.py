@@ -249,3 +249,14 @@ def test_engine_cache_keys_tell_apart_everything_an_engine_is_built_for(tmp_path
         export.export_model(weights, "tensorrt", tmp_path)
     with pytest.raises(ValueError, match="EngineSpec"):
         export.export_model(weights, "onnx", tmp_path, engine=base)
+
+
+def test_torch_backend_runs_channels_last_where_it_pays(person_model: Path) -> None:
+    from streamsrv.infer.torch_backend import TorchBackend, channels_last_pays
+
+    backend = TorchBackend(str(person_model), device="cpu", threads=1)
+    convs = [p for p in backend._module.parameters() if p.dim() == 4]
+    assert convs
+    nhwc = all(p.is_contiguous(memory_format=torch.channels_last) for p in convs)
+    assert nhwc == channels_last_pays("cpu")
+    assert channels_last_pays("cuda:0")

@@ -27,6 +27,18 @@ def set_torch_threads(threads: int) -> int:
     return n
 
 
+def channels_last_pays(device: str) -> bool:
+    """NHWC weights: faster convolutions with cuDNN and with oneDNN on x86 CPUs (1.3x for YOLOv8s on this
+    project's 2-core Xeon, as ultralytics' own predict does); inputs stay NCHW, torch converts them."""
+    import platform
+
+    import torch
+
+    if device.startswith("cuda"):
+        return True
+    return platform.machine() in ("x86_64", "AMD64") and torch.backends.mkldnn.is_available()
+
+
 def load_yolo(path: str) -> Any:
     """Load an ultralytics YOLO model, turning its many failure modes into one ModelError."""
     from ultralytics import YOLO
@@ -54,7 +66,10 @@ class TorchBackend:
         self.dtype = torch.float16 if self.half else torch.float32
         module = yolo.model.to(device).eval()
         module = module.fuse(verbose=False) if hasattr(module, "fuse") else module
-        self._module = module.half() if self.half else module.float()
+        module = module.half() if self.half else module.float()
+        if channels_last_pays(device):
+            module = module.to(memory_format=torch.channels_last)
+        self._module = module
         self._torch = torch
 
     def forward(self, batch: npt.NDArray[np.float32]) -> npt.NDArray[np.float32]:
