@@ -490,8 +490,9 @@ def plan(
         assumptions += [
             f"GPU stage: Ultralytics' YOLOv8{variant} T4 TensorRT latency {YOLOV8_T4_TENSORRT_MS[variant]} ms "
             f"(640x640, batch 1) scaled to our {shape[0]}x{shape[1]} input by pixel count = {t4_ms:.2f} ms",
-            "a TensorRT batch-1 figure: batching raises throughput, while streamsrv has no TensorRT backend yet and "
-            "its ultralytics torch fp16 path is slower (not measured here); the net is unknown",
+            "a TensorRT batch-1 figure: batching raises throughput (streamsrv's tensorrt backend builds dynamic-batch "
+            "fp16 engines, not yet measured on a GPU), while its ultralytics torch fp16 path is slower; the net is "
+            "unknown",
         ]
         if gpu.relative_to_t4 != 1:
             assumptions.append(f"{gpu.name} / T4 = {gpu.relative_to_t4:.3f}: {gpu.relative_basis}")
