@@ -5,14 +5,14 @@
 #   CPU:           docker build -t streamsrv:cpu --build-arg BASE_IMAGE=ubuntu:24.04 \
 #                      --build-arg TORCH_INDEX=https://download.pytorch.org/whl/cpu .
 #
-# The GPU base is CUDA 13.2 because the torch build pinned below is built for CUDA 13.2 (torch.version.cuda); the
+# The GPU base is CUDA 13.0 because the torch build pinned below is built for CUDA 13.0 (torch.version.cuda); the
 # build stops if the two ever disagree. Its "base" flavour is enough: torch's wheels bring their own cuBLAS/cuDNN,
 # and the NVIDIA Container Toolkit brings the driver (CUDA 13 needs driver 580 or newer).
 #
 # Run: docker run --gpus all -p 8080:8080 --shm-size 1g -v "$PWD/my-config:/config" -v streamsrv-cache:/cache \
 #        streamsrv:cuda            (serves /config/streamsrv.yaml; docker-compose.yml does all of this)
 
-ARG BASE_IMAGE=nvidia/cuda:13.2.1-base-ubuntu24.04
+ARG BASE_IMAGE=nvidia/cuda:13.0.0-base-ubuntu24.04
 ARG UV_IMAGE=ghcr.io/astral-sh/uv:0.12.19
 
 FROM ${UV_IMAGE} AS uv
@@ -22,10 +22,10 @@ FROM ${BASE_IMAGE} AS build
 # The Python the project is tested with; uv's standalone builds give the same version on either base image
 # (Ubuntu 24.04's own python3 is 3.12).
 ARG PYTHON_VERSION=3.11
-# torch and torchvision as tested (scripts/install.sh resolves the same from PyPI, whose Linux wheels are CUDA 13.2
-# builds); TORCH_INDEX picks the variant's wheels.
-ARG TORCH_VERSION=2.15.0
-ARG TORCHVISION_VERSION=0.29.2
+# torch and torchvision as tested (scripts/install.sh resolves them from PyPI, whose Linux wheels are CUDA builds;
+# 2.14.1 is a CUDA 13.0 one); TORCH_INDEX picks the variant's wheels.
+ARG TORCH_VERSION=2.14.1
+ARG TORCHVISION_VERSION=0.29.1
 ARG TORCH_INDEX=https://pypi.org/simple
 COPY --from=uv /uv /usr/local/bin/uv
 ENV UV_PYTHON_INSTALL_DIR=/opt/python \
