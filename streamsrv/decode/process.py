@@ -28,6 +28,8 @@ from streamsrv.types import CameraState
 
 log = logging.getLogger(__name__)
 _SLEEP_SLICE_S = 0.2
+# VideoSource counters copied into the ring header under the same names.
+_SOURCE_COUNTERS = ("decoded", "skipped", "dropped_behind", "ingest_bytes", "packets")
 
 
 class _Decoder:
@@ -76,7 +78,7 @@ class _Decoder:
         """Read frames into the ring; True when the stream ended by itself."""
         ring = self.ring
         src.open()
-        decoded = skipped = behind = ingest = packets = 0
+        copied = dict.fromkeys(_SOURCE_COUNTERS, 0)
         for frame in src.frames():
             if self.state != CameraState.ONLINE:
                 self.report(CameraState.ONLINE, src=src)
@@ -84,13 +86,10 @@ class _Decoder:
             ring.write(frame.image, time.time(), frame.decoded_at_mono, frame.pts_s, frame.frame_index)
             self.frames_ready.notify()
             # counters are deltas so a reconnect (new VideoSource) keeps the totals rising
-            ring.add("decoded", src.decoded - decoded)
-            ring.add("skipped", src.skipped - skipped)
-            ring.add("dropped_behind", src.dropped_behind - behind)
-            ring.add("ingest_bytes", src.ingest_bytes - ingest)
-            ring.add("packets", src.packets - packets)
-            decoded, skipped, behind = src.decoded, src.skipped, src.dropped_behind
-            ingest, packets = src.ingest_bytes, src.packets
+            for name in _SOURCE_COUNTERS:
+                value = getattr(src, name)
+                ring.add(name, value - copied[name])
+                copied[name] = value
             ring.set_time("last_frame_mono", frame.decoded_at_mono)
             self.beat()
             if self.stop.is_set():

@@ -233,12 +233,11 @@ class VideoSource:
             raise classify_error(exc, cam.url) from exc
         if device_type is not None and stream.codec_context.is_hwaccel:
             self.decoder = device_type
-        elif cam.decode_threads == 1:
-            stream.codec_context.thread_count = 1
         else:
             # CPU threads help software decoding only; a hardware decoder has its own engine
             stream.codec_context.thread_count = cam.decode_threads
-            stream.thread_type = "AUTO"
+            if cam.decode_threads != 1:
+                stream.thread_type = "AUTO"
         if cam.keyframes_only:
             stream.codec_context.skip_frame = "NONKEY"
         self.codec = stream.codec_context.name

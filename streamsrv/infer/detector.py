@@ -24,7 +24,7 @@ from streamsrv.errors import ConfigError
 from streamsrv.infer.backend import Backend
 from streamsrv.infer.gpu_preprocess import device_letterbox_for
 from streamsrv.infer.letterbox import letterbox_batch, to_network_input, unletterbox
-from streamsrv.infer.torch_backend import TorchBackend
+from streamsrv.infer.torch_backend import ModuleBackend
 from streamsrv.types import Detections
 
 MAX_DETECTIONS = 300
@@ -96,7 +96,7 @@ class Detector:
             on_device = self._device_letterbox(frames)
             scales, pads = on_device.scales, on_device.pads
             t1 = time.perf_counter()
-            raw = cast(TorchBackend, self.backend).forward_tensor(on_device.images)
+            raw = cast(ModuleBackend, self.backend).forward_tensor(on_device.images)
         else:
             lb = letterbox_batch(frames, self.imgsz)
             batch = to_network_input(lb.images)

@@ -1,4 +1,4 @@
-"""Letterbox and normalise a batch on the model's device, for the torch backend on CUDA.
+"""Letterbox and normalise a batch on the model's device, for the torch and TensorRT backends on CUDA.
 
 The CPU path (``letterbox.py``) resizes with cv2 and builds a float32 batch that is 4x the size of the
 frames; on CUDA that costs CPU time per frame and a large host-to-device copy. Here frames are copied
@@ -28,7 +28,7 @@ import torch.nn.functional as F
 
 from streamsrv.infer.backend import Backend
 from streamsrv.infer.letterbox import PAD_VALUE, STRIDE, letterbox_shape
-from streamsrv.infer.torch_backend import TorchBackend
+from streamsrv.infer.torch_backend import ModuleBackend
 from streamsrv.types import FloatArray
 
 
@@ -91,7 +91,7 @@ class TorchLetterbox:
 
 
 def device_letterbox_for(backend: Backend, imgsz: int) -> TorchLetterbox | None:
-    """A GPU letterbox when ``backend`` is the torch backend on CUDA; None means the CPU path."""
-    if isinstance(backend, TorchBackend) and backend.device.startswith("cuda"):
+    """A GPU letterbox when ``backend`` runs a torch module (torch, TensorRT) on CUDA; None means the CPU path."""
+    if isinstance(backend, ModuleBackend) and backend.device.startswith("cuda"):
         return TorchLetterbox(backend.device, backend.dtype, imgsz)
     return None

@@ -18,7 +18,7 @@ from pathlib import Path
 
 from streamsrv.errors import ModelError
 from streamsrv.infer.export import EngineSpec, export_model
-from streamsrv.infer.torch_backend import TorchBackend
+from streamsrv.infer.torch_backend import ModuleBackend
 
 
 def tensorrt_unavailable(device: str) -> str | None:
@@ -41,8 +41,8 @@ def tensorrt_unavailable(device: str) -> str | None:
     )
 
 
-class TensorRtBackend(TorchBackend):
-    """Runs a cached TensorRT engine of a YOLO model; ``forward``/``forward_tensor`` are the torch backend's."""
+class TensorRtBackend(ModuleBackend):
+    """Runs a cached TensorRT engine of a YOLO model through ultralytics' TensorRT runner."""
 
     def __init__(
         self,
@@ -69,13 +69,8 @@ class TensorRtBackend(TorchBackend):
             tensorrt_version=tensorrt.__version__,
         )
         exported = export_model(model_path, "tensorrt", cache_dir, engine=spec)
-        self.class_names = exported.class_names
-        self.device = device
-        self.half = half
-        self.dtype = torch.float16 if half else torch.float32
-        self.name = f"tensorrt-cuda-{spec.precision}"
         try:
-            self._module = AutoBackend(str(exported.path), device=torch.device(device), fp16=half, verbose=False)
+            runner = AutoBackend(str(exported.path), device=torch.device(device), fp16=half, verbose=False)
         except Exception as exc:  # a corrupt engine, or one from another TensorRT build
             raise ModelError(f"cannot load TensorRT engine {exported.path}: {exc}") from exc
-        self._torch = torch
+        super().__init__(f"tensorrt-cuda-{spec.precision}", device, half, exported.class_names, runner)

@@ -49,26 +49,18 @@ def load_yolo(path: str) -> Any:
         raise ModelError(f"cannot load model {path!r}: {exc}") from exc
 
 
-class TorchBackend:
-    """Runs a YOLO detection model with torch on CPU or CUDA (fp16 on CUDA by default)."""
+class ModuleBackend:
+    """A network called as a torch module on ``device``: the .pt model itself, or ultralytics' runner of an
+    exported engine. ``forward_tensor`` takes a batch already on the GPU (see ``gpu_preprocess``)."""
 
-    def __init__(self, model_path: str, device: str = "cpu", half: bool | None = None, threads: int = 0) -> None:
+    def __init__(self, name: str, device: str, half: bool, class_names: dict[int, str], module: Any) -> None:
         import torch
 
-        set_torch_threads(threads)
-        yolo = load_yolo(model_path)
+        self.name = name
         self.device = device
-        self.half = device.startswith("cuda") if half is None else half
-        if self.half and not device.startswith("cuda"):
-            raise ModelError("half precision (fp16) needs a CUDA device")
-        self.class_names: dict[int, str] = {int(k): str(v) for k, v in yolo.names.items()}
-        self.name = f"ultralytics-torch-{'fp16' if self.half else 'fp32'}"
-        self.dtype = torch.float16 if self.half else torch.float32
-        module = yolo.model.to(device).eval()
-        module = module.fuse(verbose=False) if hasattr(module, "fuse") else module
-        module = module.half() if self.half else module.float()
-        if channels_last_pays(device):
-            module = module.to(memory_format=torch.channels_last)
+        self.half = half
+        self.class_names = class_names
+        self.dtype = torch.float16 if half else torch.float32
         self._module = module
         self._torch = torch
 
@@ -85,3 +77,23 @@ class TorchBackend:
             pred = out[0] if isinstance(out, (list, tuple)) else out
             result: npt.NDArray[np.float32] = pred.float().cpu().numpy()
         return result
+
+
+class TorchBackend(ModuleBackend):
+    """Runs a YOLO detection model with torch on CPU or CUDA (fp16 on CUDA by default)."""
+
+    def __init__(self, model_path: str, device: str = "cpu", half: bool | None = None, threads: int = 0) -> None:
+        import torch
+
+        set_torch_threads(threads)
+        yolo = load_yolo(model_path)
+        half = device.startswith("cuda") if half is None else half
+        if half and not device.startswith("cuda"):
+            raise ModelError("half precision (fp16) needs a CUDA device")
+        module = yolo.model.to(device).eval()
+        module = module.fuse(verbose=False) if hasattr(module, "fuse") else module
+        module = module.half() if half else module.float()
+        if channels_last_pays(device):
+            module = module.to(memory_format=torch.channels_last)
+        class_names = {int(k): str(v) for k, v in yolo.names.items()}
+        super().__init__(f"ultralytics-torch-{'fp16' if half else 'fp32'}", device, half, class_names, module)
