@@ -7,13 +7,13 @@ from __future__ import annotations
 
 import json
 import shutil
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
 
 import httpx
 import pytest
-from playwright.sync_api import Browser, Route, sync_playwright
+from playwright.sync_api import Browser, Page, Route, sync_playwright
 
 from tests.conftest import REPO_ROOT
 from tests.support.app_server import AppServer, model_section, wait_for
@@ -68,13 +68,56 @@ def browser() -> Iterator[Browser]:
         browser.close()
 
 
+def keep_candidates(sdp: str, keep: Callable[[str], bool]) -> str:
+    """``sdp`` with only the ICE candidate lines that ``keep`` accepts."""
+    return "\r\n".join(ln for ln in sdp.split("\r\n") if not ln.startswith("a=candidate") or keep(ln))
+
+
 def loopback_only(route: Route) -> None:
     """Drop the browser's non-loopback candidates (mDNS names, LAN addresses) from the offer: on this machine
     they would send the server resolving multicast names; the browser's checks to 127.0.0.1 connect anyway."""
     body = json.loads(route.request.post_data or "{}")
-    lines = body["sdp"].split("\r\n")
-    body["sdp"] = "\r\n".join(ln for ln in lines if not ln.startswith("a=candidate") or " 127.0.0.1 " in ln)
+    body["sdp"] = keep_candidates(body["sdp"], lambda ln: " 127.0.0.1 " in ln)
     route.continue_(post_data=json.dumps(body))
+
+
+class CandidateFilter:
+    """A route for the WebRTC offer that keeps only the candidates ``keep`` accepts, in the offer and in the real
+    server's answer alike (a network where the other paths do not exist); the unfiltered SDPs are kept."""
+
+    def __init__(self, keep: Callable[[str], bool]) -> None:
+        self.keep = keep
+        self.offers: list[str] = []
+        self.answers: list[str] = []
+
+    def __call__(self, route: Route) -> None:
+        body = json.loads(route.request.post_data or "{}")
+        self.offers.append(body["sdp"])
+        body["sdp"] = keep_candidates(body["sdp"], self.keep)
+        answer = route.fetch(post_data=json.dumps(body))  # the real server answers the offer
+        reply = answer.json()
+        self.answers.append(reply["sdp"])
+        reply["sdp"] = keep_candidates(reply["sdp"], self.keep)
+        route.fulfill(response=answer, json=reply)
+
+
+def wait_until_video_plays(page: Page) -> None:
+    """The WebRTC video has the camera's size (a placeholder is larger until the first frame), and its clock
+    advances."""
+    page.wait_for_function(
+        "() => { const v = document.querySelector('video.live-video'); return v && v.videoWidth === 640 }"
+    )
+    t0 = page.eval_on_selector("video.live-video", "v => v.currentTime")
+    page.wait_for_function(f"() => document.querySelector('video.live-video').currentTime > {t0} + 1")
+
+
+def wait_until_mjpeg_updates(page: Page) -> None:
+    """The MJPEG image shows a picture, then a different one."""
+    page.wait_for_function(
+        "() => { const i = document.querySelector('img.live-mjpeg'); return i && i.naturalWidth > 0 }"
+    )
+    first = page.eval_on_selector("img.live-mjpeg", IMAGE_HASH_JS)
+    page.wait_for_function(f"h => ({IMAGE_HASH_JS})(document.querySelector('img.live-mjpeg')) !== h", arg=first)
 
 
 def preview_stats(server: AppServer) -> dict[str, Any]:
@@ -112,14 +155,8 @@ def test_dashboard_plays_streams_shows_events_and_edits_rules(server: AppServer,
     page.fill("#key-input", API_KEY)
     page.click("#key-save")
 
-    # WebRTC video plays: it has the camera's size (a placeholder is larger until the first frame) and its clock
-    # advances.
-    page.wait_for_function(
-        "() => { const v = document.querySelector('video.live-video'); return v && v.videoWidth === 640 }"
-    )
+    wait_until_video_plays(page)
     assert page.eval_on_selector("video.live-video", "v => v.videoHeight") == 360
-    t0 = page.eval_on_selector("video.live-video", "v => v.currentTime")
-    page.wait_for_function(f"() => document.querySelector('video.live-video').currentTime > {t0} + 1")
     assert page.eval_on_selector("video.live-video", "v => v.getVideoPlaybackQuality().totalVideoFrames") > 0
     assert page.text_content(".tile .mode") == "WebRTC"
     page.wait_for_selector(".tile .badge.online")
@@ -135,11 +172,7 @@ def test_dashboard_plays_streams_shows_events_and_edits_rules(server: AppServer,
     # MJPEG, in a second tab (the key is remembered): the image updates.
     mjpeg = context.new_page()
     mjpeg.goto(f"{server.base_url}/?transport=mjpeg")
-    mjpeg.wait_for_function(
-        "() => { const i = document.querySelector('img.live-mjpeg'); return i && i.naturalWidth > 0 }"
-    )
-    first = mjpeg.eval_on_selector("img.live-mjpeg", IMAGE_HASH_JS)
-    mjpeg.wait_for_function(f"h => ({IMAGE_HASH_JS})(document.querySelector('img.live-mjpeg')) !== h", arg=first)
+    wait_until_mjpeg_updates(mjpeg)
     assert mjpeg.text_content(".tile .mode") == "MJPEG"
     mjpeg.close()
 
@@ -203,10 +236,6 @@ def test_page_works_without_an_api_key_prompt_when_none_is_set(
         app.stop()
 
 
-def without_candidates(sdp: str) -> str:
-    return "\r\n".join(ln for ln in sdp.split("\r\n") if not ln.startswith("a=candidate"))
-
-
 def test_page_falls_back_to_mjpeg_when_webrtc_is_refused_or_cannot_connect(server: AppServer, browser: Browser) -> None:
     """The automatic fallback, both ways WebRTC fails in the field: the offer is refused (a proxy that blocks the
     endpoint), and the offer is answered but no ICE path exists (UDP blocked by a NAT or firewall without TURN):
@@ -215,26 +244,18 @@ def test_page_falls_back_to_mjpeg_when_webrtc_is_refused_or_cannot_connect(serve
     context.set_default_timeout(PAGE_TIMEOUT_MS)
     context.add_init_script(f"localStorage.setItem('streamsrv.apiKey', {json.dumps(API_KEY)})")
 
-    def blocked_udp(route: Route) -> None:
-        body = json.loads(route.request.post_data or "{}")
-        body["sdp"] = without_candidates(body["sdp"])
-        answer = route.fetch(post_data=json.dumps(body))  # the real server answers the offer
-        reply = answer.json()
-        reply["sdp"] = without_candidates(reply["sdp"])
-        route.fulfill(response=answer, json=reply)
+    def refused(route: Route) -> None:
+        route.abort("connectionrefused")
 
-    for case, handler in (("refused", lambda route: route.abort("connectionrefused")), ("no ICE path", blocked_udp)):
+    no_path = CandidateFilter(keep=lambda ln: False)
+    for case, handler in (("refused", refused), ("no ICE path", no_path)):
         context.unroute("**/webrtc")
         context.route("**/webrtc", handler)
         page = context.new_page()
         page.goto(server.base_url)
-        page.wait_for_function(
-            "() => { const i = document.querySelector('img.live-mjpeg'); return i && i.naturalWidth > 0 }"
-        )
-        first = page.eval_on_selector("img.live-mjpeg", IMAGE_HASH_JS)
-        page.wait_for_function(f"h => ({IMAGE_HASH_JS})(document.querySelector('img.live-mjpeg')) !== h", arg=first)
+        wait_until_mjpeg_updates(page)
         assert page.text_content(".tile .mode") == "MJPEG", case
-        assert page.get_attribute(".tile .mode", "title").startswith("WebRTC unavailable: "), case
+        assert (page.get_attribute(".tile .mode", "title") or "").startswith("WebRTC unavailable: "), case
         assert not page.query_selector("video.live-video"), case
         page.screenshot(path=str(ARTIFACTS / f"web-fallback-{case.replace(' ', '-')}.png"))
         page.close()
@@ -242,8 +263,8 @@ def test_page_falls_back_to_mjpeg_when_webrtc_is_refused_or_cannot_connect(serve
     context.close()
 
 
-def only_relay_candidates(sdp: str) -> str:
-    return "\r\n".join(ln for ln in sdp.split("\r\n") if not ln.startswith("a=candidate") or " typ relay" in ln)
+def is_relay(candidate: str) -> bool:
+    return " typ relay" in candidate
 
 
 def test_webrtc_plays_through_a_turn_relay_when_no_direct_path_exists(
@@ -268,31 +289,16 @@ def test_webrtc_plays_through_a_turn_relay_when_no_direct_path_exists(
             app.wait_ready()
             context = browser.new_context()
             context.set_default_timeout(PAGE_TIMEOUT_MS)
-            offers: list[str] = []
-            answers: list[str] = []
-
-            def relay_only(route: Route) -> None:
-                body = json.loads(route.request.post_data or "{}")
-                offers.append(body["sdp"])
-                body["sdp"] = only_relay_candidates(body["sdp"])
-                answer = route.fetch(post_data=json.dumps(body))
-                reply = answer.json()
-                answers.append(reply["sdp"])
-                reply["sdp"] = only_relay_candidates(reply["sdp"])
-                route.fulfill(response=answer, json=reply)
-
+            relay_only = CandidateFilter(keep=is_relay)
             context.route("**/webrtc", relay_only)
             page = context.new_page()
             page.goto(app.base_url)
-            page.wait_for_function(
-                "() => { const v = document.querySelector('video.live-video'); return v && v.videoWidth === 640 }"
-            )
-            t0 = page.eval_on_selector("video.live-video", "v => v.currentTime")
-            page.wait_for_function(f"() => document.querySelector('video.live-video').currentTime > {t0} + 1")
+            wait_until_video_plays(page)
             assert page.text_content(".tile .mode") == "WebRTC"
             # both sides had relay candidates from the TURN server, and those were all that was left
-            assert " typ relay" in offers[0] and " typ relay" in answers[0]
-            assert "typ host" in answers[0] and "typ host" not in only_relay_candidates(answers[0])
+            offer, answer = relay_only.offers[0], relay_only.answers[0]
+            assert " typ relay" in offer and " typ relay" in answer
+            assert "typ host" in answer and "typ host" not in keep_candidates(answer, is_relay)
             # and the TURN server relays for both: allocations granted, channels bound to the peers' relays
             log = turn.output()
             assert "ALLOCATE processed, success" in log and "CHANNEL_BIND processed, success" in log, log

@@ -15,6 +15,7 @@ import time
 from collections.abc import Callable, Mapping, Sequence
 from pathlib import Path
 from types import TracebackType
+from typing import Self
 
 RTSP_SERVER_SCRIPT = Path(__file__).with_name("rtsp_server.py")
 # PyGObject (`gi`) is Debian's python3-gi and only importable by Debian's interpreter, never from the virtualenv.
@@ -141,7 +142,7 @@ class ManagedProcess:
         proc.wait(timeout)
         # The child is reaped, so its PID cannot have been reused when we signalled it above.
 
-    def __enter__(self) -> ManagedProcess:
+    def __enter__(self) -> Self:
         self.start()
         return self
 
