@@ -42,7 +42,13 @@ Frame = npt.NDArray[np.uint8]
 REPO_ROOT = Path(__file__).resolve().parent.parent
 BASELINE = "ultralytics-predict"
 IMGSZ = 640
-BACKENDS = [("ultralytics", "fp32"), ("onnxruntime", "fp32"), ("openvino", "fp32"), ("openvino", "bf16")]
+BACKENDS = [
+    ("ultralytics", "fp32"),
+    ("onnxruntime", "fp32"),
+    ("openvino", "fp32"),
+    ("openvino", "bf16"),
+    ("openvino", "int8"),
+]
 
 
 @dataclass(frozen=True, slots=True)
@@ -201,6 +207,13 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--model", default="yolov8n.yaml", help="a .pt file, or a .yaml for an untrained model")
     parser.add_argument("--clip", type=Path, default=shared_dir() / "media" / "concourse_720p.mp4")
+    parser.add_argument(
+        "--calibration",
+        type=Path,
+        default=shared_dir() / "media" / "concourse_360p.mp4",
+        help="what int8 is calibrated on: the same scene as --clip, at another resolution, by default",
+    )
+    parser.add_argument("--calibration-frames", type=int, default=200)
     parser.add_argument("--frames", type=int, default=32, help="frames read from the clip and cycled through")
     parser.add_argument("--seconds", type=float, default=5.0, help="timed run per backend and batch size")
     parser.add_argument("--repeats", type=int, default=3, help="rounds over all backends; the best one counts")
@@ -230,7 +243,14 @@ def run_benchmark(args: argparse.Namespace, workdir: Path) -> None:
     setup_s[BASELINE] = time.perf_counter() - start
     for backend, precision in tqdm(BACKENDS, desc="loading and exporting", unit="backend"):
         start = time.perf_counter()
-        inference = InferenceConfig(backend=backend, device="cpu", precision=precision, threads=args.threads)
+        inference = InferenceConfig(
+            backend=backend,
+            device="cpu",
+            precision=precision,
+            threads=args.threads,
+            calibration=str(args.calibration) if precision == "int8" else None,
+            calibration_frames=args.calibration_frames,
+        )
         try:
             detector = Detector(create_backend(model_config, inference), model_config, imgsz=IMGSZ)
         except ModelError as exc:

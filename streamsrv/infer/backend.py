@@ -7,6 +7,7 @@ every backend produces comparable detections.
 
 from __future__ import annotations
 
+from pathlib import Path
 from typing import Protocol
 
 import numpy as np
@@ -52,9 +53,17 @@ def create_backend(model: ModelConfig, inference: InferenceConfig) -> Backend:
         raise ModelError(f"device {inference.device} needs backend openvino, not {inference.backend}")
     if inference.backend == "openvino":
         from streamsrv.infer.openvino_backend import OpenVinoBackend
+        from streamsrv.infer.quantize import Calibration
 
+        calibration = (
+            Calibration(Path(inference.calibration), inference.calibration_frames, inference.imgsz)
+            if inference.calibration and inference.precision == "int8"
+            else None
+        )
         # OpenVINO has its own device names, and auto means CPU even when CUDA is present
-        return OpenVinoBackend(model.path, inference.device, inference.threads, inference.precision)
+        return OpenVinoBackend(
+            model.path, inference.device, inference.threads, inference.precision, calibration=calibration
+        )
     device = resolve_device(inference.device)
     if inference.backend == "onnxruntime":
         from streamsrv.infer.onnx_backend import OnnxBackend

@@ -5,11 +5,13 @@ and ``meta.json`` (the .pt model's class names, full hash, versions). It is buil
 directory and renamed into place, so an entry that exists is complete; a crash leaves only a
 ``.tmp-*`` directory that is never read, and is removed once it is an hour old.
 
-Weights are stored in fp32: bf16/fp16 are runtime choices of a backend, so one entry serves them all.
+Weights are stored in fp32 except in INT8 entries: bf16/fp16 are runtime choices of a backend, so one entry serves
+them all.
 ONNX inputs are dynamic in batch, height and width, so rectangular letterbox shapes need no re-export.
 
 A TensorRT engine is compiled for one GPU model, TensorRT version, precision and largest batch and input, so its
-entry's name carries all of them (``EngineSpec.key``) instead of a precision alone.
+entry's name carries all of them (``EngineSpec.key``) instead of a precision alone. An INT8 OpenVINO IR is made
+from the fp32 one and calibrated on frames, so its name carries the calibration (``Calibration.key``).
 
 Example:
     >>> exported = export_model("person_yolov8s.pt", "openvino")  # doctest: +SKIP
@@ -19,7 +21,6 @@ Example:
 
 from __future__ import annotations
 
-import hashlib
 import importlib.util
 import json
 import logging
@@ -33,6 +34,8 @@ from pathlib import Path
 from typing import Any, Literal
 
 from streamsrv.errors import ModelError
+from streamsrv.infer.digest import file_sha256
+from streamsrv.infer.quantize import Calibration, quantize_openvino
 
 logger = logging.getLogger(__name__)
 
@@ -42,12 +45,14 @@ CACHE_ENV = "STREAMSRV_CACHE"
 STORED_PRECISION = "fp32"
 # An export takes a minute or two; a temp directory this old belongs to an export that died.
 STALE_TMP_AGE_S = 3600.0
+DIGESTS_DIR = "digests"  # remembered content hashes of weights and calibration files (streamsrv.infer.digest)
 MODEL_FILES: dict[ExportFormat, str] = {"onnx": "model.onnx", "openvino": "model.xml", "tensorrt": "model.engine"}
 REQUIRED_PACKAGES: dict[ExportFormat, tuple[str, ...]] = {
     "onnx": ("onnx",),
     "openvino": ("onnx", "openvino"),
     "tensorrt": ("onnx", "tensorrt"),
 }
+EXTRAS: dict[ExportFormat, str] = {"onnx": "fast", "openvino": "fast", "tensorrt": "tensorrt"}
 
 
 @dataclass(frozen=True, slots=True)
@@ -91,38 +96,53 @@ def default_cache_dir() -> Path:
     return Path(env) if env else Path.home() / ".cache" / "streamsrv" / "exports"
 
 
-def file_sha256(path: Path) -> str:
-    digest = hashlib.sha256()
-    with path.open("rb") as f:
-        while chunk := f.read(1 << 20):
-            digest.update(chunk)
-    return digest.hexdigest()
-
-
 def export_model(
-    model_path: str | Path, fmt: ExportFormat, cache_dir: Path | None = None, engine: EngineSpec | None = None
+    model_path: str | Path,
+    fmt: ExportFormat,
+    cache_dir: Path | None = None,
+    engine: EngineSpec | None = None,
+    calibration: Calibration | None = None,
 ) -> ExportedModel:
     """Return the cached export of ``model_path`` in ``fmt``, exporting it first on a cache miss.
 
-    ``engine`` is required for ``tensorrt`` and only for it. Raises ModelError when the weights are missing or
-    unreadable, or an export package is absent.
+    ``engine`` is required for ``tensorrt`` and only for it; ``calibration`` makes an ``openvino`` export INT8.
+    Raises ModelError when the weights are missing or unreadable, or an export package is absent.
     """
     if (fmt == "tensorrt") != (engine is not None):
         raise ValueError("an EngineSpec is needed for tensorrt exports, and only for them")
+    if calibration is not None and fmt != "openvino":
+        raise ValueError("only openvino exports are calibrated to INT8")
     source = Path(model_path)
     if not source.is_file():
         raise ModelError(f"cannot export model {str(model_path)!r}: not a file (exports need local .pt weights)")
-    missing = [pkg for pkg in REQUIRED_PACKAGES[fmt] if importlib.util.find_spec(pkg) is None]
+    missing = [pkg for pkg in required_packages(fmt, engine, calibration) if importlib.util.find_spec(pkg) is None]
     if missing:
         # checked here because ultralytics would otherwise try to pip-install them, which fails offline
-        raise ModelError(f"{fmt} export needs the {missing} package(s): pip install 'streamsrv[fast]'")
+        raise ModelError(f"{fmt} export needs the {missing} package(s): pip install 'streamsrv[{EXTRAS[fmt]}]'")
     cache = cache_dir or default_cache_dir()
     remove_stale_tmp(cache)
-    sha256 = file_sha256(source)
-    entry = cache / f"{sha256[:16]}-{fmt}-{engine.key() if engine else STORED_PRECISION}"
+    memo = cache / DIGESTS_DIR
+    sha256 = file_sha256(source, memo)
+    variant = engine.key() if engine else calibration.key(memo) if calibration else STORED_PRECISION
+    entry = cache / f"{sha256[:16]}-{fmt}-{variant}"
     if not (entry / "meta.json").is_file():
-        _build_entry(source, sha256, fmt, entry, cache, engine)
+        _build_entry(source, sha256, fmt, entry, cache, engine, calibration)
     return _read_entry(entry, fmt)
+
+
+def required_packages(
+    fmt: ExportFormat, engine: EngineSpec | None = None, calibration: Calibration | None = None
+) -> tuple[str, ...]:
+    """The importable packages an export needs.
+
+    TensorRT 11 dropped the fp16 builder flag: ultralytics then converts the ONNX graph to fp16 with NVIDIA
+    ModelOpt (``modelopt``) before building.
+
+    >>> required_packages("tensorrt", EngineSpec("cuda:0", True, 8, 640, "Tesla T4", "11.4.0.106"))
+    ('onnx', 'tensorrt', 'modelopt')
+    """
+    needs_modelopt = engine is not None and engine.half and int(engine.tensorrt_version.split(".")[0]) >= 11
+    return REQUIRED_PACKAGES[fmt] + (("nncf",) if calibration else ()) + (("modelopt",) if needs_modelopt else ())
 
 
 def remove_stale_tmp(cache: Path, max_age_s: float = STALE_TMP_AGE_S) -> list[Path]:
@@ -156,7 +176,13 @@ def _read_entry(entry: Path, fmt: ExportFormat) -> ExportedModel:
 
 
 def _build_entry(
-    source: Path, sha256: str, fmt: ExportFormat, entry: Path, cache: Path, engine: EngineSpec | None
+    source: Path,
+    sha256: str,
+    fmt: ExportFormat,
+    entry: Path,
+    cache: Path,
+    engine: EngineSpec | None,
+    calibration: Calibration | None,
 ) -> None:
     cache.mkdir(parents=True, exist_ok=True)
     tmp = Path(tempfile.mkdtemp(prefix=f".tmp-{entry.name}-", dir=cache))
@@ -167,6 +193,10 @@ def _build_entry(
             class_names = _export_onnx(source, tmp)
         elif engine is not None:
             class_names = _export_engine(source, tmp, engine)
+        elif calibration is not None:
+            fp32_model = export_model(source, "openvino", cache)
+            quantize_openvino(fp32_model.path, tmp / MODEL_FILES["openvino"], calibration)
+            class_names = fp32_model.class_names
         else:
             onnx_model = export_model(source, "onnx", cache)
             _convert_openvino(onnx_model.path, tmp)
@@ -175,10 +205,11 @@ def _build_entry(
             "source": str(source.resolve()),
             "sha256": sha256,
             "format": fmt,
-            "precision": engine.precision if engine else STORED_PRECISION,
+            "precision": engine.precision if engine else "int8" if calibration else STORED_PRECISION,
             "engine": engine.key() if engine else None,
+            "calibration": _calibration_meta(calibration),
             "class_names": {str(k): v for k, v in class_names.items()},
-            "versions": _versions(fmt),
+            "versions": _versions(fmt, calibration is not None),
         }
         (tmp / "meta.json").write_text(json.dumps(meta, indent=2))
         try:
@@ -262,7 +293,13 @@ def _convert_openvino(onnx_path: Path, out_dir: Path) -> None:
         raise ModelError(f"cannot convert {str(onnx_path)!r} to OpenVINO IR: {exc}") from exc
 
 
-def _versions(fmt: ExportFormat) -> dict[str, str]:
+def _calibration_meta(calibration: Calibration | None) -> dict[str, object] | None:
+    if calibration is None:
+        return None
+    return {"source": str(calibration.source.resolve()), "frames": calibration.frames, "imgsz": calibration.imgsz}
+
+
+def _versions(fmt: ExportFormat, quantized: bool) -> dict[str, str]:
     import onnx
     import torch
     import ultralytics
@@ -272,6 +309,10 @@ def _versions(fmt: ExportFormat) -> dict[str, str]:
         import openvino as ov
 
         versions["openvino"] = ov.__version__
+    if quantized:
+        import nncf
+
+        versions["nncf"] = nncf.__version__
     if fmt == "tensorrt":
         import tensorrt
 

@@ -1,9 +1,12 @@
-"""The OpenVINO backend: the cached IR export on the CPU or an Intel GPU, in fp32, bf16 or fp16.
+"""The OpenVINO backend: the cached IR export on the CPU or an Intel GPU, in fp32, bf16, fp16 or int8.
 
 On CPUs with AVX512-BF16/AMX, bf16 roughly doubles throughput over fp32, so ``auto`` picks it there
 (as OpenVINO itself does by default). It is close to fp32, not equal: on the sample clip ~97% of
 boxes match torch fp32 at IoU >= 0.9; the rest are low-confidence boxes that move a few pixels or
 drop out when a score change makes NMS keep a neighbouring anchor. Ask for fp32 where that matters.
+
+int8 runs an INT8 copy of the IR calibrated on the operator's frames (``streamsrv.infer.quantize``); it is
+never chosen by ``auto``, since it needs those frames and is further from fp32 than bf16.
 """
 
 from __future__ import annotations
@@ -18,10 +21,12 @@ import numpy.typing as npt
 
 from streamsrv.errors import ModelError
 from streamsrv.infer.export import export_model
+from streamsrv.infer.quantize import Calibration
 
 logger = logging.getLogger(__name__)
 
-OV_PRECISIONS = {"fp32": "f32", "bf16": "bf16", "fp16": "f16"}
+# an INT8 IR keeps some layers (the head) in floating point: they run in f32
+OV_PRECISIONS = {"fp32": "f32", "bf16": "bf16", "fp16": "f16", "int8": "f32"}
 
 
 def openvino_device(device: str) -> str:
@@ -60,6 +65,7 @@ class OpenVinoBackend:
         threads: int = 0,
         precision: str = "auto",
         cache_dir: Path | None = None,
+        calibration: Calibration | None = None,
     ) -> None:
         try:
             import openvino as ov
@@ -69,11 +75,15 @@ class OpenVinoBackend:
         core = ov.Core()
         if ov_device.split(".")[0] not in {d.split(".")[0] for d in core.available_devices}:
             raise ModelError(f"OpenVINO device {ov_device} is not available here (found {core.available_devices})")
-        exported = export_model(model_path, "openvino", cache_dir)
-        self.class_names = exported.class_names
+        if (precision == "int8") != (calibration is not None):
+            raise ModelError("openvino precision int8 needs calibration frames, and only int8 uses them")
         self.precision = choose_precision(
             list(core.get_property(ov_device, "OPTIMIZATION_CAPABILITIES")), ov_device, precision
         )
+        # a device without INT8 falls back to the fp32 IR, not to a dequantized INT8 one
+        int8 = calibration if self.precision == "int8" else None
+        exported = export_model(model_path, "openvino", cache_dir, calibration=int8)
+        self.class_names = exported.class_names
         config: dict[str, object] = {
             "INFERENCE_PRECISION_HINT": OV_PRECISIONS[self.precision],
             # one synchronous request per batch: LATENCY gives it all cores instead of splitting into streams
