@@ -4,12 +4,14 @@ from __future__ import annotations
 
 import multiprocessing as mp
 import os
+import threading
+import time
 from collections.abc import Iterator
 
 import numpy as np
 import pytest
 
-from streamsrv.ipc.frame_ring import NUM_SLOTS, FrameRing
+from streamsrv.ipc.frame_ring import NUM_SLOTS, FrameRing, RingClosed
 
 
 @pytest.fixture
@@ -86,3 +88,42 @@ def test_attach_rejects_a_foreign_file(tmp_path: object) -> None:
             FrameRing.attach(path)
     finally:
         os.unlink(path)
+
+
+def _hammer(ring: FrameRing, write: bool, started: threading.Event, ended_by: list[BaseException | None]) -> None:
+    """Write or read frames until the ring is closed under this thread."""
+    frame = _frame(1, 1280, 720)
+    try:
+        while True:
+            if write:
+                ring.write(frame, 0.0, 0.0, 0.0, 0)
+            elif ring.read_latest() is None and ring.closed:
+                ended_by.append(None)
+                return
+            started.set()
+    except BaseException as exc:  # the test reports whatever ended the thread
+        ended_by.append(exc)
+
+
+@pytest.mark.parametrize("write", [True, False], ids=["writer", "reader"])
+def test_closing_while_another_thread_uses_the_ring(write: bool) -> None:
+    """Deleting a camera or a job closes its ring while a preview reads or a job's feeder writes."""
+    for attempt in range(40):
+        ring = FrameRing.create(f"test-{os.getpid()}-closing", max_width=1280, max_height=720)
+        if not write:
+            ring.write(_frame(1, 1280, 720), 0.0, 0.0, 0.0, 0)
+        started = threading.Event()
+        ended_by: list[BaseException | None] = []
+        user = threading.Thread(target=_hammer, args=(ring, write, started, ended_by))
+        user.start()
+        assert started.wait(10)
+        time.sleep(attempt * 0.0002)  # land the close at different points of a copy
+        ring.close()  # must not raise BufferError however the other thread's copy is placed
+        ring.unlink()
+        user.join(10)
+        assert len(ended_by) == 1
+        assert isinstance(ended_by[0], RingClosed) if write else ended_by[0] is None, ended_by
+    assert ring.read_seq(1) is None
+    with pytest.raises(RingClosed, match="closed"):
+        ring.has_room()
+    ring.close()  # idempotent

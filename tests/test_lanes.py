@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import os
 import threading
+import time
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -14,7 +15,8 @@ import pytest
 from streamsrv.analyze import Analyzer
 from streamsrv.config import parse_config
 from streamsrv.config.models import AppConfig
-from streamsrv.runtime.supervisor import Supervisor
+from streamsrv.errors import LaneClosed
+from streamsrv.runtime.supervisor import Lane, Supervisor
 from streamsrv.types import FrameResult
 from tests.support.waiting import wait_for
 
@@ -91,3 +93,29 @@ def test_untracked_lane_returns_plain_detections(supervisor: Supervisor, clip_36
     assert len(tracks) >= 5
     assert (tracks.track_id == -1).all() and not tracks.confirmed.any()
     assert got.results[0].labels == {0: "person"}
+
+
+def _feed_until_it_fails(lane: Lane, frame: np.ndarray, fed: threading.Event, ended_by: list[BaseException]) -> None:
+    try:
+        while True:
+            lane.submit(frame, timeout_s=30)
+            fed.set()
+    except BaseException as exc:  # the test reports whatever ended the feeder
+        ended_by.append(exc)
+
+
+def test_closing_a_lane_while_it_is_fed_stops_the_feeder_cleanly(supervisor: Supervisor, clip_360p: Path) -> None:
+    """A job deleted mid-run closes its lane from a request thread while the job's feeder writes into it."""
+    frame = _frames(clip_360p, 1)[0]
+    for attempt in range(30):
+        lane = supervisor.open_lane(Collector(), track=False, max_width=640, max_height=360)
+        fed = threading.Event()
+        ended_by: list[BaseException] = []
+        feeder = threading.Thread(target=_feed_until_it_fails, args=(lane, frame, fed, ended_by))
+        feeder.start()
+        assert fed.wait(30)
+        time.sleep(attempt * 0.0007)  # close at different points of submit's write and its wait for room
+        lane.close()  # must not raise, whatever the feeder is doing
+        feeder.join(30)
+        assert not feeder.is_alive()
+        assert len(ended_by) == 1 and isinstance(ended_by[0], LaneClosed), ended_by

@@ -24,6 +24,7 @@ from __future__ import annotations
 import mmap
 import os
 import re
+import threading
 import time
 from pathlib import Path
 
@@ -76,13 +77,24 @@ def ring_path(name: str) -> Path:
     return SHM_DIR / f"streamsrv-{safe}"
 
 
+class RingClosed(RuntimeError):
+    """The ring was closed in this process; it takes no more frames."""
+
+
 class FrameRing:
-    """Shared-memory frame slots with a seqlock; see the module docstring."""
+    """Shared-memory frame slots with a seqlock; see the module docstring.
+
+    Within one process it is thread-safe to close a ring while other threads read or write frames:
+    an mmap cannot close while a copy holds a view of it (BufferError), so frame copies and ``close``
+    share a lock. After ``close`` reads find no frame and writes raise RingClosed.
+    """
 
     def __init__(self, path: Path, mm: mmap.mmap, writable: bool) -> None:
         self.path = path
         self._mm = mm
         self.writable = writable
+        self._lock = threading.Lock()
+        self.closed = False
         self._ints = np.frombuffer(mm, dtype="<i8", count=len(_COUNTERS), offset=0)
         self._floats = np.frombuffer(mm, dtype="<f8", count=len(_COUNTERS), offset=0)
         self._slots = np.frombuffer(mm, dtype=_SLOT_DTYPE, count=NUM_SLOTS, offset=_HEADER_BYTES)
@@ -134,21 +146,26 @@ class FrameRing:
         nbytes = h * w * 3
         if nbytes > self.slot_bytes:
             raise ValueError(f"frame {w}x{h} does not fit a slot of {self.slot_bytes} bytes")
-        seq = int(self._ints[_H["latest_seq"]]) + 1
-        slot = seq % NUM_SLOTS
-        header = self._slots[slot]
-        header["seq"] = -1  # readers see the slot as being written
-        start = slot * self.slot_bytes
-        self._data[start : start + nbytes] = frame.reshape(-1)
-        header["width"], header["height"], header["frame_index"] = w, h, frame_index
-        header["capture_ts"], header["mono_ts"], header["pts_s"] = capture_ts, mono_ts, pts_s
-        header["seq"] = seq
-        self._ints[_H["latest_seq"]] = seq
+        with self._lock:
+            self._check_open()
+            seq = int(self._ints[_H["latest_seq"]]) + 1
+            slot = seq % NUM_SLOTS
+            header = self._slots[slot]
+            header["seq"] = -1  # readers see the slot as being written
+            start = slot * self.slot_bytes
+            self._data[start : start + nbytes] = frame.reshape(-1)
+            header["width"], header["height"], header["frame_index"] = w, h, frame_index
+            header["capture_ts"], header["mono_ts"], header["pts_s"] = capture_ts, mono_ts, pts_s
+            header["seq"] = seq
+            self._ints[_H["latest_seq"]] = seq
+            del header  # a view of the mmap: it must not outlive the lock
         return seq
 
     def has_room(self) -> bool:
         """Lossless use: True when writing one more frame cannot overwrite one not yet consumed."""
-        return self.latest_seq - int(self._ints[_H["consumed_seq"]]) < NUM_SLOTS - 1
+        with self._lock:
+            self._check_open()
+            return self.latest_seq - int(self._ints[_H["consumed_seq"]]) < NUM_SLOTS - 1
 
     def add(self, counter: str, n: int = 1) -> None:
         self._ints[_H[counter]] += n
@@ -175,12 +192,19 @@ class FrameRing:
         return float(self._slots[self.latest_seq % NUM_SLOTS]["mono_ts"])
 
     def read_latest(self, after_seq: int = 0, camera_id: str = "") -> tuple[FrameRef, npt.NDArray[np.uint8]] | None:
-        """Copy out the newest frame if it is newer than ``after_seq``; None if none or torn."""
-        seq = self.latest_seq
-        return self.read_seq(seq, camera_id) if seq > after_seq else None
+        """Copy out the newest frame if it is newer than ``after_seq``; None if none, torn or closed."""
+        with self._lock:
+            if self.closed:
+                return None
+            seq = self.latest_seq
+            return self._copy_out(seq, camera_id) if seq > after_seq else None
 
     def read_seq(self, seq: int, camera_id: str = "") -> tuple[FrameRef, npt.NDArray[np.uint8]] | None:
         """Copy out frame ``seq`` if the ring still holds it intact (the last ``NUM_SLOTS`` frames)."""
+        with self._lock:
+            return None if self.closed else self._copy_out(seq, camera_id)
+
+    def _copy_out(self, seq: int, camera_id: str) -> tuple[FrameRef, npt.NDArray[np.uint8]] | None:
         if seq <= 0:
             return None
         slot = seq % NUM_SLOTS
@@ -210,9 +234,18 @@ class FrameRing:
 
     # -- life cycle ----------------------------------------------------------------------
     def close(self) -> None:
-        # numpy views must go before the mmap can close
-        del self._ints, self._floats, self._slots, self._data
-        self._mm.close()
+        """Unmap the ring in this process (idempotent); waits for a frame copy in progress."""
+        with self._lock:
+            if self.closed:
+                return
+            self.closed = True
+            # numpy views must go before the mmap can close
+            del self._ints, self._floats, self._slots, self._data
+            self._mm.close()
+
+    def _check_open(self) -> None:
+        if self.closed:
+            raise RingClosed(f"frame ring {self.path} is closed")
 
     def unlink(self) -> None:
         self.path.unlink(missing_ok=True)

@@ -1,0 +1,142 @@
+"""Single images (``POST /api/detect``) through one shared untracked background lane of the supervisor.
+
+Example:
+    >>> images = ImageLane(supervisor, max_inflight=4)  # doctest: +SKIP
+    >>> images.detect(bgr_image).result(timeout=30).tracks  # doctest: +SKIP
+"""
+
+from __future__ import annotations
+
+import contextlib
+import dataclasses
+import queue
+import threading
+from concurrent.futures import Future, InvalidStateError
+from typing import cast
+
+import cv2
+import numpy as np
+import numpy.typing as npt
+
+from streamsrv.errors import Busy, LaneClosed
+from streamsrv.runtime.supervisor import Lane, Supervisor
+from streamsrv.types import FrameResult, Tracks
+
+Image = npt.NDArray[np.uint8]
+IMAGE_MAX_SIDE = 4096
+_IMAGE_SUBMIT_TIMEOUT_S = 60.0
+
+
+class ImageLane:
+    """Single images through one shared untracked background lane, opened on first use; thread-safe.
+
+    ``detect`` returns a future of the image's FrameResult, boxes in the image's own pixels. One thread writes the
+    images into the lane (a lane has one writer), numbering them through ``frame_index``; results come back on the
+    supervisor's results thread and find their future by that number, so a lost result can never answer another
+    image's request.
+    """
+
+    def __init__(self, supervisor: Supervisor, max_inflight: int) -> None:
+        self._sup = supervisor
+        self.max_inflight = max_inflight
+        self._lock = threading.Lock()
+        self._pending: dict[int, tuple[Future[FrameResult], int, int]] = {}  # number -> (future, width, height)
+        self._count = 0
+        self._todo: queue.Queue[tuple[int, Image] | None] = queue.Queue()
+        self._lane: Lane | None = None
+        self._writer: threading.Thread | None = None
+        self._closed = False
+        self.rejected = 0
+
+    def detect(self, image: Image) -> Future[FrameResult]:
+        """Queue a BGR image; raises Busy when ``max_inflight`` images are in flight already."""
+        h, w = image.shape[:2]
+        fut: Future[FrameResult] = Future()
+        with self._lock:
+            if self._closed:
+                raise LaneClosed("the server is stopping")
+            self._check_room()
+            self._count += 1
+            number = self._count
+            self._pending[number] = (fut, w, h)
+            if self._writer is None:
+                self._writer = threading.Thread(target=self._write, name="streamsrv-image-lane", daemon=True)
+                self._writer.start()
+        fut.add_done_callback(lambda _: self._forget(number))
+        self._todo.put((number, image))
+        return fut
+
+    def check_room(self) -> None:
+        """Raise Busy (and count it) when ``max_inflight`` images are in flight: a cheap check before decoding."""
+        with self._lock:
+            self._check_room()
+
+    def _check_room(self) -> None:
+        if len(self._pending) >= self.max_inflight:
+            self.rejected += 1
+            raise Busy(f"{self.max_inflight} images are being detected already (jobs.max_detect_inflight)", 1)
+
+    def inflight(self) -> int:
+        with self._lock:
+            return len(self._pending)
+
+    def close(self) -> None:
+        with self._lock:
+            self._closed = True
+            pending = [fut for fut, _, _ in self._pending.values()]
+            lane, writer = self._lane, self._writer
+        self._todo.put(None)
+        if lane is not None:
+            lane.close()
+        for fut in pending:
+            with contextlib.suppress(InvalidStateError):
+                fut.set_exception(LaneClosed("the server is stopping"))
+        if writer is not None:
+            writer.join(timeout=5)
+
+    def _forget(self, number: int) -> None:
+        with self._lock:
+            self._pending.pop(number, None)
+
+    def _write(self) -> None:
+        while (item := self._todo.get()) is not None:
+            number, image = item
+            with self._lock:
+                entry = self._pending.get(number)
+            if entry is None:  # the caller gave up already
+                continue
+            try:
+                lane = self._lane or self._open()
+                lane.submit(_fit(image, IMAGE_MAX_SIDE), frame_index=number, timeout_s=_IMAGE_SUBMIT_TIMEOUT_S)
+            except Exception as exc:  # the request that sent it reports it
+                with contextlib.suppress(InvalidStateError):
+                    entry[0].set_exception(exc)
+
+    def _open(self) -> Lane:
+        lane = self._sup.open_lane(self._on_result, track=False, max_width=IMAGE_MAX_SIDE, max_height=IMAGE_MAX_SIDE)
+        with self._lock:
+            self._lane = lane
+        return lane
+
+    def _on_result(self, result: FrameResult) -> None:
+        with self._lock:
+            entry = self._pending.pop(result.frame_index, None)
+        if entry is None:
+            return
+        fut, w, h = entry
+        if (w, h) != (result.width, result.height):  # scaled down to fit the lane: boxes back to the image's pixels
+            t = result.tracks
+            xyxy = (t.xyxy * np.array([w / result.width, h / result.height] * 2, np.float32)).astype(np.float32)
+            tracks = Tracks(xyxy, t.confidence, t.class_id, t.track_id, t.confirmed)
+            result = dataclasses.replace(result, tracks=tracks, width=w, height=h)
+        with contextlib.suppress(InvalidStateError):
+            fut.set_result(result)
+
+
+def _fit(image: Image, max_side: int) -> Image:
+    h, w = image.shape[:2]
+    scale = max_side / max(h, w)
+    if scale >= 1:
+        return image
+    size = (max(1, round(w * scale)), max(1, round(h * scale)))
+    return cast(Image, cv2.resize(image, size, interpolation=cv2.INTER_AREA))
