@@ -47,6 +47,7 @@ import httpx
 import numpy as np
 import psutil
 
+from streamsrv.runtime.supervisor import ring_camera_id
 from tests.support.app_server import READY_TIMEOUT_S, AppServer
 from tests.support.processes import RedisServer, RtspServer
 
@@ -66,6 +67,8 @@ class ProcessSample:
     role: str
     pid: int
     rss_mb: float
+    anon_mb: float  # the heap, stacks, malloc'd buffers: where a leak shows
+    shared_mb: float  # file-backed and shared pages (libraries, the model, frame rings), faulted in as touched
     fds: int
     threads: int
 
@@ -78,10 +81,9 @@ def process_role(proc: psutil.Process, server_pid: int, mapped: set[str]) -> str
         return "resource_tracker"
     if any("libtorch" in path for path in mapped):
         return "inference"
-    prefix = f"streamsrv-{server_pid}-"
-    rings = [Path(p).name.removeprefix(prefix) for p in mapped if Path(p).name.startswith(prefix)]
-    if len(rings) == 1:
-        return f"decoder:{rings[0].removesuffix(' (deleted)')}"
+    cameras = {ring_camera_id(Path(p).name.removesuffix(" (deleted)"), str(server_pid)) for p in mapped} - {None}
+    if len(cameras) == 1:
+        return f"decoder:{cameras.pop()}"
     return f"other:{proc.pid}"
 
 
@@ -94,11 +96,14 @@ def sample_processes(server_pid: int) -> tuple[list[ProcessSample], set[str]]:
         try:
             with proc.oneshot():
                 mapped = {m.path for m in proc.memory_maps(grouped=True)}
+                memory = proc.memory_info()
                 samples.append(
                     ProcessSample(
                         role=process_role(proc, server_pid, mapped),
                         pid=proc.pid,
-                        rss_mb=proc.memory_info().rss / 2**20,
+                        rss_mb=memory.rss / 2**20,
+                        anon_mb=(memory.rss - memory.shared) / 2**20,
+                        shared_mb=memory.shared / 2**20,
                         fds=proc.num_fds(),
                         threads=proc.num_threads(),
                     )
@@ -140,6 +145,8 @@ def sample(http: httpx.Client, server_pid: int, cameras: list[str], t_s: float, 
         "processes": [asdict(p) for p in procs],
         "tree": {
             "rss_mb": round(sum(p.rss_mb for p in procs), 1),
+            "anon_mb": round(sum(p.anon_mb for p in procs), 1),
+            "shared_mb": round(sum(p.shared_mb for p in procs), 1),
             "fds": sum(p.fds for p in procs),
             "threads": sum(p.threads for p in procs),
             "processes": len(procs),
@@ -260,7 +267,8 @@ def progress(s: dict[str, Any]) -> str:
     fps = " ".join(f"{c['processed_fps']:.1f}" for c in s["cameras"].values())
     age = max((c["frame_age_ms_p95"] for c in s["cameras"].values()), default=0.0)
     return (
-        f"[soak] t={s['t_s']:7.1f}s rss={tree['rss_mb']:8.1f}MB fds={tree['fds']} threads={tree['threads']} "
+        f"[soak] t={s['t_s']:7.1f}s rss={tree['rss_mb']:8.1f}MB "
+        f"(anon {tree['anon_mb']:.1f}, shared {tree['shared_mb']:.1f}) fds={tree['fds']} threads={tree['threads']} "
         f"procs={tree['processes']} rings={tree['shm_rings']} sems={tree['semaphores']} fps=[{fps}] "
         f"age_p95_max={age:.0f}ms"
     )

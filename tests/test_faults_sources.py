@@ -376,6 +376,31 @@ def test_a_file_that_ends_goes_offline_and_is_not_restarted(
     assert pipeline.log.states("tape")[-1:] == [CameraState.OFFLINE]
 
 
+def test_removing_a_camera_whose_decoder_is_stuck_does_not_stall_the_others(
+    pipeline: Pipeline, camera_cleanup: list[str], clip_360p: Path
+) -> None:
+    pipeline.add(f'{{id: stuck, url: "{clip_360p}", detect_fps: 2, loop: true, {FAST}}}')
+    camera_cleanup.append("stuck")
+    pipeline.wait_processed("stuck", 1, 60, "stuck")
+    decoder = pipeline.sup._cameras["stuck"].process
+    assert decoder is not None and decoder.pid is not None
+    os.kill(decoder.pid, signal.SIGSTOP)  # like a decoder inside FFmpeg: it only goes with SIGKILL, seconds later
+    remover = threading.Thread(target=pipeline.sup.remove_camera, args=("stuck",))
+    try:
+        remover.start()
+        wait_for(lambda: "stuck" not in pipeline.sup.camera_ids(), 10, "stuck to leave the camera list")
+        # while its decoder is still being stopped, the other cameras' results, stats and config go on
+        pipeline.wait_processed("steady", 1, 60, "steady while stuck's decoder is being stopped")
+        assert pipeline.sup.camera_stats("steady").frames_processed > 0
+        assert remover.is_alive(), "the removal finished first, so this test proves nothing"
+        remover.join(30)
+    finally:
+        if decoder.is_alive():
+            os.kill(decoder.pid, signal.SIGCONT)
+    assert not remover.is_alive() and decoder.exitcode == -signal.SIGKILL
+    assert not list(Path("/dev/shm").glob(f"streamsrv-test{os.getpid()}faults-stuck-*")), "its ring is left"
+
+
 def test_a_decoder_hung_in_a_native_call_is_killed_and_restarted(
     pipeline: Pipeline, camera_cleanup: list[str], clip_360p: Path
 ) -> None:

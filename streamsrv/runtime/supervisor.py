@@ -13,6 +13,7 @@ import logging
 import multiprocessing as mp
 import os
 import queue
+import re
 import threading
 import time
 import uuid
@@ -29,9 +30,9 @@ import numpy.typing as npt
 
 from streamsrv.config.models import AppConfig, CameraConfig, redact_url
 from streamsrv.decode.process import run_decoder
-from streamsrv.errors import NotFoundError
+from streamsrv.errors import LaneClosed, NotFoundError
 from streamsrv.infer.process import run_inference
-from streamsrv.ipc.frame_ring import SHM_DIR, FrameRing, ring_path
+from streamsrv.ipc.frame_ring import SHM_DIR, FrameRing, RingClosed, ring_path
 from streamsrv.ipc.messages import (
     AddCamera,
     DecoderStatus,
@@ -54,6 +55,8 @@ _HANG_MARGIN_S = 5.0
 _MAX_RESTART_DELAY_S = 30.0
 _LANE_POLL_S = 0.002
 _INFER_STOP_GRACE_S = 2.0
+_INCARNATION_HEX = 8
+_INCARNATION = re.compile(rf"-[0-9a-f]{{{_INCARNATION_HEX}}}$")
 
 
 def _restart_delay(restarts: int, base_s: float = 0.5) -> float:
@@ -98,29 +101,35 @@ class Lane:
     def submit(
         self, frame: npt.NDArray[np.uint8], pts_s: float = 0.0, frame_index: int = 0, timeout_s: float = 60.0
     ) -> int:
-        """Queue a BGR frame; returns its sequence number. Raises TimeoutError if inference takes nothing."""
+        """Queue a BGR frame; returns its sequence number. Raises TimeoutError if inference takes nothing,
+        LaneClosed once the lane is closed (also from another thread while this waits)."""
         deadline = time.monotonic() + timeout_s
-        while not self._ring.has_room():
-            if self.closed:
-                raise RuntimeError(f"lane {self.id} is closed")
-            if time.monotonic() > deadline:
-                raise TimeoutError(f"inference took no frame from lane {self.id} for {timeout_s:g}s")
-            time.sleep(_LANE_POLL_S)
-        # Lane frames carry video time in capture_ts, so trackers and rules measure durations as analyze does.
-        seq = self._ring.write(frame, capture_ts=pts_s, mono_ts=time.monotonic(), pts_s=pts_s, frame_index=frame_index)
+        try:
+            while not self._ring.has_room():
+                if time.monotonic() > deadline:
+                    raise TimeoutError(f"inference took no frame from lane {self.id} for {timeout_s:g}s")
+                time.sleep(_LANE_POLL_S)
+            # Lane frames carry video time in capture_ts, so trackers and rules measure durations as analyze does.
+            seq = self._ring.write(
+                frame, capture_ts=pts_s, mono_ts=time.monotonic(), pts_s=pts_s, frame_index=frame_index
+            )
+        except RingClosed:
+            raise LaneClosed(f"lane {self.id} is closed") from None
         self._frames_ready.notify()
         return seq
 
     def close(self) -> None:
+        """Stop taking frames and release the ring; safe from any thread, also while ``submit`` waits."""
         if not self.closed:
             self.closed = True
+            self._ring.close()
+            self._ring.unlink()
             self._closer(self.id)
 
 
 @dataclass
 class _LaneRuntime:
     lane: Lane
-    ring: FrameRing
     on_result: ResultCallback
     add: AddCamera
 
@@ -187,10 +196,11 @@ class Supervisor:
             return
         self._stopping.set()
         with self._lock:
-            for cam_id in list(self._cameras):
-                self._remove(cam_id)
-            for lane_id in list(self._lanes):
-                self._close_lane(lane_id)
+            cameras = [self._detach(cam_id) for cam_id in list(self._cameras)]
+        self._retire(cameras)
+        with self._lock:
+            for rt in list(self._lanes.values()):
+                rt.lane.close()
             self._stop_inference()
         for t in self._threads:
             t.join(timeout=_JOIN_TIMEOUT_S)
@@ -213,14 +223,16 @@ class Supervisor:
     def remove_camera(self, camera_id: str) -> None:
         with self._lock:
             self._get(camera_id)
-            self._remove(camera_id)
+            old = self._detach(camera_id)
+        self._retire([old])
 
     def replace_camera(self, cam: CameraConfig) -> None:
         """Apply a changed camera config (restarts only that camera)."""
         with self._lock:
-            if cam.id in self._cameras:
-                self._remove(cam.id)
+            old = self._detach(cam.id) if cam.id in self._cameras else None
             self._add(cam)
+        if old is not None:
+            self._retire([old])
 
     def camera_stats(self, camera_id: str) -> CameraStats:
         rt = self._get(camera_id)
@@ -254,21 +266,15 @@ class Supervisor:
         add = AddCamera(lane_id, str(ring.path), detect_fps, background=True, track=track)
         lane = Lane(lane_id, ring, self._frames_ready, self._close_lane)
         with self._lock:
-            self._lanes[lane_id] = _LaneRuntime(lane, ring, on_result, add)
+            self._lanes[lane_id] = _LaneRuntime(lane, on_result, add)
             if self._control is not None:
                 self._control.put(add)
         return lane
 
     def _close_lane(self, lane_id: str) -> None:
         with self._lock:
-            rt = self._lanes.pop(lane_id, None)
-            if rt is None:
-                return
-            rt.lane.closed = True
-            if self._control is not None:
+            if self._lanes.pop(lane_id, None) is not None and self._control is not None:
                 self._control.put(RemoveCamera(lane_id))
-            rt.ring.close()
-            rt.ring.unlink()
 
     def subscribe(self, callback: ResultCallback) -> Callable[[], None]:
         """Call ``callback`` (on the results thread; keep it fast) for every FrameResult."""
@@ -293,20 +299,32 @@ class Supervisor:
         return rt
 
     def _add(self, cam: CameraConfig) -> None:
-        ring = FrameRing.create(f"{self.instance}-{cam.id}", cam.max_width, cam.max_height)
+        ring = FrameRing.create(camera_ring_name(self.instance, cam.id), cam.max_width, cam.max_height)
         rt = _CameraRuntime(cam, ring, CameraStatsTracker(cam.id))
         self._cameras[cam.id] = rt
         self._spawn_decoder(rt)
         if self._control is not None:
             self._control.put(AddCamera(cam.id, str(ring.path), cam.detect_fps))
 
-    def _remove(self, camera_id: str) -> None:
+    def _detach(self, camera_id: str) -> _CameraRuntime:
+        """Take a camera out of the pipeline; called with the lock held. ``_retire`` then stops it."""
         rt = self._cameras.pop(camera_id)
         if self._control is not None:
             self._control.put(RemoveCamera(camera_id))
-        self._stop_decoder(rt)
-        rt.ring.close()
-        rt.ring.unlink()
+        return rt
+
+    def _retire(self, detached: list[_CameraRuntime]) -> None:
+        """Stop detached cameras' decoders, all at once, and release their rings.
+
+        Called without the lock: a decoder blocked in FFmpeg ignores SIGTERM, and waiting seconds for it to
+        be killed must not stall results, stats and the API for every other camera.
+        """
+        for rt in detached:
+            self._signal_decoder(rt)
+        for rt in detached:
+            self._reap_decoder(rt)
+            rt.ring.close()
+            rt.ring.unlink()
 
     # -- decoder processes -------------------------------------------------------------------
     def _spawn_decoder(self, rt: _CameraRuntime) -> None:
@@ -332,19 +350,27 @@ class Supervisor:
         rt.restart_at = None
 
     def _stop_decoder(self, rt: _CameraRuntime) -> None:
+        self._signal_decoder(rt)
+        self._reap_decoder(rt)
+
+    def _signal_decoder(self, rt: _CameraRuntime) -> None:
         proc = rt.process
         if proc is not None and proc.is_alive():
             assert rt.stop is not None
             rt.stop.set()
             proc.terminate()
+
+    def _reap_decoder(self, rt: _CameraRuntime) -> None:
+        proc = rt.process
+        if proc is not None:
             proc.join(_JOIN_TIMEOUT_S)
             if proc.is_alive():
                 proc.kill()
                 proc.join(_JOIN_TIMEOUT_S)
-        if rt.status_conn is not None:
-            rt.status_conn.close()
-            rt.status_conn = None
-        rt.process = None
+        with self._lock:  # the status thread closes it too, when the decoder's end reads as EOF
+            conn, rt.status_conn, rt.process = rt.status_conn, None, None
+        if conn is not None:
+            conn.close()
 
     def _check_decoder(self, rt: _CameraRuntime, now: float) -> None:
         proc = rt.process
@@ -376,7 +402,11 @@ class Supervisor:
             if not conns:
                 time.sleep(WATCHDOG_INTERVAL_S)
                 continue
-            for ready in wait(list(conns), timeout=WATCHDOG_INTERVAL_S):
+            try:
+                ready_conns = wait(list(conns), timeout=WATCHDOG_INTERVAL_S)
+            except OSError:  # a camera removed meanwhile closed its connection: look again
+                continue
+            for ready in ready_conns:
                 conn = cast(Connection, ready)
                 rt = conns[conn]
                 try:
@@ -388,6 +418,8 @@ class Supervisor:
                             rt.status_conn = None
                     continue
                 with self._lock:
+                    if self._cameras.get(rt.cfg.id) is not rt:  # removed or replaced since: its news is old
+                        continue
                     if msg.codec:
                         rt.stats.codec, rt.stats.width, rt.stats.height = msg.codec, msg.width, msg.height
                         rt.stats.source_fps, rt.stats.decoder = msg.source_fps, msg.decoder
@@ -535,6 +567,28 @@ class Supervisor:
         """Model loaded and every enabled camera's decoder started."""
         with self._lock:
             return self.inference.model_loaded and all(rt.process is not None for rt in self._cameras.values())
+
+
+def camera_ring_name(instance: str, camera_id: str) -> str:
+    """A new ring name for a camera's decoder of ``instance``.
+
+    One ring per decoder incarnation: a replaced camera's old decoder may still be stopping, its ring with it.
+    """
+    return f"{instance}-{camera_id}-{uuid.uuid4().hex[:_INCARNATION_HEX]}"
+
+
+def ring_camera_id(ring_file: str, instance: str) -> str | None:
+    """The camera whose ring is the /dev/shm file ``ring_file`` (see ``camera_ring_name``); None when the file is
+    not a camera ring of ``instance`` (another instance's, or an upload lane's).
+
+    >>> ring_camera_id(ring_path(camera_ring_name("4242", "door")).name, "4242")
+    'door'
+    """
+    prefix = ring_path(f"{instance}-").name
+    match = _INCARNATION.search(ring_file)
+    if not ring_file.startswith(prefix) or match is None:
+        return None
+    return ring_file[len(prefix) : match.start()]
 
 
 def sweep_stale_rings(shm_dir: Path = SHM_DIR) -> int:

@@ -69,8 +69,8 @@ class AppServer(ManagedProcess):
                 self._lines.append(line)
 
 
-def wait_for(predicate: Callable[[], bool], timeout_s: float, what: str, server: AppServer | None = None) -> None:
-    """Poll ``predicate`` until it holds; fail naming ``what`` (and the server's last output) after ``timeout_s``."""
+def wait_for(predicate: Callable[[], bool], timeout_s: float, what: str, server: ManagedProcess | None = None) -> None:
+    """Poll ``predicate`` until it holds; fail naming ``what`` (and ``server``'s last output) after ``timeout_s``."""
     deadline = time.monotonic() + timeout_s
     while time.monotonic() < deadline:
         try:
@@ -79,7 +79,7 @@ def wait_for(predicate: Callable[[], bool], timeout_s: float, what: str, server:
         except httpx.TransportError:
             pass  # not listening yet, or restarting
         time.sleep(0.25)
-    tail = f"\nserver output:\n{server.output()}" if server is not None else ""
+    tail = f"\n{type(server).__name__} output:\n{server.output()}" if server is not None else ""
     raise AssertionError(f"timed out after {timeout_s:.0f}s waiting for {what}{tail}")
 
 

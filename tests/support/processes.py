@@ -54,6 +54,7 @@ class ManagedProcess:
         ready_port: int | None = None,
         env: Mapping[str, str] | None = None,
         startup_timeout: float = 15.0,
+        history_lines: int = 50,
     ) -> None:
         if (ready_line is None) == (ready_port is None):
             raise ValueError("give exactly one of ready_line or ready_port")
@@ -63,7 +64,7 @@ class ManagedProcess:
         self.env = dict(env) if env is not None else None
         self.startup_timeout = startup_timeout
         self._proc: subprocess.Popen[str] | None = None
-        self._output: collections.deque[str] = collections.deque(maxlen=50)
+        self._output: collections.deque[str] = collections.deque(maxlen=history_lines)
 
     @property
     def pid(self) -> int | None:
@@ -200,6 +201,10 @@ class TurnServer(ManagedProcess):
         self.port = port if port is not None else free_port()
         relay_low = 49152 + self.port % 8000  # a range of its own per server, clear of other tests' ports
         argv = [
+            # coturn logs to stdout through stdio, which a pipe makes block-buffered: without line buffering its
+            # log lines arrive kilobytes late, or only at exit, and a test reading them finds nothing.
+            "stdbuf",
+            "-oL",
             "turnserver",
             "--listening-ip=127.0.0.1",
             "--relay-ip=127.0.0.1",
@@ -217,7 +222,8 @@ class TurnServer(ManagedProcess):
             "--simple-log",
             "--verbose",
         ]
-        super().__init__(argv, ready_port=self.port)
+        # --verbose says ~55 lines at startup alone; keep enough that a test sees the allocations it caused.
+        super().__init__(argv, ready_port=self.port, history_lines=2000)
 
     @property
     def url(self) -> str:
