@@ -1,6 +1,7 @@
 """Clip jobs against the real server, model and clip: a job's records match `streamsrv analyze` on the same file;
 URL jobs and what the server refuses to read; bad requests; the bounded queue (429 with Retry-After) and cancelling;
-results expiring; and, with Redis, jobs surviving a server that is killed and started again."""
+the jobs' Prometheus metrics; results expiring; and, with Redis, jobs surviving a server that is killed and started
+again."""
 
 from __future__ import annotations
 
@@ -12,6 +13,7 @@ from typing import Any
 import httpx
 import numpy as np
 import pytest
+from prometheus_client.parser import text_string_to_metric_families
 
 from streamsrv.cli import main
 from streamsrv.runtime.job_store import ResultStore
@@ -238,6 +240,74 @@ def test_full_queue_answers_429_and_delete_cancels(http: httpx.Client, clip_360p
     stats = http.get("/api/jobs").json()["stats"]
     assert stats["rejected"] >= 1 and stats["queued"] == stats["running"] == 0
     wait_for(lambda: not list(spool.glob("upload-*")), 30, "the cancelled jobs' uploads to be removed")
+
+
+def job_metrics(http: httpx.Client) -> dict[tuple[str, str], float]:
+    """The job series of /metrics: (sample name, its state or outcome label, "" for none) -> value."""
+    response = http.get("/metrics")
+    assert response.status_code == 200, response.text
+    return {
+        (sample.name, sample.labels.get("state") or sample.labels.get("outcome", "")): sample.value
+        for family in text_string_to_metric_families(response.text)
+        if family.name.startswith("streamsrv_jobs")
+        for sample in family.samples
+    }
+
+
+def test_metrics_count_jobs_by_state_and_outcome_and_their_frames(http: httpx.Client, clip_360p: Path) -> None:
+    before = job_metrics(http)
+    assert before[("streamsrv_jobs", "queued")] == before[("streamsrv_jobs", "running")] == 0
+    assert {outcome for name, outcome in before if name == "streamsrv_jobs_finished_total"} == {
+        "done",
+        "failed",
+        "cancelled",
+    }
+
+    long = created(upload(http, clip_360p))  # every frame: still running when it is cancelled
+    wait_for(lambda: job(http, long)["frames_done"] > 0, JOB_TIMEOUT_S, "the long job to make progress")
+    waiting = created(http.post("/api/jobs", data={"url": clip_360p.name, "detect_fps": "1"}))
+    now = job_metrics(http)
+    assert (now[("streamsrv_jobs", "running")], now[("streamsrv_jobs", "queued")]) == (1, 1)
+    assert now[("streamsrv_jobs_frames_analysed_total", "")] > before[("streamsrv_jobs_frames_analysed_total", "")]
+
+    assert http.delete(f"/api/jobs/{waiting}").status_code == 204
+    assert http.delete(f"/api/jobs/{long}").status_code == 204
+    wait_for(lambda: job_metrics(http)[("streamsrv_jobs", "running")] == 0, 30, "the cancelled job's worker to stop")
+    cancelled = job_metrics(http)
+    assert cancelled[("streamsrv_jobs", "queued")] == 0
+
+    short = created(http.post("/api/jobs", data={"url": clip_360p.name, "detect_fps": "1"}))
+    assert wait_state(http, short, "done", "failed")["state"] == "done"
+    refused = created(http.post("/api/jobs", data={"url": f"http://127.0.0.1:{free_port()}/clip.mp4"}))
+    assert wait_state(http, refused, "done", "failed")["state"] == "failed"
+
+    after = job_metrics(http)
+
+    def increase(key: tuple[str, str], since: dict[tuple[str, str], float]) -> float:
+        return after[key] - since[key]
+
+    assert increase(("streamsrv_jobs_finished_total", "cancelled"), before) == 2
+    assert increase(("streamsrv_jobs_finished_total", "done"), before) == 1
+    assert increase(("streamsrv_jobs_finished_total", "failed"), before) == 1
+    # Exactly the short job's 14 frames (1 per second of the clip): the refused job has none, the cancelled one
+    # counts no more once its worker has stopped.
+    assert increase(("streamsrv_jobs_frames_analysed_total", ""), cancelled) == 14
+    assert after[("streamsrv_jobs", "running")] == after[("streamsrv_jobs", "queued")] == 0
+
+    def same_as_the_api() -> bool:
+        # Finished jobs from earlier tests expire meanwhile: compare one scrape with the listing right after it.
+        scraped = job_metrics(http)
+        stats = http.get("/api/jobs").json()["stats"]
+        return (
+            scraped[("streamsrv_jobs", "done")] == stats["done"]
+            and scraped[("streamsrv_jobs", "failed")] == stats["failed"]
+            and scraped[("streamsrv_jobs_rejected_total", "")] == stats["rejected"]
+            and {o: scraped[("streamsrv_jobs_finished_total", o)] for o in stats["finished"]} == stats["finished"]
+            and scraped[("streamsrv_jobs_frames_analysed_total", "")] == stats["frames_analysed"]
+        )
+
+    wait_for(same_as_the_api, 30, "/metrics to agree with GET /api/jobs")
+    assert after[("streamsrv_jobs", "done")] >= 1 and after[("streamsrv_jobs", "failed")] >= 1
 
 
 def test_finished_jobs_expire(http: httpx.Client, clip_360p: Path) -> None:

@@ -49,6 +49,9 @@ REQUIRED_METRICS = {
     "streamsrv_events_total",
     "streamsrv_line_crossings_total",
     "streamsrv_zone_occupancy",
+    "streamsrv_jobs",
+    "streamsrv_jobs_finished_total",
+    "streamsrv_jobs_frames_analysed_total",
 }
 SCRAPE_TIMEOUT_S = 180.0  # model load and first batches on a busy 2-core machine
 

@@ -1,11 +1,16 @@
-"""The FastAPI application factory; the stream server's life cycle follows the app's."""
+"""The FastAPI application factory, and the HTTP server that runs it; the stream server's life cycle follows the
+app's."""
 
 from __future__ import annotations
 
+import asyncio
+import socket
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 from pathlib import Path
+from typing import Any
 
+import uvicorn
 from fastapi import FastAPI
 from fastapi.exceptions import RequestValidationError
 from fastapi.staticfiles import StaticFiles
@@ -29,8 +34,8 @@ def create_app(cfg: AppConfig, server: StreamServer | None = None, config_path: 
     srv = server or StreamServer(cfg)
     store = ConfigFileStore(config_path) if config_path is not None and cfg.server.persist else None
     registry = CameraRegistry(srv, store)
-    server_metrics = ServerMetrics(srv)
     job_manager = JobManager(srv.supervisor, cfg)
+    server_metrics = ServerMetrics(srv, job_manager)
 
     @asynccontextmanager
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:
@@ -51,6 +56,7 @@ def create_app(cfg: AppConfig, server: StreamServer | None = None, config_path: 
     app.state.registry = registry
     app.state.metrics = server_metrics
     app.state.jobs = job_manager
+    app.state.shutdown = asyncio.Event()
     app.add_middleware(BodySizeLimit, max_bytes=cfg.server.max_body_bytes, overrides=jobs.upload_limits(cfg.jobs))
     app.add_exception_handler(RequestValidationError, redacted_validation_error)
     app.include_router(health.router)
@@ -64,3 +70,21 @@ def create_app(cfg: AppConfig, server: StreamServer | None = None, config_path: 
     app.include_router(detect.router)
     app.include_router(jobs.router)
     return app
+
+
+class HttpServer(uvicorn.Server):
+    """uvicorn serving ``app``, whose endless responses (event streams, MJPEG) end as soon as shutdown begins.
+
+    uvicorn ends the app's lifespan only once every open response has finished, and these never finish by
+    themselves: it would wait out ``timeout_graceful_shutdown``, then cancel them mid-body, which logs a
+    CancelledError traceback and leaves each client a truncated chunked body. Setting ``app.state.shutdown``
+    first lets them end their bodies properly, so uvicorn finds the connections closing and moves on at once.
+    """
+
+    def __init__(self, app: FastAPI, **options: Any) -> None:
+        super().__init__(uvicorn.Config(app, **options))
+        self.app = app
+
+    async def shutdown(self, sockets: list[socket.socket] | None = None) -> None:
+        self.app.state.shutdown.set()
+        await super().shutdown(sockets)

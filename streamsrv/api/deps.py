@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import hmac
 import logging
 from typing import Annotated
@@ -18,6 +19,12 @@ _bearer = HTTPBearer(auto_error=False)
 def get_server(request: Request) -> StreamServer:
     server: StreamServer = request.app.state.server
     return server
+
+
+def get_shutdown(request: Request) -> asyncio.Event:
+    """Set once the HTTP server starts shutting down (``streamsrv.api.app.HttpServer``): endless responses end then."""
+    shutdown: asyncio.Event = request.app.state.shutdown
+    return shutdown
 
 
 def require_api_key(
@@ -47,4 +54,5 @@ def require_api_key(
 
 
 ServerDep = Annotated[StreamServer, Depends(get_server)]
+ShutdownDep = Annotated[asyncio.Event, Depends(get_shutdown)]
 Authenticated = Depends(require_api_key)

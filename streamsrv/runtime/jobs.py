@@ -10,7 +10,8 @@ lines, go to a ``ResultStore`` bounded in bytes and by age.
 With ``events.redis_url`` set every job is also recorded in Redis (``JobLedger``), so a restarted server resumes the
 jobs that were queued or running (from their start; uploaded clips wait in ``jobs.spool_dir``).
 
-Single images (``POST /api/detect``) go through one shared untracked lane, the manager's ``ImageLane``.
+Single images (``POST /api/detect``) go through one shared untracked lane, the manager's ``ImageLane``
+(``streamsrv.runtime.image_lane``).
 
 Example:
     >>> manager = JobManager(supervisor, cfg); manager.start()  # doctest: +SKIP
@@ -32,29 +33,24 @@ import time
 import uuid
 from collections import deque
 from collections.abc import Iterator
-from concurrent.futures import Future, InvalidStateError
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import cast
 from urllib.parse import urlsplit
 
-import cv2
-import numpy as np
-import numpy.typing as npt
 import redis
 from pydantic import BaseModel, Field, ValidationError
 
 from streamsrv.analyze import OpenVideo, build_records, jsonl_line, open_video
 from streamsrv.config.models import AppConfig, CameraConfig, redact_url
 from streamsrv.config.rules import RulesConfig
-from streamsrv.errors import NotFoundError, StreamsrvError
+from streamsrv.errors import Busy, NotFoundError, StreamsrvError
 from streamsrv.rules import RuleEngine
+from streamsrv.runtime.image_lane import ImageLane
 from streamsrv.runtime.job_store import Job, JobLedger, JobState, ResultStore, StoredJob
 from streamsrv.runtime.supervisor import Lane, Supervisor
-from streamsrv.types import FrameResult, Tracks
+from streamsrv.types import FrameResult
 
 log = logging.getLogger(__name__)
-Image = npt.NDArray[np.uint8]
 
 STREAM_SCHEMES = ("http", "https", "rtsp", "rtsps")
 # A job waits this long for inference before failing: the live cameras may keep it busy, but the background lane's
@@ -65,8 +61,9 @@ _JANITOR_INTERVAL_S = 5.0
 _FIRST_GUESS_JOB_S = 10.0  # for Retry-After before any job has finished
 # The shared image lane's slots are this big on each side (tmpfs allocates only what images use); larger images
 # are scaled down to fit, which the network, at inference.imgsz, never notices.
-IMAGE_MAX_SIDE = 4096
-_IMAGE_SUBMIT_TIMEOUT_S = 60.0
+# How a job can end: in one of the two finished states, or deleted before it got there.
+CANCELLED = "cancelled"
+JOB_OUTCOMES = (JobState.DONE.value, JobState.FAILED.value, CANCELLED)
 
 
 class JobStats(BaseModel):
@@ -78,18 +75,17 @@ class JobStats(BaseModel):
     failed: int
     rejected: int = Field(description="Submissions refused with 429 because the queue was full.")
     completed: int = Field(description="Jobs finished (done or failed) since the server started.")
+    finished: dict[str, int] = Field(
+        description="Jobs that ended since the server started, by outcome: done, failed, or cancelled (deleted while "
+        "queued or running)."
+    )
+    frames_analysed: int = Field(
+        description="Frames jobs analysed since the server started, those of cancelled and interrupted jobs included."
+    )
     evicted: int = Field(description="Finished jobs removed early to keep the store within jobs.result_store_bytes.")
     expired: int = Field(description="Finished jobs removed after jobs.result_ttl_s.")
     result_bytes: int
     result_store_bytes: int
-
-
-class Busy(StreamsrvError):
-    """Too much work is waiting already; try again after ``retry_after_s``."""
-
-    def __init__(self, message: str, retry_after_s: int) -> None:
-        super().__init__(message)
-        self.retry_after_s = retry_after_s
 
 
 class JobStoreUnavailable(StreamsrvError):
@@ -133,7 +129,8 @@ class JobManager:
         self._janitor_stop = threading.Event()
         self._restored = self._ledger is None
         self._threads: list[threading.Thread] = []
-        self._rejected = self._completed = 0
+        self._rejected = self._frames_analysed = 0
+        self._finished = dict.fromkeys(JOB_OUTCOMES, 0)
         self._mean_job_s = _FIRST_GUESS_JOB_S
 
     # -- life cycle -----------------------------------------------------------------------------------------------
@@ -266,6 +263,8 @@ class JobManager:
                 raise NotFoundError(f"job {job_id!r} not found")
             with contextlib.suppress(ValueError):
                 self._queue.remove(job_id)
+            if stored.job.state in (JobState.QUEUED, JobState.RUNNING):
+                self._finished[CANCELLED] += 1
             run = self._running.get(job_id)
             if run is not None:
                 run.deleted = True
@@ -284,7 +283,9 @@ class JobManager:
                 done=states.count(JobState.DONE),
                 failed=states.count(JobState.FAILED),
                 rejected=self._rejected,
-                completed=self._completed,
+                completed=self._finished[JobState.DONE] + self._finished[JobState.FAILED],
+                finished=dict(self._finished),
+                frames_analysed=self._frames_analysed,
                 evicted=store.evicted,
                 expired=store.expired,
                 result_bytes=store.bytes,
@@ -314,8 +315,13 @@ class JobManager:
             except Exception:  # a bug must not take the worker down with it
                 log.exception("job %s: worker error", stored.job.id)
             finally:
+                # Only here, once the worker has written all it will about the job, and in one step with leaving
+                # _running: a DELETE either sees the run (and the worker forgets the job) or does it itself.
                 with self._cond:
                     self._running.pop(stored.job.id, None)
+                    deleted = run.deleted
+                if deleted:
+                    self._forget(stored)
 
     def _execute(self, run: _Run) -> None:
         job = run.stored.job
@@ -427,6 +433,7 @@ class JobManager:
             received += 1
             with self._cond:
                 job.frames_done = received
+                self._frames_analysed += 1
                 if job.total_frames:
                     job.progress = round(min(99.9, 100 * received / job.total_frames), 1)
             # Lanes stamp frames with video time in capture_ts; analyze's rules measure durations in it too.
@@ -443,8 +450,7 @@ class JobManager:
         stored = run.stored
         job = stored.job
         self._drop_spool(stored)
-        if run.deleted:
-            self._forget(stored)
+        if run.deleted:  # the worker forgets it
             return
         finished_ts = time.time()
         record_bytes = len(stored.model_dump_json())
@@ -465,19 +471,18 @@ class JobManager:
             job.result_bytes = len(data)
             if error is None:
                 job.progress, job.total_frames = 100.0, job.frames_done
-            self._completed += 1
             deleted = run.deleted
+            if not deleted:  # deleted since the check above: delete() counted it as cancelled
+                self._finished[job.state] += 1
+        self._drop_jobs(evicted)  # their results made room for this one, deleted since or not
         if deleted:
-            self._forget(stored)
             return
         self._persist(stored)
-        self._drop_jobs(evicted)
         log.info("job %s %s%s", job.id, job.state, f": {job.error}" if job.error else "")
 
     def _stopped(self, run: _Run) -> None:
         stored = run.stored
         if run.deleted:
-            self._forget(stored)
             return
         # Shutting down: back to the queue, in Redis when there is one, from the first frame again.
         with self._cond:
@@ -566,6 +571,7 @@ class JobManager:
             self._persist(stored)
             with self._cond:
                 self._jobs[job.id] = stored
+                self._finished[JobState.FAILED] += 1
             return
         with self._cond:
             self._jobs[job.id] = stored
@@ -575,113 +581,6 @@ class JobManager:
         for path in self.spool_dir.glob("upload-*"):
             if path.name not in keep:
                 path.unlink(missing_ok=True)
-
-
-class ImageLane:
-    """Single images through one shared untracked background lane, opened on first use; thread-safe.
-
-    ``detect`` returns a future of the image's FrameResult, boxes in the image's own pixels. One thread writes the
-    images into the lane (a lane has one writer), numbering them through ``frame_index``; results come back on the
-    supervisor's results thread and find their future by that number, so a lost result can never answer another
-    image's request.
-    """
-
-    def __init__(self, supervisor: Supervisor, max_inflight: int) -> None:
-        self._sup = supervisor
-        self.max_inflight = max_inflight
-        self._lock = threading.Lock()
-        self._pending: dict[int, tuple[Future[FrameResult], int, int]] = {}  # number -> (future, width, height)
-        self._count = 0
-        self._todo: queue.Queue[tuple[int, Image] | None] = queue.Queue()
-        self._lane: Lane | None = None
-        self._writer: threading.Thread | None = None
-        self._closed = False
-        self.rejected = 0
-
-    def detect(self, image: Image) -> Future[FrameResult]:
-        """Queue a BGR image; raises Busy when ``max_inflight`` images are in flight already."""
-        h, w = image.shape[:2]
-        fut: Future[FrameResult] = Future()
-        with self._lock:
-            if self._closed:
-                raise RuntimeError("the server is stopping")
-            if len(self._pending) >= self.max_inflight:
-                self.rejected += 1
-                raise Busy(f"{self.max_inflight} images are being detected already (jobs.max_detect_inflight)", 1)
-            self._count += 1
-            number = self._count
-            self._pending[number] = (fut, w, h)
-            if self._writer is None:
-                self._writer = threading.Thread(target=self._write, name="streamsrv-image-lane", daemon=True)
-                self._writer.start()
-        fut.add_done_callback(lambda _: self._forget(number))
-        self._todo.put((number, image))
-        return fut
-
-    def inflight(self) -> int:
-        with self._lock:
-            return len(self._pending)
-
-    def close(self) -> None:
-        with self._lock:
-            self._closed = True
-            pending = [fut for fut, _, _ in self._pending.values()]
-            lane, writer = self._lane, self._writer
-        self._todo.put(None)
-        if lane is not None:
-            lane.close()
-        for fut in pending:
-            with contextlib.suppress(InvalidStateError):
-                fut.set_exception(RuntimeError("the server is stopping"))
-        if writer is not None:
-            writer.join(timeout=5)
-
-    def _forget(self, number: int) -> None:
-        with self._lock:
-            self._pending.pop(number, None)
-
-    def _write(self) -> None:
-        while (item := self._todo.get()) is not None:
-            number, image = item
-            with self._lock:
-                entry = self._pending.get(number)
-            if entry is None:  # the caller gave up already
-                continue
-            try:
-                lane = self._lane or self._open()
-                lane.submit(_fit(image, IMAGE_MAX_SIDE), frame_index=number, timeout_s=_IMAGE_SUBMIT_TIMEOUT_S)
-            except Exception as exc:  # the request that sent it reports it
-                with contextlib.suppress(InvalidStateError):
-                    entry[0].set_exception(exc)
-
-    def _open(self) -> Lane:
-        lane = self._sup.open_lane(self._on_result, track=False, max_width=IMAGE_MAX_SIDE, max_height=IMAGE_MAX_SIDE)
-        with self._lock:
-            self._lane = lane
-        return lane
-
-    def _on_result(self, result: FrameResult) -> None:
-        with self._lock:
-            entry = self._pending.pop(result.frame_index, None)
-        if entry is None:
-            return
-        fut, w, h = entry
-        if (w, h) != (result.width, result.height):  # scaled down to fit the lane: boxes back to the image's pixels
-            t = result.tracks
-            xyxy = (t.xyxy * np.array([w / result.width, h / result.height] * 2, np.float32)).astype(np.float32)
-            tracks = Tracks(xyxy, t.confidence, t.class_id, t.track_id, t.confirmed)
-            result = dataclasses.replace(result, tracks=tracks, width=w, height=h)
-        with contextlib.suppress(InvalidStateError):
-            fut.set_result(result)
-
-
-def _fit(image: Image, max_side: int) -> Image:
-    h, w = image.shape[:2]
-    scale = max_side / max(h, w)
-    if scale >= 1:
-        return image
-    size = (max(1, round(w * scale)), max(1, round(h * scale)))
-    return cast(Image, cv2.resize(image, size, interpolation=cv2.INTER_AREA))
 
 
 def _redis(url: str) -> redis.Redis:

@@ -1,14 +1,14 @@
 """Prometheus metrics of a running server (names and meanings: docs/metrics.md).
 
-Counters and gauges are read from the supervisor, the rule engines' event counts and the event bus at scrape
-time, so they cost nothing between scrapes and a removed camera's series simply disappear. Latency, batch size
-and frame age are histograms, observed from every result on the supervisor's results thread.
+Counters and gauges are read from the supervisor, the rule engines' event counts, the event bus and the job
+manager at scrape time, so they cost nothing between scrapes and a removed camera's series simply disappear.
+Latency, batch size and frame age are histograms, observed from every result on the supervisor's results thread.
 
 Each server has its own registry (not prometheus_client's global one), so several servers in one process
 (tests) do not collide.
 
 Example:
-    >>> metrics = ServerMetrics(server)  # doctest: +SKIP
+    >>> metrics = ServerMetrics(server, job_manager)  # doctest: +SKIP
     >>> metrics.render().decode().splitlines()[0]  # doctest: +SKIP
     '# HELP streamsrv_camera_processed_fps ...'
 """
@@ -24,6 +24,8 @@ from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, Metri
 from prometheus_client.registry import Collector
 
 from streamsrv.errors import NotFoundError
+from streamsrv.runtime.job_store import JobState
+from streamsrv.runtime.jobs import JobManager
 from streamsrv.runtime.server import StreamServer
 from streamsrv.types import CameraState, FrameResult
 
@@ -210,6 +212,48 @@ class _ServerCollector(Collector):
         yield occupancy
 
 
+class _JobCollector(Collector):
+    """Clip analysis jobs, from one ``JobManager.stats()`` snapshot, so states and counters agree with each other
+    and with ``GET /api/jobs``."""
+
+    def __init__(self, jobs: JobManager) -> None:
+        self.jobs = jobs
+
+    def collect(self) -> Iterator[Metric]:
+        stats = self.jobs.stats()
+        states = GaugeMetricFamily(
+            "streamsrv_jobs",
+            "Jobs kept now, by state: queued (the queue's depth), running, and done or failed (kept for "
+            "jobs.result_ttl_s).",
+            labels=["state"],
+        )
+        by_state = {
+            JobState.QUEUED: stats.queued,
+            JobState.RUNNING: stats.running,
+            JobState.DONE: stats.done,
+            JobState.FAILED: stats.failed,
+        }
+        for state, n in by_state.items():
+            states.add_metric([state.value], n)
+        yield states
+        finished = CounterMetricFamily(
+            "streamsrv_jobs_finished",
+            "Jobs that ended, by outcome: done, failed, or cancelled (deleted while queued or running).",
+            labels=["outcome"],
+        )
+        for outcome, n in stats.finished.items():
+            finished.add_metric([outcome], n)
+        yield finished
+        yield CounterMetricFamily(
+            "streamsrv_jobs_frames_analysed",
+            "Frames jobs analysed (inferred, tracked and run through the job's rules).",
+            value=stats.frames_analysed,
+        )
+        yield CounterMetricFamily(
+            "streamsrv_jobs_rejected", "Job submissions refused with 429: the queue was full.", value=stats.rejected
+        )
+
+
 class GpuCollector(Collector):
     """Utilisation and memory of every GPU NVML sees, read at scrape time (label ``gpu``: NVML's index).
 
@@ -269,12 +313,13 @@ class GpuCollector(Collector):
 
 
 class ServerMetrics:
-    """A Prometheus registry for one StreamServer; ``render()`` gives the text exposition format."""
+    """A Prometheus registry for one StreamServer and its jobs; ``render()`` gives the text exposition format."""
 
-    def __init__(self, server: StreamServer) -> None:
+    def __init__(self, server: StreamServer, jobs: JobManager) -> None:
         self.server = server
         self.registry = CollectorRegistry()
         self.registry.register(_ServerCollector(server))
+        self.registry.register(_JobCollector(jobs))
         self._gpu = GpuCollector()
         self.registry.register(self._gpu)
         ProcessCollector(registry=self.registry)

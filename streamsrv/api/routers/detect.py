@@ -28,8 +28,8 @@ from streamsrv.api.deps import Authenticated, ServerDep
 from streamsrv.api.routers.jobs import JobsDep, busy
 from streamsrv.api.schemas import Message
 from streamsrv.config.models import AppConfig, JobsConfig
-from streamsrv.runtime.jobs import Busy
-from streamsrv.runtime.jobs import Image as BGRImage
+from streamsrv.errors import Busy, LaneClosed
+from streamsrv.runtime.image_lane import Image as BGRImage
 from streamsrv.types import FrameResult
 
 router = APIRouter(tags=["detect"], dependencies=[Authenticated])
@@ -111,6 +111,10 @@ def _check_query(
         raise _unprocessable(f"classes {unknown} are not labels of this model (it has {sorted(set(labels))})")
 
 
+def _unavailable(exc: Exception) -> HTTPException:
+    return HTTPException(status.HTTP_503_SERVICE_UNAVAILABLE, f"inference is unavailable: {exc}")
+
+
 def _detections(result: FrameResult, confidence: float | None, classes: list[str]) -> list[Detection]:
     t = result.tracks
     out = []
@@ -188,21 +192,22 @@ async def detect(
         raise HTTPException(status.HTTP_415_UNSUPPORTED_MEDIA_TYPE, f"{name}: sent as {declared} but it is {fmt}")
     if not inference.model_loaded:
         raise HTTPException(status.HTTP_503_SERVICE_UNAVAILABLE, "the model is not loaded yet", {"Retry-After": "5"})
-    if jobs.images.inflight() >= jobs.images.max_inflight:  # refuse before the costly decode; detect() decides
-        raise busy(Busy(f"{jobs.images.max_inflight} images are being detected already", 1))
-    image = await run_in_threadpool(_decode, data, fmt, name, cfg.jobs)
     try:
+        jobs.images.check_room()  # refuse before the costly decode; detect() decides
+        image = await run_in_threadpool(_decode, data, fmt, name, cfg.jobs)
         future = jobs.images.detect(image)
     except Busy as exc:
         raise busy(exc) from None
+    except LaneClosed as exc:
+        raise _unavailable(exc) from None
     try:
         result = await asyncio.wait_for(asyncio.wrap_future(future), DETECT_TIMEOUT_S)
     except TimeoutError:
         raise HTTPException(
             status.HTTP_503_SERVICE_UNAVAILABLE, f"inference did not answer within {DETECT_TIMEOUT_S:g}s"
         ) from None
-    except (RuntimeError, ValueError) as exc:  # the lane closed (stopping), or the image could not be queued
-        raise HTTPException(status.HTTP_503_SERVICE_UNAVAILABLE, f"inference is unavailable: {exc}") from None
+    except (LaneClosed, ValueError) as exc:  # the lane closed (stopping), or the image could not be queued
+        raise _unavailable(exc) from None
     detections = _detections(result, confidence, wanted)
     if annotate:
         jpeg = await run_in_threadpool(_annotate, image, detections)

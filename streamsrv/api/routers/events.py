@@ -22,7 +22,7 @@ from fastapi.responses import Response, StreamingResponse
 from fastapi.security import HTTPAuthorizationCredentials, HTTPBearer
 from pydantic import BaseModel, Field, ValidationError
 
-from streamsrv.api.deps import Authenticated, ServerDep
+from streamsrv.api.deps import Authenticated, ServerDep, ShutdownDep
 from streamsrv.api.schemas import Message, request_error
 from streamsrv.config.models import CAMERA_ID_PATTERN
 from streamsrv.events import Event, EventBus, EventBusUnavailable, EventRecord, listen
@@ -119,8 +119,8 @@ def event_history(query: Annotated[HistoryQuery, Query()], server: ServerDep) ->
     dependencies=[Authenticated],
     summary="Live events as Server-Sent Events",
     description="Each event is one message: its cursor as `id`, its JSON as `data`. A comment line is sent every "
-    f"{SSE_KEEPALIVE_S:.0f} s while nothing happens. A reconnecting EventSource sends Last-Event-ID and misses "
-    "nothing the bus still holds.",
+    f"{SSE_KEEPALIVE_S:.0f} s while nothing happens. The stream ends when the server shuts down. A reconnecting "
+    "EventSource sends Last-Event-ID and misses nothing the bus still holds.",
     responses={
         200: {"content": {"text/event-stream": {"schema": {"type": "string"}}}, "description": "The event stream."},
         **_UNAVAILABLE,
@@ -129,6 +129,7 @@ def event_history(query: Annotated[HistoryQuery, Query()], server: ServerDep) ->
 async def event_stream(
     query: Annotated[StreamQuery, Query()],
     server: ServerDep,
+    shutdown: ShutdownDep,
     last_event_id: Annotated[
         str | None, Header(pattern=CURSOR_PATTERN, description="Resume after this cursor (sent by EventSource).")
     ] = None,
@@ -138,7 +139,7 @@ async def event_stream(
     else:
         start = await run_in_threadpool(_start, server.bus, query, query.after, ("query", "after"))
     return EventStreamResponse(
-        _sse(server.bus, query, *start), headers={"Cache-Control": "no-cache", "X-Accel-Buffering": "no"}
+        _sse(server.bus, query, *start, shutdown), headers={"Cache-Control": "no-cache", "X-Accel-Buffering": "no"}
     )
 
 
@@ -239,7 +240,7 @@ def _start(
 
 
 async def _follow(
-    bus: EventBus, filters: EventFilters, after: str | None, closed: asyncio.Task[None] | None = None
+    bus: EventBus, filters: EventFilters, after: str | None, closed: asyncio.Future[Any] | None = None
 ) -> AsyncGenerator[EventRecord | None, None]:
     """Matching events as the bus delivers them, and None after each ``SSE_KEEPALIVE_S`` without one; until
     ``closed``, when given, is done."""
@@ -272,16 +273,22 @@ async def _next(events: AsyncIterator[EventRecord]) -> EventRecord:
 
 
 async def _sse(
-    bus: EventBus, filters: EventFilters, records: list[EventRecord], after: str | None
+    bus: EventBus, filters: EventFilters, records: list[EventRecord], after: str | None, shutdown: asyncio.Event
 ) -> AsyncIterator[str]:
-    # No disconnect watch of our own: Starlette cancels this generator as soon as the client leaves. The first
-    # bytes go out at once, so the client sees the stream open before any event.
+    # No disconnect watch of our own: Starlette cancels this generator as soon as the client leaves. Shutdown
+    # cancels nothing, so the stream ends itself then: the client gets a complete body (and an EventSource
+    # reconnects after `retry`, resuming from its Last-Event-ID). The first bytes go out at once, so the client
+    # sees the stream open before any event.
     yield f": streamsrv events\nretry: {SSE_RETRY_MS}\n\n"
     for record in records:
         yield _sse_message(record)
-    async with contextlib.aclosing(_follow(bus, filters, after)) as live:
-        async for item in live:
-            yield ": keep-alive\n\n" if item is None else _sse_message(item)
+    ended = asyncio.create_task(shutdown.wait())
+    try:
+        async with contextlib.aclosing(_follow(bus, filters, after, ended)) as live:
+            async for item in live:
+                yield ": keep-alive\n\n" if item is None else _sse_message(item)
+    finally:
+        ended.cancel()
 
 
 def _sse_message(record: EventRecord) -> str:

@@ -22,9 +22,9 @@ from streamsrv.api.schemas import Message, request_error
 from streamsrv.config.models import CameraConfig, JobsConfig
 from streamsrv.config.rules import RulesConfig
 from streamsrv.decode.source import VideoSource
-from streamsrv.errors import NotFoundError, SourceError
+from streamsrv.errors import Busy, NotFoundError, SourceError
 from streamsrv.runtime.job_store import Job
-from streamsrv.runtime.jobs import Busy, JobManager, JobStats, JobStoreUnavailable
+from streamsrv.runtime.jobs import JobManager, JobStats, JobStoreUnavailable
 
 router = APIRouter(prefix="/api/jobs", tags=["jobs"], dependencies=[Authenticated])
 

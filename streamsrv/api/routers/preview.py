@@ -15,8 +15,9 @@ from typing import Annotated, Any, Literal
 from fastapi import APIRouter, Depends, FastAPI, HTTPException, Request, Response, status
 from fastapi.responses import FileResponse, StreamingResponse
 from pydantic import BaseModel, Field
+from starlette.background import BackgroundTask
 
-from streamsrv.api.deps import Authenticated
+from streamsrv.api.deps import Authenticated, ShutdownDep
 from streamsrv.config.models import AppConfig
 from streamsrv.errors import NotFoundError
 from streamsrv.preview.hub import PreviewHub, PreviewStats
@@ -104,12 +105,19 @@ def index() -> FileResponse:
     summary="Live annotated video as MJPEG (multipart/x-mixed-replace)",
     responses={200: {"content": {"multipart/x-mixed-replace": {}}}, **_CAMERA_NOT_FOUND},
 )
-async def camera_mjpeg(camera_id: str, hub: HubDep) -> StreamingResponse:
+async def camera_mjpeg(camera_id: str, hub: HubDep, shutdown: ShutdownDep) -> StreamingResponse:
     try:
         viewer = hub.watch(camera_id, "mjpeg")
     except NotFoundError as exc:
         raise _not_found(exc) from None
-    return StreamingResponse(mjpeg_stream(viewer), media_type=MEDIA_TYPE, headers=_NO_STORE)
+    # Also closed after the response: a client gone before the stream starts cancels it before its generator
+    # runs, and the generator's own ``finally`` with it.
+    return StreamingResponse(
+        mjpeg_stream(viewer, shutdown),
+        media_type=MEDIA_TYPE,
+        headers=_NO_STORE,
+        background=BackgroundTask(viewer.close),
+    )
 
 
 @router.get(
