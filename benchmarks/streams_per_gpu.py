@@ -45,14 +45,12 @@ For RTSP cameras serve the clip first, e.g. ``/usr/bin/python3 tests/support/rts
 from __future__ import annotations
 
 import argparse
-import csv
 import json
 import math
 import multiprocessing as mp
 import os
 import platform
 import sys
-import textwrap
 import threading
 import time
 from collections import Counter
@@ -67,14 +65,9 @@ import numpy as np
 import psutil
 from tqdm import tqdm
 
-from benchmarks.gpu_reference import (
-    GPUS,
-    YOLOV8_REFERENCE_PIXELS,
-    YOLOV8_T4_TENSORRT_MS,
-    GpuReference,
-    gpu_for_device_name,
-    yolov8_variant,
-)
+from benchmarks.capacity_plan import cpu_name, plan
+from benchmarks.capacity_report import plot, print_tables, write_csv
+from benchmarks.gpu_reference import GPUS, YOLOV8_T4_TENSORRT_MS, gpu_for_device_name
 from benchmarks.pipeline_throughput import REPO, decode_frames, percentile, process_rss, run_raw
 from streamsrv.config.models import AppConfig, CameraConfig, InferenceConfig, ModelConfig
 from streamsrv.runtime.supervisor import Supervisor
@@ -454,88 +447,6 @@ def input_shape(width: int, height: int, imgsz: int) -> tuple[int, int]:
     return letterbox_batch([np.zeros((height, width, 3), np.uint8)], imgsz).images.shape[1:3]
 
 
-def plan(
-    gpu: GpuReference,
-    here: GpuReference | None,
-    args: argparse.Namespace,
-    capacity: int | None,
-    raw_fps: float,
-    step: Step | None,
-    host: HostCosts,
-    shape: tuple[int, int],
-    clip_desc: str,
-) -> dict[str, Any]:
-    """Capacity on ``gpu``: measured when we run on it, else projected from measured per-stage costs."""
-    if here is gpu:
-        return {"gpu": gpu.key, "kind": "MEASURED", "streams": capacity, "note": f"measured on {gpu.name} in this run"}
-    assumptions = [
-        f"headroom: stages planned to {args.headroom:.0%} of capacity",
-        f"host: {gpu.host}, {gpu.host_vcpus} vCPUs, each as fast as one logical CPU here ({cpu_name()})",
-        "decoding on the CPU as measured here; NVDEC (hwaccel auto on a GPU host) would take it off the CPU",
-        f"decode cost of this clip ({clip_desc}); cameras of other resolutions or codecs cost more or less",
-        "host CPU per frame counts preprocessing as measured on the CPU here, though on CUDA it runs on the GPU",
-    ]
-    sources = [asdict(s) for s in gpu.sources]
-    variant = args.plan_variant or yolov8_variant(args.model)
-    if here is not None:
-        gpu_img_s = raw_fps * gpu.relative_to_t4 / here.relative_to_t4
-        assumptions.append(
-            f"GPU stage: raw throughput measured here on {here.name} ({raw_fps:.1f} img/s) x "
-            f"{gpu.relative_to_t4 / here.relative_to_t4:.3f} ({gpu.key}: {gpu.relative_basis})"
-        )
-    elif variant in YOLOV8_T4_TENSORRT_MS:
-        pixels = shape[0] * shape[1]
-        t4_ms = YOLOV8_T4_TENSORRT_MS[variant] * pixels / YOLOV8_REFERENCE_PIXELS
-        gpu_img_s = 1000 / t4_ms * gpu.relative_to_t4
-        assumptions += [
-            f"GPU stage: Ultralytics' YOLOv8{variant} T4 TensorRT latency {YOLOV8_T4_TENSORRT_MS[variant]} ms "
-            f"(640x640, batch 1) scaled to our {shape[0]}x{shape[1]} input by pixel count = {t4_ms:.2f} ms",
-            "a TensorRT batch-1 figure: batching raises throughput (streamsrv's tensorrt backend builds dynamic-batch "
-            "fp16 engines, not yet measured on a GPU), while its ultralytics torch fp16 path is slower; the net is "
-            "unknown",
-        ]
-        if gpu.relative_to_t4 != 1:
-            assumptions.append(f"{gpu.name} / T4 = {gpu.relative_to_t4:.3f}: {gpu.relative_basis}")
-    else:
-        return {
-            "gpu": gpu.key,
-            "kind": "PROJECTION",
-            "streams": None,
-            "note": f"no published T4 latency for model {args.model!r}; pass --plan-variant n|s|m|l|x",
-            "sources": sources,
-        }
-    gpu_streams = math.floor(gpu_img_s * args.headroom / args.fps)
-    decode = step.decode_cores_per_stream if step is not None else 0.0
-    main_ms = step.cores["main"] * 1e3 / step.pipeline_fps if step is not None and step.pipeline_fps else 0.0
-    per_stream_cores = decode + args.fps * (host.host_ms + main_ms) / 1e3
-    cpu_streams = math.floor(gpu.host_vcpus * args.headroom / per_stream_cores) if per_stream_cores else None
-    streams = gpu_streams if cpu_streams is None else min(gpu_streams, cpu_streams)
-    return {
-        "gpu": gpu.key,
-        "kind": "PROJECTION",
-        "streams": streams,
-        "limited_by": "GPU inference" if cpu_streams is None or gpu_streams <= cpu_streams else "host CPU",
-        "gpu_streams": gpu_streams,
-        "cpu_streams": cpu_streams,
-        "gpu_img_per_s": round(gpu_img_s, 1),
-        "per_stream_cores": round(per_stream_cores, 4),
-        "per_stream_cores_parts": {
-            "decode": round(decode, 4),
-            "detector_host_and_tracking": round(args.fps * host.host_ms / 1e3, 4),
-            "main_process": round(args.fps * main_ms / 1e3, 4),
-        },
-        "host": gpu.host,
-        "assumptions": assumptions,
-        "sources": sources,
-    }
-
-
-def cpu_name() -> str:
-    from benchmarks.backends import cpu_name as name  # imports torch: main process only
-
-    return name()
-
-
 def probe_clip(path: Path) -> dict[str, Any]:
     with av.open(str(path)) as c:
         s = c.streams.video[0]
@@ -549,102 +460,14 @@ def probe_clip(path: Path) -> dict[str, Any]:
         }
 
 
-def write_csv(path: Path, steps: list[Step], saturation: Step | None) -> None:
-    rows = [("ramp", s) for s in steps] + ([("saturation", saturation)] if saturation else [])
-    flat = [k for k, v in asdict(rows[0][1]).items() if not isinstance(v, dict | list)] if rows else []
-    core_kinds = ("decoders", "inference", "main", "other")
-    with path.open("w", newline="") as f:
-        w = csv.writer(f)
-        w.writerow(["kind", *flat, "failed", "decoders", *(f"cores_{k}" for k in core_kinds)])
-        for kind, step in rows:
-            row = asdict(step)
-            w.writerow(
-                [kind, *(row[k] for k in flat), "; ".join(step.failed), " ".join(step.decoders)]
-                + [step.cores.get(k, "") for k in core_kinds]
-            )
-
-
-def plot(path: Path, steps: list[Step], args: argparse.Namespace, title: str) -> None:
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-    from matplotlib.ticker import MaxNLocator
-
-    ordered = sorted(steps, key=lambda s: s.streams)
-    n = [s.streams for s in ordered]
-    fig, (ax_fps, ax_lat) = plt.subplots(2, 1, figsize=(8, 7), sharex=True)
-    ax_fps.plot(n, [s.fps_per_stream_mean for s in ordered], "o-", label="mean per stream")
-    ax_fps.plot(n, [s.fps_per_stream_min for s in ordered], "s--", label="slowest stream")
-    ax_fps.axhline(args.fps, color="grey", lw=0.8, label=f"target {args.fps:g} fps")
-    ax_fps.axhline(args.fps * (1 - args.fps_tolerance), color="grey", ls=":", lw=0.8, label="pass threshold")
-    ax_fps.set_ylabel("fps per stream")
-    ax_lat.plot(n, [s.latency_ms_p50 for s in ordered], "o-", label="latency p50")
-    ax_lat.plot(n, [s.latency_ms_p95 for s in ordered], "s--", label="latency p95")
-    ax_lat.axhline(args.budget_ms, color="red", lw=0.8, label=f"budget {args.budget_ms:g} ms")
-    ax_lat.set_ylabel("ms (decoded -> result)")
-    ax_lat.set_xlabel("streams")
-    for ax in (ax_fps, ax_lat):
-        for s in ordered:
-            ax.axvspan(s.streams - 0.15, s.streams + 0.15, color="green" if s.passed else "red", alpha=0.08)
-        ax.legend(fontsize=8)
-        ax.grid(alpha=0.3)
-    ax_lat.xaxis.set_major_locator(MaxNLocator(integer=True))
-    fig.suptitle("\n".join(textwrap.wrap(title, 100)), fontsize=9)
-    fig.tight_layout()
-    fig.savefig(path, dpi=110)
-    plt.close(fig)
-
-
-def print_tables(report: dict[str, Any]) -> None:
-    meta = report["meta"]
-    print(f"\n{meta['title']}\n")
-    print(
-        "| streams | fps/stream min | mean | latency p50 ms | p95 ms | drops | batch mean | infer ms/batch "
-        "| decode ms/frame | CPU % | GPU % | GPU MB | pass |"
-    )
-    print("|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---|")
-    for s in sorted(report["steps"], key=lambda s: s["streams"]):
-        verdict = "yes" if s["passed"] else "no: " + "; ".join(s["failed"])
-        gpu = "-" if s["gpu_util_percent_mean"] is None else f"{s['gpu_util_percent_mean']:.0f}"
-        mem = "-" if s["gpu_memory_mb_max"] is None else f"{s['gpu_memory_mb_max']:.0f}"
-        print(
-            f"| {s['streams']} | {s['fps_per_stream_min']:.2f} | {s['fps_per_stream_mean']:.2f} "
-            f"| {s['latency_ms_p50']:.0f} | {s['latency_ms_p95']:.0f} | {s['drop_fraction']:.1%} "
-            f"| {s['batch_size_mean']:.2f} | {s['inference_ms_mean']:.0f} | {s['decode_ms_per_frame']:.2f} "
-            f"| {s['cpu_percent_mean']:.0f} | {gpu} | {mem} | {verdict} |"
-        )
-    cap = report["capacity"]
-    print(f"\ncapacity: {cap['streams']} streams at {cap['fps']:g} fps (p95 latency <= {cap['budget_ms']:g} ms)")
-    sat, raw = report["saturation"], report["raw"]
-    if sat is not None:
-        print(
-            f"saturation: {sat['streams']} cameras at {sat['detect_fps']:g} fps -> pipeline {sat['pipeline_fps']:.1f} "
-            f"frames/s, raw batched {raw['frames_per_s']:.1f} img/s (batch {raw['batch_size']}): "
-            f"pipeline/raw = {report['pipeline_over_raw']:.2f}"
-        )
-    for p in report["plan"]:
-        print(f"\n{p['kind']} {GPUS[p['gpu']].name}: {p['streams']} streams", end="")
-        if p.get("limited_by"):
-            print(
-                f" (limited by {p['limited_by']}: GPU {p['gpu_streams']}, CPU {p['cpu_streams']}; "
-                f"{p['gpu_img_per_s']} img/s, {p['per_stream_cores']} cores/stream on {p['host']})"
-            )
-        else:
-            print(f" - {p.get('note', '')}")
-        for a in p.get("assumptions", []):
-            print(f"  assumption: {a}")
-        for src in p.get("sources", []):
-            print(f"  source: {src['title']} <{src['url']}>")
-
-
 def parse_args(argv: list[str] | None) -> argparse.Namespace:
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--model", default="yolov8n.yaml", help="weights, or a model yaml (untrained: speed only)")
     p.add_argument("--labels", default="", help="label aliases, e.g. Normal=person,Fall=person")
     p.add_argument("--backend", default="ultralytics", choices=["ultralytics", "onnxruntime", "openvino", "tensorrt"])
     p.add_argument("--device", default="auto")
-    p.add_argument("--precision", default="auto", choices=["auto", "fp32", "fp16", "bf16"])
+    p.add_argument("--precision", default="auto", choices=["auto", "fp32", "fp16", "bf16", "int8"])
+    p.add_argument("--calibration", type=Path, help="video or image folder int8 is calibrated on (default: --clip)")
     p.add_argument("--imgsz", type=int, default=640, help="network input long side")
     p.add_argument("--max-batch", type=int, default=8)
     p.add_argument("--threads", type=int, default=0, help="model CPU threads (0: all cores)")
@@ -675,6 +498,8 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     unknown = [g for g in args.plan.split(",") if g and g not in GPUS]
     if unknown:
         p.error(f"--plan: unknown GPU(s) {unknown}; known: {', '.join(GPUS)}")
+    if args.precision == "int8" and args.backend != "openvino":
+        p.error(f"--precision int8 needs --backend openvino, not {args.backend}")
     return args
 
 
@@ -688,6 +513,7 @@ def main(argv: list[str] | None = None) -> int:
             backend=args.backend,
             device=args.device,
             precision=args.precision,
+            calibration=str(args.calibration or args.clip) if args.precision == "int8" else None,
             imgsz=args.imgsz,
             max_batch=args.max_batch,
             threads=args.threads,
