@@ -44,7 +44,7 @@ sys.exit(0 if ok else f'torch is built for CUDA {built or None} but the base ima
 WORKDIR /src
 COPY pyproject.toml README.md ./
 COPY streamsrv ./streamsrv
-# [fast]: the onnxruntime and openvino backends, so inference.backend can be switched by config alone.
+# [fast]: the onnxruntime and openvino backends (with nncf for INT8), so inference.backend can be switched by config alone.
 RUN --mount=type=cache,target=/root/.cache/uv uv pip install ".[fast]"
 
 # ---- runtime

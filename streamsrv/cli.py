@@ -26,9 +26,7 @@ def _load(path: str | None) -> AppConfig:
 
 
 def cmd_serve(args: argparse.Namespace) -> int:
-    import uvicorn
-
-    from streamsrv.api.app import create_app
+    from streamsrv.api.app import HttpServer, create_app
 
     cfg = _load(args.config)
     if args.host:
@@ -43,10 +41,10 @@ def cmd_serve(args: argparse.Namespace) -> int:
     # lets the re-raise return, so the server exits 0 after a clean shutdown.
     for signum in (signal.SIGTERM, signal.SIGINT):
         signal.signal(signum, lambda *_: None)
-    # Event streams (SSE) never end by themselves: unbounded, shutdown would wait for every client to leave.
-    uvicorn.run(
+    # HttpServer ends the endless responses itself; the bound is for requests that are slow to finish.
+    HttpServer(
         app, host=cfg.server.host, port=cfg.server.port, log_config=None, access_log=False, timeout_graceful_shutdown=5
-    )
+    ).run()
     return 0
 
 

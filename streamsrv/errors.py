@@ -8,7 +8,8 @@
     │   ├── SourceTimeout         open/read timed out, or the stream stalled
     │   └── SourceUnavailable     refused, not found, unauthorized, not video
     ├── ModelError            the model cannot be loaded or run
-    └── NotFoundError         an id (camera, event, zone) does not exist
+    ├── NotFoundError         an id (camera, event, zone) does not exist
+    └── Busy                  too much work is waiting already (a 429 with Retry-After)
 """
 
 
@@ -38,3 +39,15 @@ class ModelError(StreamsrvError):
 
 class NotFoundError(StreamsrvError):
     """A named object (camera, event, zone) does not exist."""
+
+
+class LaneClosed(StreamsrvError):
+    """A lane of the inference loop was closed (its job deleted, or the server stopping)."""
+
+
+class Busy(StreamsrvError):
+    """Too much work is waiting already; try again after ``retry_after_s``."""
+
+    def __init__(self, message: str, retry_after_s: int) -> None:
+        super().__init__(message)
+        self.retry_after_s = retry_after_s

@@ -7,6 +7,7 @@ from __future__ import annotations
 import json
 import logging
 import threading
+import time
 from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
@@ -26,7 +27,6 @@ from streamsrv.cli import main
 from streamsrv.config.models import AppConfig
 from streamsrv.events import Event
 from streamsrv.runtime.server import StreamServer
-from tests.support.app_server import AppServer, model_section
 from tests.support.processes import free_port
 from tests.support.waiting import wait_for
 
@@ -228,8 +228,20 @@ def test_sse_sends_keepalive_comments_while_nothing_matches(live: Live, monkeypa
         assert next(messages) == {"": "keep-alive"}
 
 
+def settled_subscribers(live: Live, quiet_s: float = 0.5) -> int:
+    """The bus's subscriber count once it has not changed for ``quiet_s``: a stream an earlier test closed is let
+    go a moment after its client leaves, and counting it would skew a baseline."""
+    count, since = live.server.bus.stats().subscribers, time.monotonic()
+    while time.monotonic() - since < quiet_s:
+        time.sleep(0.05)
+        now = live.server.bus.stats().subscribers
+        if now != count:
+            count, since = now, time.monotonic()
+    return count
+
+
 def test_a_client_that_leaves_releases_its_subscription_before_any_write(live: Live) -> None:
-    baseline = live.server.bus.stats().subscribers
+    baseline = settled_subscribers(live)
     # Nothing matches and keep-alives are 15 s apart: only noticing the closed connection releases these.
     with live.http.stream("GET", "/api/events/stream", params={"camera": "elsewhere"}) as response:
         messages = sse_messages(response)  # kept: a discarded iterator would close the connection
@@ -327,13 +339,3 @@ def test_cli_follows_the_sse_stream_after_replaying_history(live: Live, capsys: 
 def test_cli_reports_a_refused_api_key(live: Live, capsys: pytest.CaptureFixture[str]) -> None:
     assert main(["events", "--url", live.url, "--api-key", "wrong", "--max-events", "1"]) == 2
     assert "401" in capsys.readouterr().err
-
-
-def test_serve_stops_promptly_while_an_event_stream_is_open(tmp_path: Path, person_model: Path) -> None:
-    config = tmp_path / "streamsrv.yaml"
-    config.write_text(model_section(person_model))
-    with AppServer(config) as app, httpx.Client(base_url=app.base_url, timeout=30) as http:
-        with http.stream("GET", "/api/events/stream") as response:
-            assert response.status_code == 200
-            app.stop(timeout=30)  # SIGTERM; SIGKILL only if it has not exited by then
-        assert "Finished server process" in app.log()

@@ -32,6 +32,11 @@ def test_defaults_are_valid() -> None:
         ("cameras: [{id: a, url: x.mp4}, {id: a, url: y.mp4}]", "duplicate camera id 'a'"),
         ("inference: {max_batch: many}", "inference.max_batch = 'many'"),
         ("tracker: {type: sort}", "tracker.type = 'sort'"),
+        (
+            "inference: {backend: onnxruntime, precision: int8, calibration: x.mp4}",
+            "inference: Value error, precision int8 needs backend openvino, not onnxruntime",
+        ),
+        ("inference: {backend: openvino, precision: int8}", "precision int8 needs calibration"),
         ("modle: {path: x.pt}", "modle"),
         ("cameras: [{id: a}]", "cameras[0].url: Field required"),
         ("cameras: [a, b", "not valid YAML"),
@@ -71,9 +76,13 @@ def test_relative_paths_resolve_against_the_config_file(tmp_path: Path) -> None:
     (tmp_path / "models").mkdir()
     (tmp_path / "models" / "m.pt").write_bytes(b"x")
     cfg_file = tmp_path / "streamsrv.yaml"
-    cfg_file.write_text("model: {path: models/m.pt}\ncameras: [{id: a, url: clips/a.mp4}, {id: b, url: 'rtsp://h/s'}]")
+    cfg_file.write_text(
+        "model: {path: models/m.pt}\ncameras: [{id: a, url: clips/a.mp4}, {id: b, url: 'rtsp://h/s'}]\n"
+        "inference: {backend: openvino, precision: int8, calibration: clips/lobby.mp4}"
+    )
     cfg = load_config(cfg_file)
     assert cfg.model.path == str(tmp_path / "models" / "m.pt")
+    assert cfg.inference.calibration == str(tmp_path / "clips" / "lobby.mp4")
     assert cfg.cameras[0].url == str(tmp_path / "clips" / "a.mp4")
     assert cfg.cameras[1].url == "rtsp://h/s"
 

@@ -8,6 +8,7 @@ from __future__ import annotations
 import contextlib
 import itertools
 import socket
+import struct
 import threading
 from collections.abc import Iterator
 from pathlib import Path
@@ -178,6 +179,18 @@ def test_a_stalled_viewer_holds_up_nobody_and_frames_are_encoded_once(server: Ap
         assert stats["jpeg_encodes"] <= stats["frames"] + 1
     finally:
         stalled.close()
+    wait_idle(http)
+
+
+def test_clients_that_hang_up_at_once_leave_no_viewer_behind(server: AppServer, http: httpx.Client) -> None:
+    """A page that switches cameras quickly drops its request before the stream's first byte."""
+    wait_idle(http)
+    request = f"GET /api/cameras/cam/mjpeg HTTP/1.1\r\nHost: x\r\nAuthorization: Bearer {API_KEY}\r\n\r\n"
+    for hang_up in ("close", "reset") * 10:
+        with socket.create_connection(("127.0.0.1", server.port)) as impatient:
+            if hang_up == "reset":  # RST instead of FIN
+                impatient.setsockopt(socket.SOL_SOCKET, socket.SO_LINGER, struct.pack("ii", 1, 0))
+            impatient.sendall(request.encode())
     wait_idle(http)
 
 

@@ -1,8 +1,10 @@
-"""Graceful shutdown of ``streamsrv serve`` on SIGTERM, with events still buffered for a Redis that is down.
+"""Graceful shutdown of ``streamsrv serve`` on SIGTERM: with events still buffered for a Redis that is down, and
+with clients on the endless responses (the SSE event stream, MJPEG).
 
 The server exits with status 0; its decoder, inference and helper processes are gone; events it buffered during
 the outage reach Redis while it shuts down (each camera's seq 1, 2, 3, ... exactly once, in order); its frame
-rings and the POSIX semaphores its processes had mapped are gone from /dev/shm.
+rings and the POSIX semaphores its processes had mapped are gone from /dev/shm. Open streams end with a complete
+body at once, instead of holding shutdown until uvicorn's graceful timeout cancels them.
 """
 
 from __future__ import annotations
@@ -10,6 +12,8 @@ from __future__ import annotations
 import os
 import re
 import signal
+import threading
+import time
 from pathlib import Path
 
 import httpx
@@ -21,9 +25,11 @@ from streamsrv.events import Event
 from tests.support.app_server import AppServer, model_section, wait_for
 from tests.support.processes import RedisServer, RtspServerFactory
 
-pytestmark = [pytest.mark.slow, pytest.mark.rtsp]
+pytestmark = pytest.mark.slow
 
 SHM = Path("/dev/shm")
+# cli.py's timeout_graceful_shutdown: past it uvicorn cancels whatever is still responding.
+GRACEFUL_TIMEOUT_S = 5.0
 
 
 def buffered(http: httpx.Client) -> int:
@@ -49,6 +55,7 @@ def mapped_semaphores(pids: set[int]) -> set[str]:
     return found
 
 
+@pytest.mark.rtsp
 def test_sigterm_stops_everything_flushes_buffered_events_and_frees_shared_memory(
     tmp_path: Path,
     person_model: Path,
@@ -121,3 +128,67 @@ cameras:
         ("camera.offline", online.run_id, online.seq + 1),
         ("camera.online", online.run_id, online.seq + 2),
     ]
+
+
+class StreamReader:
+    """Reads one endless response in a thread, to see how it ends: a complete body, or a transport error."""
+
+    def __init__(self, base_url: str, path: str) -> None:
+        self.path = path
+        self.opened = threading.Event()
+        self.error: Exception | None = None
+        self.ended_at: float | None = None  # time.monotonic()
+        self._thread = threading.Thread(target=self._read, args=(base_url,), name=f"read {path}", daemon=True)
+        self._thread.start()
+
+    def _read(self, base_url: str) -> None:
+        try:
+            with httpx.Client(base_url=base_url, timeout=30) as http, http.stream("GET", self.path) as response:
+                assert response.status_code == 200, response.status_code
+                for _ in response.iter_raw():
+                    self.opened.set()
+        except Exception as exc:  # a truncated chunked body (RemoteProtocolError) is what this test looks for
+            self.error = exc
+        finally:
+            self.ended_at = time.monotonic()
+
+    def ended(self, timeout_s: float) -> bool:
+        self._thread.join(timeout_s)
+        return not self._thread.is_alive()
+
+
+def test_sigterm_ends_open_event_and_mjpeg_streams_cleanly_and_promptly(
+    tmp_path: Path, person_model: Path, clip_360p: Path
+) -> None:
+    config = tmp_path / "streamsrv.yaml"
+    config.write_text(
+        model_section(person_model)
+        + f"""cameras:
+  - {{id: lobby, url: "{clip_360p}", loop: true, detect_fps: 2}}
+"""
+    )
+    app = AppServer(config)
+    app.start()
+    try:
+        app.wait_ready()
+        readers = [StreamReader(app.base_url, p) for p in ("/api/events/stream", "/api/cameras/lobby/mjpeg")]
+        for reader in readers:
+            assert reader.opened.wait(60), f"{reader.path} sent nothing: {reader.error!r}\n{app.output()}"
+        assert app.pid is not None and app._proc is not None
+        signalled = time.monotonic()
+        os.kill(app.pid, signal.SIGTERM)
+        exit_code = app._proc.wait(60)
+        for reader in readers:
+            assert reader.ended(10), f"{reader.path} still open after the server exited"
+    finally:
+        app.stop(timeout=30)
+
+    log = app.log()
+    assert exit_code == 0, log[-3000:]
+    assert "Traceback" not in log, log[-5000:]
+    assert "timeout graceful shutdown exceeded" not in log, log[-3000:]
+    for reader in readers:
+        assert reader.error is None, f"{reader.path} did not end cleanly: {reader.error!r}"
+        assert reader.ended_at is not None
+        # Well inside uvicorn's grace period: the stream ended itself rather than being waited out.
+        assert reader.ended_at - signalled < GRACEFUL_TIMEOUT_S / 2, f"{reader.path} ended late"

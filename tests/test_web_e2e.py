@@ -300,8 +300,8 @@ def test_webrtc_plays_through_a_turn_relay_when_no_direct_path_exists(
             assert " typ relay" in offer and " typ relay" in answer
             assert "typ host" in answer and "typ host" not in keep_candidates(answer, is_relay)
             # and the TURN server relays for both: allocations granted, channels bound to the peers' relays
-            log = turn.output()
-            assert "ALLOCATE processed, success" in log and "CHANNEL_BIND processed, success" in log, log
+            relayed = ("ALLOCATE processed, success", "CHANNEL_BIND processed, success")
+            wait_for(lambda: all(line in turn.output() for line in relayed), 10, f"coturn to log {relayed}", turn)
             page.screenshot(path=str(ARTIFACTS / "web-turn-relay.png"))
             page.close()
             context.close()

@@ -121,6 +121,9 @@ def _resolve_relative_paths(cfg: AppConfig, base_dir: Path) -> None:
     model = base_dir / cfg.model.path
     if not Path(cfg.model.path).is_absolute() and model.exists():
         cfg.model.path = str(model.resolve())
+    calibration = cfg.inference.calibration
+    if calibration is not None and not Path(calibration).is_absolute():
+        cfg.inference.calibration = str((base_dir / calibration).resolve())
     for cam in cfg.cameras:
         url = cam.url.removeprefix("file://")
         if "://" not in url and not url.startswith("/"):

@@ -132,10 +132,20 @@ class InferenceConfig(StrictModel):
         pattern=r"^(auto|cpu|cuda(:\d+)?|intel-gpu(:\d+)?)$",
         description="auto picks CUDA when present (CPU for openvino); intel-gpu[:N] is for the openvino backend.",
     )
-    precision: Literal["auto", "fp32", "fp16", "bf16"] = Field(
+    precision: Literal["auto", "fp32", "fp16", "bf16", "int8"] = Field(
         "auto",
         description="auto: fp16 for ultralytics on CUDA, tensorrt, and openvino on GPUs, bf16 for openvino on "
-        "CPUs that support it, else fp32. onnxruntime runs fp32 only.",
+        "CPUs that support it, else fp32. onnxruntime runs fp32 only. int8 (openvino only) is calibrated on "
+        "`calibration`.",
+    )
+    calibration: str | None = Field(
+        None,
+        min_length=1,
+        description="For precision int8: a video file or a folder of images from your cameras (typical scenes, "
+        "day and night) that INT8 is calibrated on; relative to this config file's directory.",
+    )
+    calibration_frames: int = Field(
+        200, ge=8, le=10000, description="Frames of `calibration`, spread evenly, that INT8 is calibrated on."
     )
     imgsz: int = Field(640, ge=32, le=4096, multiple_of=32, description="Long side of the network input.")
     max_batch: int = Field(8, ge=1, le=256, description="Most frames in one forward pass.")
@@ -163,6 +173,14 @@ class InferenceConfig(StrictModel):
     restart_backoff_s: float = Field(
         1.0, gt=0, le=60, description="First delay before restarting a dead inference process (doubles, capped)."
     )
+
+    @model_validator(mode="after")
+    def _check_int8(self) -> InferenceConfig:
+        if self.precision == "int8" and self.backend != "openvino":
+            raise ValueError(f"precision int8 needs backend openvino, not {self.backend}")
+        if self.precision == "int8" and self.calibration is None:
+            raise ValueError("precision int8 needs calibration: a video file or image folder to calibrate on")
+        return self
 
 
 class TrackerConfig(StrictModel):

@@ -21,12 +21,21 @@ def part(jpeg: bytes) -> bytes:
     return head + jpeg + b"\r\n"
 
 
-async def mjpeg_stream(viewer: Viewer) -> AsyncIterator[bytes]:
-    """Parts for one viewer until the camera goes away or the client disconnects; the viewer is closed at the end."""
+async def mjpeg_stream(viewer: Viewer, stop: asyncio.Event) -> AsyncIterator[bytes]:
+    """Parts for one viewer until the camera goes away, ``stop`` is set (the server shutting down) or the client
+    disconnects; the viewer is closed at the end."""
+    # A closed viewer has no next frame: the stream ends after its current part, with a complete body.
+    closer = asyncio.create_task(_close_when_set(stop, viewer))
     try:
         while (frame := await viewer.next_frame()) is not None:
             # The feed encodes each frame once for every MJPEG viewer; only a frame made before this viewer
             # arrived can lack its JPEG, and that one is encoded off the event loop.
             yield part(frame.jpeg() if frame.has_jpeg else await asyncio.to_thread(frame.jpeg))
     finally:
+        closer.cancel()
         viewer.close()
+
+
+async def _close_when_set(stop: asyncio.Event, viewer: Viewer) -> None:
+    await stop.wait()
+    viewer.close()

@@ -111,8 +111,8 @@ class StreamServer:
 
     def update_rules(self, camera_id: str, rules: RulesConfig) -> None:
         """Swap a camera's rules at runtime; zones and lines that keep their name keep their state."""
-        engine = self._engine(camera_id)
-        with self._engine_locks[camera_id]:
+        engine, lock = self._engine_and_lock(camera_id)
+        with lock:
             engine.update_rules(rules)
 
     def latest_result(self, camera_id: str) -> FrameResult | None:
@@ -122,26 +122,30 @@ class StreamServer:
             return self._latest.get(camera_id)
 
     def occupancy(self, camera_id: str) -> dict[str, dict[str, int]]:
-        engine = self._engine(camera_id)
-        with self._engine_locks[camera_id]:
+        engine, lock = self._engine_and_lock(camera_id)
+        with lock:
             return engine.occupancy()
 
     def line_counts(self, camera_id: str) -> dict[str, dict[str, dict[str, int]]]:
-        engine = self._engine(camera_id)
-        with self._engine_locks[camera_id]:
+        engine, lock = self._engine_and_lock(camera_id)
+        with lock:
             return engine.line_counts()
 
     def stationary_track_ids(self, camera_id: str) -> set[int]:
-        engine = self._engine(camera_id)
-        with self._engine_locks[camera_id]:
+        engine, lock = self._engine_and_lock(camera_id)
+        with lock:
             return engine.stationary_track_ids()
 
     def _engine(self, camera_id: str) -> RuleEngine:
+        return self._engine_and_lock(camera_id)[0]
+
+    def _engine_and_lock(self, camera_id: str) -> tuple[RuleEngine, threading.Lock]:
+        # looked up together: a camera removed between two lookups would raise KeyError (a 500), not NotFound
         with self._lock:
-            engine = self._engines.get(camera_id)
-        if engine is None:
+            engine, lock = self._engines.get(camera_id), self._engine_locks.get(camera_id)
+        if engine is None or lock is None:
             raise NotFoundError(f"camera {camera_id!r} not found")
-        return engine
+        return engine, lock
 
     def _forget(self, camera_id: str) -> None:
         with self._lock:
