@@ -140,6 +140,7 @@ def sample(http: httpx.Client, server_pid: int, cameras: list[str], t_s: float, 
         if snapshots:
             cams[cam]["snapshot_status"] = http.get(f"/api/cameras/{cam}/snapshot.jpg").status_code
     ready = http.get("/readyz").json()
+    heap = inference_heap_mb(http.get("/metrics").text)
     return {
         "t_s": round(t_s, 1),
         "processes": [asdict(p) for p in procs],
@@ -154,8 +155,21 @@ def sample(http: httpx.Client, server_pid: int, cameras: list[str], t_s: float, 
             "semaphores": len(semaphores),
         },
         "inference_restarts": ready["inference_restarts"],
+        "inference_heap_mb": heap,
         "cameras": cams,
     }
+
+
+def inference_heap_mb(metrics_text: str) -> dict[str, float]:
+    """The inference process's C heap (in use, free) from a ``/metrics`` scrape: says whether RSS growth is a leak
+    (in use grows) or memory the allocator holds (free grows); empty where the server is not on glibc."""
+    prefix = 'streamsrv_inference_heap_bytes{state="'
+    out = {}
+    for line in metrics_text.splitlines():
+        if line.startswith(prefix):
+            state, value = line[len(prefix) :].split('"}')
+            out[state] = round(float(value) / 2**20, 1)
+    return out
 
 
 def slope_per_s(t: list[float], y: list[float]) -> float:
@@ -268,7 +282,8 @@ def progress(s: dict[str, Any]) -> str:
     age = max((c["frame_age_ms_p95"] for c in s["cameras"].values()), default=0.0)
     return (
         f"[soak] t={s['t_s']:7.1f}s rss={tree['rss_mb']:8.1f}MB "
-        f"(anon {tree['anon_mb']:.1f}, shared {tree['shared_mb']:.1f}) fds={tree['fds']} threads={tree['threads']} "
+        f"(anon {tree['anon_mb']:.1f}, shared {tree['shared_mb']:.1f}) heap={s['inference_heap_mb']} "
+        f"fds={tree['fds']} threads={tree['threads']} "
         f"procs={tree['processes']} rings={tree['shm_rings']} sems={tree['semaphores']} fps=[{fps}] "
         f"age_p95_max={age:.0f}ms"
     )

@@ -24,6 +24,7 @@ import numpy.typing as npt
 from streamsrv.config.models import AppConfig
 from streamsrv.errors import StreamsrvError
 from streamsrv.infer.batcher import BatchPolicy, Candidate
+from streamsrv.infer.heap import HeapKeeper
 from streamsrv.ipc.frame_ring import FrameRing
 from streamsrv.ipc.messages import (
     AddCamera,
@@ -72,6 +73,7 @@ class InferenceLoop:
         self.background_max_wait_s = cfg.inference.background_max_wait_s
         self.cameras: dict[str, _Camera] = {}
         self.device = getattr(detector.backend, "device", "cpu")
+        self.heap = HeapKeeper()
 
     def add_camera(self, msg: AddCamera) -> None:
         self.remove_camera(RemoveCamera(msg.camera_id))
@@ -195,6 +197,7 @@ class InferenceLoop:
             labels=self.detector.labels,
             cameras={cid: cam.counters() for cid, cam in self.cameras.items()},
             results_dropped=results_dropped,
+            heap=self.heap.tick(),
             ts=time.time(),
         )
 

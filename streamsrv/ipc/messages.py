@@ -55,6 +55,16 @@ class CameraCounters:
 
 
 @dataclass(frozen=True, slots=True)
+class HeapStats:
+    """The C heap of this process, in bytes; ``trimmed_bytes`` adds up the RSS that trims gave back."""
+
+    in_use_bytes: int  # allocated by the program, in the arenas and mmapped blocks
+    free_bytes: int  # held by the arenas, free, still counted in RSS unless trimmed
+    trims: int
+    trimmed_bytes: int
+
+
+@dataclass(frozen=True, slots=True)
 class InferenceStatus:
     """Sent once the model is loaded, then about once a second."""
 
@@ -63,6 +73,7 @@ class InferenceStatus:
     labels: dict[int, str]
     cameras: dict[str, CameraCounters] = field(default_factory=dict)
     results_dropped: int = 0
+    heap: HeapStats | None = None  # the inference process's C heap (None where the C library is not glibc)
     ts: float = 0.0
 
 

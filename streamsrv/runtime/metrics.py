@@ -149,6 +149,20 @@ class _ServerCollector(Collector):
             "Results the inference process dropped because the main process fell behind.",
             value=h.results_dropped,
         )
+        if h.heap is not None:
+            heap = GaugeMetricFamily(
+                "streamsrv_inference_heap_bytes",
+                "The inference process's C heap: bytes in use, and free but held by the allocator.",
+                labels=["state"],
+            )
+            heap.add_metric(["in_use"], h.heap.in_use_bytes)
+            heap.add_metric(["free"], h.heap.free_bytes)
+            yield heap
+            yield CounterMetricFamily(
+                "streamsrv_inference_heap_trimmed_bytes",
+                "Resident memory the inference process handed back to the OS by trimming its heap.",
+                value=h.heap.trimmed_bytes,
+            )
 
     def _events(self) -> Iterator[Metric]:
         events = CounterMetricFamily(

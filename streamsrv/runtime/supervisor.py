@@ -37,6 +37,7 @@ from streamsrv.ipc.messages import (
     AddCamera,
     DecoderStatus,
     InferenceFailed,
+    HeapStats,
     InferenceStatus,
     RemoveCamera,
 )
@@ -147,6 +148,7 @@ class InferenceHealth:
     error: str | None = None
     down_since: float | None = None  # epoch seconds of the current outage, if any
     results_dropped: int = 0
+    heap: HeapStats | None = None
 
 
 class Supervisor:
@@ -539,6 +541,7 @@ class Supervisor:
             h = self.inference
             h.model_loaded, h.backend, h.device, h.labels = True, msg.backend, msg.device, msg.labels
             h.results_dropped = msg.results_dropped
+            h.heap = msg.heap
             h.error, h.down_since = None, None
             for cam_id, counters in msg.cameras.items():
                 rt = self._cameras.get(cam_id)
