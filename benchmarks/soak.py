@@ -22,7 +22,7 @@ After ``--warmup`` seconds the samples are judged. It fails (exit status 1) when
   maximum. A one-off step (a lazily opened file, a worker thread started once) is not a leak; a rising floor is;
 - a camera stops processing during the window, or SIGTERM leaves a frame ring behind in /dev/shm.
 
-    python -m benchmarks.soak --duration 1800 --cameras 4 --redis --out soak30.json   # the README's run
+    python -m benchmarks.soak --duration 1800 --cameras 4 --redis --out soak30.json   # docs/reliability.md's run
     python -m benchmarks.soak --duration 120 --cameras 2                                # the CI variant
 
 Progress goes to stderr, a line per sample; the JSON report (settings, every sample, the per-series summary and

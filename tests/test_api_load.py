@@ -129,7 +129,7 @@ def test_api_under_load_answers_everything_and_the_pipeline_keeps_its_pace(app: 
         assert all(load.mjpeg_parts[c] >= 1 for c in CAMERAS), f"MJPEG frames of both cameras: {load.mjpeg_parts}"
     assert sum(calm) >= 4, f"too few frames to compare: calm {calm}"
     ratio = sum(loaded) / sum(calm)
-    # The figures for the README's reliability section (shown with pytest -s).
+    # The figures for docs/reliability.md (shown with pytest -s).
     print(
         f"API load: {statuses.total()} requests, {dict(statuses)}, processed calm {calm} loaded {loaded}, {ratio=:.2f}"
     )

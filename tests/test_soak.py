@@ -1,6 +1,6 @@
 """The CI variant of ``benchmarks/soak.py``: two RTSP cameras and Redis through ``streamsrv serve`` for two
-minutes; nothing may keep growing and SIGTERM must leave nothing behind. The README's figures come from the
-30-minute run of the same script."""
+minutes; nothing may keep growing and SIGTERM must leave nothing behind. The figures in docs/reliability.md come
+from the 30-minute run of the same script."""
 
 from __future__ import annotations
 

@@ -1,9 +1,9 @@
 """Render the config reference (every section and field, with type, default and description) as Markdown.
 
-The README embeds this output between markers; a test keeps the two in sync.
+docs/configuration.md embeds this output between markers; a test keeps the two in sync.
 
-    python -m streamsrv.config.reference            # print it
-    python -m streamsrv.config.reference README.md  # rewrite the README's reference section
+    python -m streamsrv.config.reference                        # print it
+    python -m streamsrv.config.reference docs/configuration.md  # rewrite the embedded reference
 """
 
 from __future__ import annotations
