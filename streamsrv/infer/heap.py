@@ -55,7 +55,7 @@ def _rss_bytes() -> int:
 class HeapKeeper:
     """Trims the heap when more than ``max_free_bytes`` sits free in it, at most every ``min_interval_s``."""
 
-    def __init__(self, max_free_bytes: int = 64 * 2**20, min_interval_s: float = 10.0) -> None:
+    def __init__(self, max_free_bytes: int = 96 * 2**20, min_interval_s: float = 2.0) -> None:
         self.max_free_bytes = max_free_bytes
         self.min_interval_s = min_interval_s
         self._libc = _glibc()
