@@ -41,6 +41,10 @@ class NotFoundError(StreamsrvError):
     """A named object (camera, event, zone) does not exist."""
 
 
+class EventBusUnavailable(StreamsrvError):
+    """The bus's backing store (Redis) cannot be reached for a read; publishing never raises this."""
+
+
 class LaneClosed(StreamsrvError):
     """A lane of the inference loop was closed (its job deleted, or the server stopping)."""
 

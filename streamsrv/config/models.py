@@ -13,22 +13,13 @@ from pathlib import Path
 from typing import Annotated, Literal
 from urllib.parse import urlsplit
 
-from pydantic import BaseModel, ConfigDict, Field, IPvAnyAddress, SecretStr, field_validator, model_validator
+from pydantic import Field, IPvAnyAddress, SecretStr, field_validator, model_validator
+
+from streamsrv.config.base import StrictModel
+from streamsrv.config.rules import RulesSetting
 
 CAMERA_ID_PATTERN = r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,63}$"
 SUPPORTED_SCHEMES = ("rtsp", "rtsps", "http", "https", "file")
-
-
-class StrictModel(BaseModel):
-    """Base for config models: unknown keys are errors, assignments are validated, numbers are finite."""
-
-    # NaN and infinity pass bounds such as ``gt=0`` and would be stored (a camera whose reconnect delay is
-    # infinite never reconnects); JSON bodies can carry them as NaN, Infinity or 1e999.
-    model_config = ConfigDict(extra="forbid", validate_assignment=True, allow_inf_nan=False)
-
-
-# Imported after StrictModel, which the rule models derive from.
-from streamsrv.config.rules import RulesSetting  # noqa: E402
 
 
 class ReconnectConfig(StrictModel):

@@ -37,7 +37,8 @@ from pydantic import (
     model_validator,
 )
 
-from streamsrv.config.models import StrictModel
+from streamsrv.config.base import StrictModel
+from streamsrv.config.yaml_source import validate_yaml
 from streamsrv.errors import ConfigError
 
 RULE_NAME_PATTERN = r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,63}$"
@@ -228,9 +229,6 @@ def _check_units(points: list[Point], units: Units, where: str) -> None:
 
 def parse_rules(text: str, where: str = "<rules>") -> RulesConfig:
     """Validate a rules YAML document; errors name the source, line, field and value like the main config."""
-    # Imported here: the loader imports the config models, which import this module.
-    from streamsrv.config.loader import validate_yaml
-
     return validate_yaml(text, where, RulesConfig, what="zones and lines")
 
 

@@ -33,7 +33,7 @@ from pydantic import BaseModel, Field
 from streamsrv.config.models import PreviewConfig
 from streamsrv.errors import NotFoundError
 from streamsrv.events import EventRecord
-from streamsrv.events.bus import Subscription
+from streamsrv.events.protocol import Subscription
 from streamsrv.preview.annotate import Annotator, Image, Overlay, placeholder, preview_size
 from streamsrv.preview.frame import EncodeCounts, PreviewFrame
 from streamsrv.preview.loitering import LoiterWatch
