@@ -20,8 +20,6 @@ Example:
 
 from __future__ import annotations
 
-import os
-import tempfile
 from pathlib import Path
 from typing import Annotated, Any, Literal
 
@@ -40,6 +38,7 @@ from pydantic import (
 from streamsrv.config.base import StrictModel
 from streamsrv.config.yaml_source import validate_yaml
 from streamsrv.errors import ConfigError
+from streamsrv.fileio import atomic_write_text
 
 RULE_NAME_PATTERN = r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,63}$"
 Point = tuple[float, float]
@@ -249,14 +248,7 @@ def save_rules(rules: RulesConfig, path: str | Path) -> None:
     """
     p = Path(path)
     text = yaml.safe_dump(rules.model_dump(mode="json", exclude_defaults=True), sort_keys=False)
-    fd, tmp = tempfile.mkstemp(dir=p.parent, prefix=f".{p.name}.", suffix=".tmp")
-    try:
-        with os.fdopen(fd, "w", encoding="utf-8") as f:
-            f.write(text)
-        os.replace(tmp, p)
-    except BaseException:
-        os.unlink(tmp)
-        raise
+    atomic_write_text(p, text)
 
 
 def resolve_rules(rules: RulesConfig | str | None, base_dir: Path | None, camera_id: str = "") -> RulesConfig:
