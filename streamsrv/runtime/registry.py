@@ -40,7 +40,7 @@ from pydantic_core import InitErrorDetails, PydanticCustomError
 from streamsrv.config.loader import parse_config
 from streamsrv.config.models import CameraConfig, redact_url
 from streamsrv.config.rules import RulesConfig, resolve_rules, save_rules
-from streamsrv.errors import ConfigError, StreamsrvError
+from streamsrv.errors import ConfigError, ConflictError, StreamsrvError
 from streamsrv.fileio import atomic_write_text
 from streamsrv.runtime.server import StreamServer
 
@@ -49,10 +49,6 @@ log = logging.getLogger(__name__)
 REDACTED_PASSWORD = ":***@"
 # Fields whose change needs no decoder restart: they are applied in place.
 _LIVE_FIELDS = frozenset({"name", "rules"})
-
-
-class ConflictError(StreamsrvError):
-    """The object to create exists already."""
 
 
 class PersistError(StreamsrvError):
