@@ -199,7 +199,6 @@ class VideoSource:
         self.decoded = 0
         self.skipped = 0
         self.dropped_behind = 0  # frames not decoded: the decoder fell behind real time and caught up
-        self.ingest_bytes = 0
         self.packets = 0
 
     def open(self) -> None:
@@ -290,7 +289,6 @@ class VideoSource:
         while True:
             try:
                 for packet in container.demux(stream):
-                    self.ingest_bytes += packet.size
                     self.packets += 1
                     if catching_up and packet.is_keyframe:
                         catching_up = False
