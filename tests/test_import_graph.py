@@ -1,7 +1,7 @@
 """No import circle among streamsrv's modules, counting imports inside functions too.
 
-A circle hidden behind a function-level import still couples the modules both ways and breaks as soon as someone
-moves the import to the top. Imports under ``if TYPE_CHECKING:`` are left out: they never run.
+A circle hidden behind a function-level import (or ``if TYPE_CHECKING:``) still couples the modules both ways and
+breaks as soon as someone moves the import to the top, so every import statement counts, wherever it is.
 
 Importing ``streamsrv.a.b`` runs ``streamsrv/a/__init__.py`` first, so a module importing it depends on the package
 ``streamsrv.a`` too (unless the module is inside that package, which is then already being imported).
@@ -27,25 +27,12 @@ def _modules() -> dict[str, Path]:
     return {_module_name(p): p for p in sorted(ROOT.rglob("*.py"))}
 
 
-def _is_type_checking_block(node: ast.AST) -> bool:
-    if not isinstance(node, ast.If):
-        return False
-    test = node.test
-    return (isinstance(test, ast.Name) and test.id == "TYPE_CHECKING") or (
-        isinstance(test, ast.Attribute) and test.attr == "TYPE_CHECKING"
-    )
-
-
 def _imported_names(module: str, is_package: bool, tree: ast.AST) -> set[str]:
     """Every module name an import statement in ``tree`` names, at any depth, as written (absolute)."""
     out: set[str] = set()
     stack: list[ast.AST] = [tree]
     while stack:
         node = stack.pop()
-        if _is_type_checking_block(node):
-            assert isinstance(node, ast.If)
-            stack.extend(node.orelse)
-            continue
         if isinstance(node, ast.Import):
             out.update(alias.name for alias in node.names)
         elif isinstance(node, ast.ImportFrom):
