@@ -184,7 +184,8 @@ class _Position:
     frame_dur: float  # assumed for frames without a timestamp
     last_frame_mono: float  # when a frame was last decoded (or dropped to catch up): the stall clock
     # A decoder that cannot keep up (a starved CPU) must not fall further behind for ever: past max_lag_s it
-    # drops packets up to the next keyframe, which it can do without decoding them. None: never (an unpaced file, or max_lag_s null).
+    # drops packets up to the next keyframe, which it can do without decoding them. None (an unpaced file, or
+    # max_lag_s null): it never does.
     max_lag_s: float | None
     index: int = 0  # frames decoded or dropped so far
     pts_offset: float = 0.0  # added to a looping file's timestamps on each pass
