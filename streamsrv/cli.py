@@ -26,6 +26,7 @@ def _load(path: str | None) -> AppConfig:
 
 
 def cmd_serve(args: argparse.Namespace) -> int:
+    # Each command imports what it runs, so `events` and `validate-config` start quickly and never load torch.
     from streamsrv.api.app import HttpServer, create_app
 
     cfg = _load(args.config)
@@ -87,6 +88,7 @@ def cmd_events(args: argparse.Namespace) -> int:
     import os
 
     from streamsrv.events.client import follow_bus, follow_sse
+    from streamsrv.events.redis_bus import RedisBus
 
     if args.camera is not None and not re.fullmatch(CAMERA_ID_PATTERN, args.camera):
         raise StreamsrvError(f"--camera {args.camera!r} is not a camera id (letters, digits, '_', '.', '-')")
@@ -98,8 +100,6 @@ def cmd_events(args: argparse.Namespace) -> int:
     filters: dict[str, Any] = {"camera_id": args.camera, "type": args.type, "replay": args.replay}
     with contextlib.ExitStack() as stack:
         if args.url is None and cfg.events.redis_url:
-            from streamsrv.events.redis_bus import RedisBus
-
             bus = stack.enter_context(contextlib.closing(RedisBus(cfg.events.redis_url)))
             events = follow_bus(bus, **filters)
         else:

@@ -9,7 +9,22 @@
     │   └── SourceUnavailable     refused, not found, unauthorized, not video
     ├── ModelError            the model cannot be loaded or run
     ├── NotFoundError         an id (camera, event, zone) does not exist
+    ├── ConflictError         the object to create exists already
+    ├── EventBusUnavailable   the event bus's store (Redis) cannot be read
+    ├── LaneClosed            a lane of the inference loop was closed
     └── Busy                  too much work is waiting already (a 429 with Retry-After)
+
+Exceptions that belong to one module live there, each a ``StreamsrvError`` unless noted:
+
+- ``streamsrv.runtime.registry.PersistError``: a change applied live could not be written to the config file.
+- ``streamsrv.runtime.jobs.JobStoreUnavailable``: Redis, where jobs are kept, cannot be reached.
+- ``streamsrv.preview.webrtc.BadOffer``, ``PeerLimitReached``: a WebRTC offer that cannot be used, or too many
+  viewers.
+- ``streamsrv.ipc.frame_ring.RingClosed`` (a ``RuntimeError``): a frame ring closed in this process.
+- ``streamsrv.api.middleware.BodyTooLarge`` (an ``HTTPException``): a request body over its limit, a 413.
+
+Private exceptions (``_Stop`` in the job runner, ``_Unavailable`` in the events client) only carry control flow
+inside their module and never leave it.
 """
 
 
@@ -39,6 +54,14 @@ class ModelError(StreamsrvError):
 
 class NotFoundError(StreamsrvError):
     """A named object (camera, event, zone) does not exist."""
+
+
+class ConflictError(StreamsrvError):
+    """The object to create exists already."""
+
+
+class EventBusUnavailable(StreamsrvError):
+    """The bus's backing store (Redis) cannot be reached for a read; publishing never raises this."""
 
 
 class LaneClosed(StreamsrvError):

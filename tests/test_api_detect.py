@@ -68,7 +68,7 @@ def test_finds_the_people_in_the_sample_photos(http: httpx.Client) -> None:
     found = people(bus)
     assert len(found) >= 3  # the people standing in front of the bus
     for d in found:
-        x1, y1, x2, y2 = d["box"]
+        x1, y1, x2, y2 = d["bbox"]
         assert 0 <= x1 < x2 <= 810 and 0 <= y1 < y2 <= 1080
         assert y2 - y1 > 300  # whole people, not fragments
     zidane = people(detect(http, "zidane.jpg", (ASSETS / "zidane.jpg").read_bytes(), "image/jpeg"))
@@ -81,8 +81,8 @@ def test_png_and_webp_find_the_same_people(http: httpx.Client) -> None:
     # A generic type is fine when the bytes say what the image is (curl sends WebP as application/octet-stream).
     webp = people(detect(http, "bus.webp", encode(image, ".webp"), "application/octet-stream"))
     assert len(webp) == len(reference)
-    for a, b in zip(sorted(webp, key=lambda d: d["box"]), sorted(reference, key=lambda d: d["box"]), strict=True):
-        np.testing.assert_allclose(a["box"], b["box"], atol=15)  # lossy WebP moves edges a little
+    for a, b in zip(sorted(webp, key=lambda d: d["bbox"]), sorted(reference, key=lambda d: d["bbox"]), strict=True):
+        np.testing.assert_allclose(a["bbox"], b["bbox"], atol=15)  # lossy WebP moves edges a little
 
 
 def test_image_wider_than_the_lane_gets_boxes_in_its_own_pixels(http: httpx.Client) -> None:
@@ -92,13 +92,13 @@ def test_image_wider_than_the_lane_gets_boxes_in_its_own_pixels(http: httpx.Clie
     smaller = cv2.resize(wide, (4000, 655), interpolation=cv2.INTER_AREA)  # the same picture, fits the lane
     got = people(detect(http, "wide.jpg", encode(wide, ".jpg"), "image/jpeg"))
     reference = people(detect(http, "smaller.jpg", encode(smaller, ".jpg"), "image/jpeg"))
-    expected = np.array([d["box"] for d in reference]) * np.array([4400 / 4000, 720 / 655] * 2)
+    expected = np.array([d["bbox"] for d in reference]) * np.array([4400 / 4000, 720 / 655] * 2)
     # People this small sit near the threshold, so each picture may have a box the other lacks; the boxes both
     # found must agree. Boxes left in the lane's pixels would be 7% off: too far for these IoUs.
     sure = [d for d in got if d["confidence"] >= 0.5]
-    agreeing = [d for d in sure if max(iou(d["box"], e) for e in expected) >= 0.85]
+    agreeing = [d for d in sure if max(iou(d["bbox"], e) for e in expected) >= 0.85]
     assert len(agreeing) >= 3, (sure, expected)
-    assert all(abs(d["box"][3] - 720) < 3 for d in sure)  # zidane's people are cut off by the bottom edge
+    assert all(abs(d["bbox"][3] - 720) < 3 for d in sure)  # zidane's people are cut off by the bottom edge
 
 
 def iou(a: list[float], b: np.ndarray) -> float:
@@ -121,7 +121,7 @@ def test_confidence_and_classes_filter_and_annotate_draws(http: httpx.Client) ->
     drawn = cv2.imdecode(np.frombuffer(annotated.content, np.uint8), cv2.IMREAD_COLOR)
     original = cv2.imread(str(ASSETS / "bus.jpg"))
     assert drawn.shape == original.shape
-    x1, y1, _, y2 = (round(v) for v in everyone[0]["box"])
+    x1, y1, _, y2 = (round(v) for v in everyone[0]["bbox"])
 
     def off_box_colour(image: np.ndarray) -> float:
         return float(np.abs(image[y1 + 10 : y2 - 10, x1].astype(int) - (0, 200, 255)).sum(axis=1).mean())

@@ -145,10 +145,10 @@ def test_bad_rules_are_refused_naming_the_field(http: httpx.Client, path: str, b
 def test_whole_rule_sets_are_validated_as_a_whole(http: httpx.Client) -> None:
     current = http.get("/api/cameras/hall/rules").json()
 
-    slow_relink = http.put("/api/cameras/hall/rules", json={**current, "relink_seconds": 5, "grace_seconds": 3})
+    slow_relink = http.put("/api/cameras/hall/rules", json={**current, "relink_s": 5, "grace_s": 3})
     twice = http.put("/api/cameras/hall/rules", json={**current, "zones": [LEFT, LEFT]})
 
-    assert slow_relink.status_code == 422 and "relink_seconds" in slow_relink.json()["detail"][0]["msg"]
+    assert slow_relink.status_code == 422 and "relink_s" in slow_relink.json()["detail"][0]["msg"]
     assert twice.status_code == 422 and "duplicate zone name(s): left" in twice.json()["detail"][0]["msg"]
     assert http.get("/api/cameras/hall/rules").json() == current
 

@@ -265,7 +265,7 @@ def test_huge_and_degenerate_geometry_is_refused(
         ("/api/cameras/hall/zones", b'{"name": "z", "polygon": [[0, 0], [Infinity, 0], [0, 10]]}', "finite"),
         (
             "/api/cameras/hall/zones",
-            b'{"name": "z", "polygon": [[0, 0], [9, 0], [0, 9]], "loiter_seconds": 1e999}',
+            b'{"name": "z", "polygon": [[0, 0], [9, 0], [0, 9]], "loiter_s": 1e999}',
             "finite",
         ),
         ("/api/cameras", b'{"id": "x", "url": "rtsp://h/x", "enabled": false, "detect_fps": NaN}', "finite"),

@@ -100,3 +100,57 @@ def test_cli_validate_config_exits_2_with_the_field(tmp_path: Path) -> None:
     )
     assert proc.returncode == 2
     assert f"{bad}:4: cameras[0].detect_fps = 'fast'" in proc.stderr
+
+
+OLD_NAMES_CONFIG = """\
+preview: {trail_seconds: 4}
+cameras:
+  - id: door
+    url: rtsp://10.0.0.2/s
+    rules:
+      grace_seconds: 5
+      stationary_seconds: 20
+      stationary_grace_seconds: 90
+      relink_seconds: 1
+      zones:
+        - {name: lobby, polygon: [[0, 0], [9, 0], [0, 9]], min_seconds: 0.5, loiter_seconds: 30}
+      lines:
+        - {name: gate, points: [[0, 5], [9, 5]], cooldown_seconds: 4}
+"""
+
+
+def test_deprecated_seconds_names_still_load_with_a_warning(caplog: pytest.LogCaptureFixture) -> None:
+    with caplog.at_level("WARNING", logger="streamsrv.config.base"):
+        cfg = parse_config(OLD_NAMES_CONFIG)
+
+    rules = cfg.cameras[0].rules
+    assert not isinstance(rules, str) and rules is not None
+    assert (cfg.preview.trail_s, rules.grace_s, rules.stationary_s, rules.stationary_grace_s, rules.relink_s) == (
+        4,
+        5,
+        20,
+        90,
+        1,
+    )
+    assert (rules.zones[0].min_s, rules.zones[0].loiter_s, rules.lines[0].cooldown_s) == (0.5, 30, 4)
+    warned = caplog.text
+    for old, new in [
+        ("preview.trail_seconds", "trail_s"),
+        ("rules.grace_seconds", "grace_s"),
+        ("rules.relink_seconds", "relink_s"),
+        ("zones[].min_seconds", "min_s"),
+        ("zones[].loiter_seconds", "loiter_s"),
+        ("lines[].cooldown_seconds", "cooldown_s"),
+    ]:
+        assert f"{old} is deprecated, use {new}" in warned
+
+
+def test_old_and_new_name_together_is_an_error() -> None:
+    with pytest.raises(ConfigError, match="trail_seconds is the deprecated name of trail_s; give only trail_s"):
+        parse_config("preview: {trail_seconds: 4, trail_s: 3}", "cfg.yaml")
+
+
+def test_new_names_load_without_a_warning(caplog: pytest.LogCaptureFixture) -> None:
+    with caplog.at_level("WARNING", logger="streamsrv.config.base"):
+        cfg = parse_config("preview: {trail_s: 3}")
+    assert cfg.preview.trail_s == 3 and not caplog.records

@@ -14,7 +14,7 @@ from typing import Any
 import pytest
 import redis
 
-from streamsrv.events.bus import EventRecord, listen
+from streamsrv.events import EventRecord, listen
 from streamsrv.events.model import Event, EventSequencer
 from streamsrv.events.redis_bus import RedisBus
 from tests.support.processes import RedisServer

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import logging
-import os
 import stat
 from pathlib import Path
 
@@ -12,7 +11,7 @@ import yaml
 
 from streamsrv.config import CameraConfig, load_config
 from streamsrv.config.rules import LineConfig, RulesConfig, load_rules
-from streamsrv.runtime.registry import ConfigFileStore, absolute_url, atomic_write_text
+from streamsrv.runtime.registry import ConfigFileStore, absolute_url
 
 CONFIG = """\
 # Hand-written: this comment is only kept in the .bak copy.
@@ -127,15 +126,6 @@ def test_rules_files_are_written_relative_to_the_config(config: Path) -> None:
     store.save_rules(rules, "zones/door.yaml")
 
     assert load_rules(config.parent / "zones" / "door.yaml") == rules
-
-
-def test_atomic_write_leaves_no_temporary_files(tmp_path: Path) -> None:
-    path = tmp_path / "a.yaml"
-    atomic_write_text(path, "one: 1\n")
-    atomic_write_text(path, "two: 2\n")
-
-    assert path.read_text() == "two: 2\n"
-    assert os.listdir(tmp_path) == ["a.yaml"]
 
 
 def test_relative_paths_are_resolved_against_the_config_directory() -> None:

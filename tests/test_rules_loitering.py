@@ -11,7 +11,7 @@ from streamsrv.rules.engine import RuleEngine
 from streamsrv.types import FrameResult, Tracks
 
 LABELS = {0: "person"}
-ZONE = {"name": "lobby", "polygon": [[100, 100], [600, 100], [600, 600], [100, 600]], "loiter_seconds": 10.0}
+ZONE = {"name": "lobby", "polygon": [[100, 100], [600, 100], [600, 600], [100, 600]], "loiter_s": 10.0}
 
 
 def frame(t: float, *tracks: tuple[int, float]) -> FrameResult:
@@ -37,7 +37,7 @@ def kinds(events: list[Event]) -> list[tuple[str, float]]:
     return [(e.type, round(e.ts - 1.7e9, 3)) for e in events]
 
 
-def test_loiter_starts_after_loiter_seconds_of_frame_time_then_ends_on_exit() -> None:
+def test_loiter_starts_after_loiter_s_of_frame_time_then_ends_on_exit() -> None:
     eng = engine()
     events = run(eng, [i * 0.2 for i in range(60)])  # 5 fps for 12 s
     assert kinds(events) == [("zone.enter", 0.2), ("loiter.start", 10.0)]
@@ -102,7 +102,7 @@ def test_state_stays_flat_over_thousands_of_passers_by() -> None:
         "cam",
         RulesConfig.model_validate(
             {
-                "zones": [{**ZONE, "loiter_seconds": 1.0}],
+                "zones": [{**ZONE, "loiter_s": 1.0}],
                 "lines": [{"name": "gate", "points": [[350, 0], [350, 720]]}],
             }
         ),

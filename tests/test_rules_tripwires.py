@@ -117,7 +117,7 @@ def test_an_id_switch_in_the_band_counts_once_when_the_new_id_clears_it() -> Non
 
 
 def test_cooldown_stops_a_quick_back_and_forth_from_counting_the_same_direction_twice() -> None:
-    eng = engine(cooldown_seconds=3.0)
+    eng = engine(cooldown_s=3.0)
     events = walk(eng, 1, [350, 450, 350, 450, 350])  # 0.2 s apart, well past the band each time
     assert crossed(events) == [(1, "in"), (1, "out")]
     events = walk(eng, 1, [450], t0=3.5)

@@ -80,8 +80,8 @@ def test_norm_units_must_be_within_the_frame_and_names_unique() -> None:
         parse_rules("zones:\n" + "  - {name: z, polygon: [[0,0],[9,0],[9,9]]}\n" * 2)
     with pytest.raises(ConfigError, match=r"colour.*unknown field"):
         parse_rules("zones:\n  - {name: z, colour: red, polygon: [[0,0],[9,0],[9,9]]}\n")
-    with pytest.raises(ConfigError, match=r"relink_seconds \(5\.0\) cannot exceed grace_seconds \(3\.0\)"):
-        parse_rules("relink_seconds: 5\n")
+    with pytest.raises(ConfigError, match=r"relink_s \(5\.0\) cannot exceed grace_s \(3\.0\)"):
+        parse_rules("relink_s: 5\n")
 
 
 def test_tripwire_needs_two_distinct_points_and_two_direction_names() -> None:
@@ -109,7 +109,7 @@ def test_saved_rules_load_back_equal_and_keep_only_what_differs_from_defaults(tm
     save_rules(edited, tmp_path / "cam.yaml")
     assert load_rules(tmp_path / "cam.yaml") == edited
     text = (tmp_path / "cam.yaml").read_text()
-    assert "grace_seconds" not in text and "counter" in text and "parking" not in text
+    assert "grace_s" not in text and "counter" in text and "parking" not in text
     assert [p.name for p in tmp_path.iterdir()] == ["cam.yaml"]
 
 
@@ -160,9 +160,9 @@ def test_jitter_on_the_boundary_does_not_flap() -> None:
     assert types(events) == ["zone.enter"]
 
 
-def test_min_seconds_holds_under_frame_rate_changes() -> None:
+def test_min_s_holds_under_frame_rate_changes() -> None:
     def inside_after(times: list[float]) -> list[str]:
-        eng = engine(min_frames=1, min_seconds=1.0)
+        eng = engine(min_frames=1, min_s=1.0)
         return [f"{t:g}:{e.type}" for t in times for e in eng.process(frame(t, obj(1, 150, 200)))]
 
     assert inside_after([0.0, 0.5, 0.9, 1.0, 1.5]) == ["1:zone.enter"]  # 10 fps then 2 fps
@@ -263,7 +263,7 @@ def test_a_new_id_far_away_or_of_another_label_is_a_new_object() -> None:
 
 
 def test_parked_car_goes_stationary_and_survives_detector_dropouts() -> None:
-    eng = engine(labels=["car"], ignore_stationary=True, loiter_seconds=5.0)
+    eng = engine(labels=["car"], ignore_stationary=True, loiter_s=5.0)
     frames = [frame(t * 0.5, obj(1, 200, 200, "car", size=60)) for t in range(40)]  # 20 s parked
     events = run(eng, frames)
     # One enter, and loitering from 5 s, while it was not yet stationary (that takes 10 s); then silence.
@@ -276,7 +276,7 @@ def test_parked_car_goes_stationary_and_survives_detector_dropouts() -> None:
 
 
 def test_ignore_stationary_freezes_zone_state_and_loitering() -> None:
-    eng = engine(ignore_stationary=True, loiter_seconds=20.0)
+    eng = engine(ignore_stationary=True, loiter_s=20.0)
     frames = [frame(t * 0.5, obj(1, 200, 200)) for t in range(70)]  # stands still for 35 s
     assert types(run(eng, frames)) == ["zone.enter"]
     # It walks on inside the zone: no longer stationary, so loitering (dwell > 20 s) starts now.

@@ -10,25 +10,16 @@ from __future__ import annotations
 
 import re
 from pathlib import Path
-from typing import Annotated, Literal
+from typing import Annotated, Any, Literal
 from urllib.parse import urlsplit
 
-from pydantic import BaseModel, ConfigDict, Field, IPvAnyAddress, SecretStr, field_validator, model_validator
+from pydantic import Field, IPvAnyAddress, SecretStr, field_validator, model_validator
+
+from streamsrv.config.base import StrictModel, rename_deprecated
+from streamsrv.config.rules import RulesSetting
 
 CAMERA_ID_PATTERN = r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,63}$"
 SUPPORTED_SCHEMES = ("rtsp", "rtsps", "http", "https", "file")
-
-
-class StrictModel(BaseModel):
-    """Base for config models: unknown keys are errors, assignments are validated, numbers are finite."""
-
-    # NaN and infinity pass bounds such as ``gt=0`` and would be stored (a camera whose reconnect delay is
-    # infinite never reconnects); JSON bodies can carry them as NaN, Infinity or 1e999.
-    model_config = ConfigDict(extra="forbid", validate_assignment=True, allow_inf_nan=False)
-
-
-# Imported after StrictModel, which the rule models derive from.
-from streamsrv.config.rules import RulesSetting  # noqa: E402
 
 
 class ReconnectConfig(StrictModel):
@@ -267,7 +258,7 @@ class PreviewConfig(StrictModel):
     max_width: int = Field(960, ge=64, le=3840, description="Preview frames are downscaled to fit this width.")
     max_height: int = Field(540, ge=64, le=2160, description="Preview frames are downscaled to fit this height.")
     jpeg_quality: int = Field(75, ge=10, le=100, description="JPEG quality of MJPEG frames and snapshot.jpg.")
-    trail_seconds: float = Field(2.0, ge=0, le=30, description="Length of the track trails drawn; 0 turns them off.")
+    trail_s: float = Field(2.0, ge=0, le=30, description="Length of the track trails drawn; 0 turns them off.")
     ice_servers: list[IceServerConfig] = Field(
         default_factory=list,
         description="STUN/TURN servers for WebRTC (the server uses the first of each kind, the browser all). "
@@ -290,6 +281,11 @@ class PreviewConfig(StrictModel):
         description="How much the preview threads (drawing, JPEG and VP8 encoding) yield the CPU, added to the "
         "server's niceness: on a CPU the model shares, watching then slows the preview, not inference.",
     )
+
+    @model_validator(mode="before")
+    @classmethod
+    def _accept_deprecated_names(cls, data: Any) -> Any:
+        return rename_deprecated(data, {"trail_seconds": "trail_s"}, "preview")
 
 
 class JobsConfig(StrictModel):

@@ -20,8 +20,6 @@ Example:
 
 from __future__ import annotations
 
-import os
-import tempfile
 from pathlib import Path
 from typing import Annotated, Any, Literal
 
@@ -37,8 +35,10 @@ from pydantic import (
     model_validator,
 )
 
-from streamsrv.config.models import StrictModel
+from streamsrv.config.base import StrictModel, rename_deprecated
+from streamsrv.config.yaml_source import validate_yaml
 from streamsrv.errors import ConfigError
+from streamsrv.fileio import atomic_write_text
 
 RULE_NAME_PATTERN = r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,63}$"
 Point = tuple[float, float]
@@ -77,15 +77,20 @@ class ZoneConfig(ObjectFilter):
     min_frames: int = Field(
         2, ge=1, le=1000, description="An enter or exit counts once it has held this many consecutive frames."
     )
-    min_seconds: float = Field(
+    min_s: float = Field(
         0.0, ge=0, le=3600, description="An enter or exit counts once it has held this long (frame time), too."
     )
-    loiter_seconds: float | None = Field(
+    loiter_s: float | None = Field(
         None, gt=0, description="Raise loiter.start after a track has stayed inside this long; off when unset."
     )
     ignore_stationary: bool = Field(
         False, description="Stationary tracks neither enter, leave nor start loitering (parked cars)."
     )
+
+    @model_validator(mode="before")
+    @classmethod
+    def _accept_deprecated_names(cls, data: Any) -> Any:
+        return rename_deprecated(data, {"min_seconds": "min_s", "loiter_seconds": "loiter_s"}, "zones[]")
 
     @model_validator(mode="after")
     def _check_polygon(self) -> ZoneConfig:
@@ -122,9 +127,14 @@ class LineConfig(ObjectFilter):
         le=10,
         description="A crossing counts once the anchor is this far past the line (fraction of the box diagonal).",
     )
-    cooldown_seconds: float = Field(
+    cooldown_s: float = Field(
         2.0, ge=0, le=3600, description="A track counts at most once per direction within this time."
     )
+
+    @model_validator(mode="before")
+    @classmethod
+    def _accept_deprecated_names(cls, data: Any) -> Any:
+        return rename_deprecated(data, {"cooldown_seconds": "cooldown_s"}, "lines[]")
 
     @model_validator(mode="after")
     def _check_line(self) -> LineConfig:
@@ -147,21 +157,30 @@ class LineConfig(ObjectFilter):
         return to_pixels(self.points, self.units, width, height)
 
 
+# Field names before durations were spelled ``_s`` everywhere; files using them still load, with a warning.
+_RULES_RENAMED = {
+    "grace_seconds": "grace_s",
+    "stationary_seconds": "stationary_s",
+    "stationary_grace_seconds": "stationary_grace_s",
+    "relink_seconds": "relink_s",
+}
+
+
 class RulesConfig(StrictModel):
     """All rules of one camera, and how tracks are followed between frames for them."""
 
     zones: list[ZoneConfig] = Field(default_factory=list)
     lines: list[LineConfig] = Field(default_factory=list)
-    grace_seconds: float = Field(
+    grace_s: float = Field(
         3.0, gt=0, le=600, description="A vanished track keeps its rule state (dwell, zones) this long."
     )
-    stationary_seconds: float = Field(
+    stationary_s: float = Field(
         10.0, gt=0, le=86400, description="A track that has not moved for this long is stationary."
     )
     stationary_radius: float = Field(
         0.1, gt=0, le=10, description="'Not moved': within this fraction of its box diagonal."
     )
-    stationary_grace_seconds: float = Field(
+    stationary_grace_s: float = Field(
         60.0, gt=0, le=86400, description="A stationary track that vanished is remembered this long."
     )
     relink_radius: float = Field(
@@ -170,15 +189,20 @@ class RulesConfig(StrictModel):
         le=10,
         description="A new track id this close (fraction of box diagonal) to where a track vanished takes it over.",
     )
-    relink_seconds: float = Field(
+    relink_s: float = Field(
         2.0, ge=0, le=600, description="How soon after the vanishing such a new id must appear (an id switch)."
     )
 
+    @model_validator(mode="before")
+    @classmethod
+    def _accept_deprecated_names(cls, data: Any) -> Any:
+        return rename_deprecated(data, _RULES_RENAMED, "rules")
+
     @model_validator(mode="after")
     def _check_consistent(self) -> RulesConfig:
-        if self.relink_seconds > self.grace_seconds:
+        if self.relink_s > self.grace_s:
             raise ValueError(
-                f"relink_seconds ({self.relink_seconds}) cannot exceed grace_seconds ({self.grace_seconds}): "
+                f"relink_s ({self.relink_s}) cannot exceed grace_s ({self.grace_s}): "
                 "a vanished track's state is gone by then"
             )
         for kind, names in (("zone", [z.name for z in self.zones]), ("line", [ln.name for ln in self.lines])):
@@ -228,9 +252,6 @@ def _check_units(points: list[Point], units: Units, where: str) -> None:
 
 def parse_rules(text: str, where: str = "<rules>") -> RulesConfig:
     """Validate a rules YAML document; errors name the source, line, field and value like the main config."""
-    # Imported here: the loader imports the config models, which import this module.
-    from streamsrv.config.loader import validate_yaml
-
     return validate_yaml(text, where, RulesConfig, what="zones and lines")
 
 
@@ -251,14 +272,7 @@ def save_rules(rules: RulesConfig, path: str | Path) -> None:
     """
     p = Path(path)
     text = yaml.safe_dump(rules.model_dump(mode="json", exclude_defaults=True), sort_keys=False)
-    fd, tmp = tempfile.mkstemp(dir=p.parent, prefix=f".{p.name}.", suffix=".tmp")
-    try:
-        with os.fdopen(fd, "w", encoding="utf-8") as f:
-            f.write(text)
-        os.replace(tmp, p)
-    except BaseException:
-        os.unlink(tmp)
-        raise
+    atomic_write_text(p, text)
 
 
 def resolve_rules(rules: RulesConfig | str | None, base_dir: Path | None, camera_id: str = "") -> RulesConfig:

@@ -29,7 +29,7 @@ from streamsrv.types import CameraState
 log = logging.getLogger(__name__)
 _SLEEP_SLICE_S = 0.2
 # VideoSource counters copied into the ring header under the same names.
-_SOURCE_COUNTERS = ("decoded", "skipped", "dropped_behind", "ingest_bytes", "packets")
+_SOURCE_COUNTERS = ("decoded", "skipped", "dropped_behind", "packets")
 
 
 class _Decoder:

@@ -20,7 +20,7 @@ import functools
 import logging
 import time
 from collections.abc import Iterator
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any
 
 import av
@@ -177,6 +177,24 @@ def _is_file(url: str) -> bool:
     return "://" not in url or url.startswith("file://")
 
 
+@dataclass(slots=True)
+class _Position:
+    """Where ``VideoSource.frames`` is in its stream, kept across a looping file's passes."""
+
+    frame_dur: float  # assumed for frames without a timestamp
+    last_frame_mono: float  # when a frame was last decoded (or dropped to catch up): the stall clock
+    # A decoder that cannot keep up (a starved CPU) must not fall further behind for ever: past max_lag_s it
+    # drops packets up to the next keyframe, which it can do without decoding them. None (an unpaced file, or
+    # max_lag_s null): it never does.
+    max_lag_s: float | None
+    index: int = 0  # frames decoded or dropped so far
+    pts_offset: float = 0.0  # added to a looping file's timestamps on each pass
+    last_pts: float = 0.0
+    start_mono: float | None = None  # monotonic time of pts 0 for a file played in real time
+    catching_up: bool = False
+    lag: LagMeter = field(default_factory=LagMeter)
+
+
 class VideoSource:
     """One open connection to a camera. Use ``frames()``; it ends when the stream ends.
 
@@ -199,7 +217,6 @@ class VideoSource:
         self.decoded = 0
         self.skipped = 0
         self.dropped_behind = 0  # frames not decoded: the decoder fell behind real time and caught up
-        self.ingest_bytes = 0
         self.packets = 0
 
     def open(self) -> None:
@@ -274,69 +291,95 @@ class VideoSource:
         """Decode until the stream ends (files: loop if configured); raises SourceError on failure."""
         if self._container is None:
             self.open()
-        container = self._container
-        stream = container.streams.video[0]
-        pts_offset = 0.0
-        last_pts = 0.0
-        frame_dur = 1.0 / self.fps if self.fps else 0.04
-        start_mono: float | None = None
-        last_frame_mono = time.monotonic()
-        index = 0
-        # A decoder that cannot keep up (a starved CPU) must not fall further behind for ever: past max_lag_s it
-        # drops packets up to the next keyframe, which it can do without decoding them.
-        max_lag_s = self.cam.max_lag_s if self.realtime else None
-        lag = LagMeter()
-        catching_up = False
+        stream = self._container.streams.video[0]
+        pos = _Position(
+            frame_dur=1.0 / self.fps if self.fps else 0.04,
+            last_frame_mono=time.monotonic(),
+            max_lag_s=self.cam.max_lag_s if self.realtime else None,
+        )
         while True:
             try:
-                for packet in container.demux(stream):
-                    self.ingest_bytes += packet.size
-                    self.packets += 1
-                    if catching_up and packet.is_keyframe:
-                        catching_up = False
-                    if catching_up:
-                        if packet.size:
-                            self.dropped_behind += 1
-                            index += 1
-                        last_frame_mono = time.monotonic()
-                        continue
-                    for frame in packet.decode():
-                        now = time.monotonic()
-                        last_frame_mono = now
-                        self.decoded += 1
-                        pts = pts_offset + (float(frame.time) if frame.time is not None else index * frame_dur)
-                        last_pts = pts
-                        index += 1
-                        if self.realtime and self.is_file:
-                            start_mono = start_mono if start_mono is not None else now - pts
-                            delay = start_mono + pts - now
-                            if delay > 0:
-                                time.sleep(delay)
-                        if max_lag_s is not None and lag.update(pts, time.monotonic()) > max_lag_s:
-                            catching_up = True
-                        if self.skipper is not None and not self.skipper.due(pts):
-                            self.skipped += 1
-                            continue
-                        size = self._target_size(frame.width, frame.height)
-                        image = (
-                            frame.to_ndarray(format="bgr24")
-                            if size is None
-                            else frame.reformat(width=size[0], height=size[1], format="bgr24").to_ndarray()
-                        )
-                        yield DecodedFrame(image, pts, index - 1, time.monotonic())
-                    if time.monotonic() - last_frame_mono > self.cam.stall_timeout_s:
-                        raise SourceTimeout(
-                            f"{redact_url(self.cam.url)}: stalled: packets but no frame for "
-                            f"{self.cam.stall_timeout_s:g}s"
-                        )
+                yield from self._decode_to_end(stream, pos)
             except SourceError:
                 raise
             except Exception as exc:
                 raise classify_error(exc, self.cam.url) from exc
             if not (self.is_file and self.cam.loop):
                 return
-            container.seek(0)
-            pts_offset = last_pts + frame_dur
+            self._rewind(pos)
+
+    def _decode_to_end(self, stream: Any, pos: _Position) -> Iterator[DecodedFrame]:
+        """Demux the stream to its end: each packet dropped (catching up) or decoded, the due frames handed on."""
+        for packet in self._container.demux(stream):
+            self.packets += 1
+            if self._drop_to_catch_up(packet, pos):
+                continue
+            for frame in packet.decode():
+                pts, now = self._timestamp(frame, pos)
+                if self.realtime and self.is_file:
+                    self._pace(pts, now, pos)
+                self._check_lag(pts, pos)
+                if self.skipper is not None and not self.skipper.due(pts):
+                    self.skipped += 1
+                    continue
+                yield DecodedFrame(self._to_bgr(frame), pts, pos.index - 1, time.monotonic())
+            self._check_stall(pos)
+
+    def _drop_to_catch_up(self, packet: Any, pos: _Position) -> bool:
+        """Whether to drop ``packet`` undecoded: the decoder fell behind and is skipping to the next keyframe."""
+        if pos.catching_up and packet.is_keyframe:
+            pos.catching_up = False
+        if not pos.catching_up:
+            return False
+        if packet.size:
+            self.dropped_behind += 1
+            pos.index += 1
+        pos.last_frame_mono = time.monotonic()
+        return True
+
+    def _timestamp(self, frame: Any, pos: _Position) -> tuple[float, float]:
+        """Count a decoded frame; its pts in seconds (continuing across a file's loops) and when it was decoded."""
+        now = time.monotonic()
+        pos.last_frame_mono = now
+        self.decoded += 1
+        pts = pos.pts_offset + (float(frame.time) if frame.time is not None else pos.index * pos.frame_dur)
+        pos.last_pts = pts
+        pos.index += 1
+        return pts, now
+
+    @staticmethod
+    def _pace(pts: float, now: float, pos: _Position) -> None:
+        """Sleep until the frame at ``pts`` is due, so a file plays at its native rate like a live camera."""
+        if pos.start_mono is None:
+            pos.start_mono = now - pts
+        delay = pos.start_mono + pts - now
+        if delay > 0:
+            time.sleep(delay)
+
+    @staticmethod
+    def _check_lag(pts: float, pos: _Position) -> None:
+        """Start catching up when the decoder is more than ``max_lag_s`` behind real time."""
+        if pos.max_lag_s is not None and pos.lag.update(pts, time.monotonic()) > pos.max_lag_s:
+            pos.catching_up = True
+
+    def _to_bgr(self, frame: Any) -> npt.NDArray[np.uint8]:
+        """The frame as a BGR array, downscaled to fit ``max_width`` x ``max_height``."""
+        size = self._target_size(frame.width, frame.height)
+        if size is None:
+            return frame.to_ndarray(format="bgr24")
+        return frame.reformat(width=size[0], height=size[1], format="bgr24").to_ndarray()
+
+    def _check_stall(self, pos: _Position) -> None:
+        """Raise SourceTimeout when packets keep coming but no frame has for ``stall_timeout_s``."""
+        if time.monotonic() - pos.last_frame_mono > self.cam.stall_timeout_s:
+            raise SourceTimeout(
+                f"{redact_url(self.cam.url)}: stalled: packets but no frame for {self.cam.stall_timeout_s:g}s"
+            )
+
+    def _rewind(self, pos: _Position) -> None:
+        """Start a looping file again; its timestamps continue from the last frame's."""
+        self._container.seek(0)
+        pos.pts_offset = pos.last_pts + pos.frame_dur
 
     def close(self) -> None:
         if self._container is not None:

@@ -21,8 +21,8 @@ from collections.abc import Generator
 import httpx
 
 from streamsrv.errors import StreamsrvError
-from streamsrv.events.bus import EventBus, EventRecord
 from streamsrv.events.model import Event
+from streamsrv.events.protocol import EventBus, EventRecord
 
 log = logging.getLogger(__name__)
 

@@ -33,8 +33,10 @@ from pydantic import ValidationError
 from redis.backoff import NoBackoff
 from redis.retry import Retry
 
-from streamsrv.events.bus import BusStats, Callback, EventBusUnavailable, EventFilter, EventRecord, Subscription, _call
+from streamsrv.config.models import redact_url
+from streamsrv.errors import EventBusUnavailable
 from streamsrv.events.model import Event
+from streamsrv.events.protocol import BusStats, Callback, EventFilter, EventRecord, Subscription, call_subscriber
 
 log = logging.getLogger(__name__)
 
@@ -331,8 +333,6 @@ class RedisBus:
         return newest[0][0] if newest else "0-0"
 
     def _safe_url(self) -> str:
-        from streamsrv.config.models import redact_url
-
         return redact_url(self.url)
 
 
@@ -370,7 +370,7 @@ class _StreamSubscription:
                 for entry_id, record in _records(entries):
                     self._last = entry_id
                     if record is not None and self._filter(record.event) and not self._stop.is_set():
-                        _call(self._callback, record)
+                        call_subscriber(self._callback, record)
         self._client.close()
 
 

@@ -51,6 +51,8 @@ def create_backend(model: ModelConfig, inference: InferenceConfig) -> Backend:
     """
     if inference.device.startswith("intel-gpu") and inference.backend != "openvino":
         raise ModelError(f"device {inference.device} needs backend openvino, not {inference.backend}")
+    # Each backend is imported only when chosen: their runtimes (openvino, onnxruntime, tensorrt, torch) are large,
+    # optional, and must not be loaded by processes that do not run the model.
     if inference.backend == "openvino":
         from streamsrv.infer.openvino_backend import OpenVinoBackend
         from streamsrv.infer.quantize import Calibration

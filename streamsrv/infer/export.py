@@ -226,6 +226,7 @@ def _build_entry(
 
 def _load_copy(source: Path, out_dir: Path) -> tuple[Any, Path]:
     """The model loaded from a copy of its weights in ``out_dir``: ultralytics' exporter writes next to its input."""
+    # Imported on use: torch is needed only to export, not to run a cached export (onnxruntime, openvino).
     from streamsrv.infer.torch_backend import load_yolo
 
     weights = out_dir / "model.pt"

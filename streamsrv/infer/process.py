@@ -222,6 +222,7 @@ def run_inference(
     signal.signal(signal.SIGTERM, on_term)
     signal.signal(signal.SIGINT, signal.SIG_IGN)
     exit_with_parent()
+    # Imported after the signal handlers are set: loading torch takes seconds, and a stop during it must work.
     from streamsrv.infer.backend import create_backend
     from streamsrv.infer.detector import Detector
 

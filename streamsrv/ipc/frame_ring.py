@@ -48,7 +48,6 @@ _COUNTERS = (
     "reconnects",
     "heartbeat_mono",  # time.monotonic() of the decoder's last sign of life (float bits)
     "last_frame_mono",  # time.monotonic() of the last decoded frame (float bits)
-    "ingest_bytes",
     "packets",  # packets received from the source
     "consumed_seq",  # lossless lanes: the newest frame the consumer has taken (the producer waits on it)
     "dropped_behind",  # packets not decoded: the decoder fell behind real time and skipped to a keyframe

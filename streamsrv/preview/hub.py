@@ -33,7 +33,7 @@ from pydantic import BaseModel, Field
 from streamsrv.config.models import PreviewConfig
 from streamsrv.errors import NotFoundError
 from streamsrv.events import EventRecord
-from streamsrv.events.bus import Subscription
+from streamsrv.events.protocol import Subscription
 from streamsrv.preview.annotate import Annotator, Image, Overlay, placeholder, preview_size
 from streamsrv.preview.frame import EncodeCounts, PreviewFrame
 from streamsrv.preview.loitering import LoiterWatch
@@ -153,7 +153,7 @@ class _Renderer:
     def __init__(self, hub: PreviewHub, camera_id: str, counts: EncodeCounts | None = None) -> None:
         self.hub, self.camera_id, self.counts = hub, camera_id, counts
         cfg = hub.cfg
-        self.annotator = Annotator(cfg.max_width, cfg.max_height, cfg.trail_seconds)
+        self.annotator = Annotator(cfg.max_width, cfg.max_height, cfg.trail_s)
         self._key: tuple[object, ...] | None = None
         self._placeholder_at = 0.0
         self._result_key: tuple[str, int] | None = None

@@ -44,7 +44,7 @@ class RuleEngine:
         self.rules = rules
         self._registry = TrackRegistry(rules)
         self._zones = [Zone(z) for z in rules.zones]
-        self._loiter = {z.name: LoiterTimer(z.loiter_seconds) for z in rules.zones if z.loiter_seconds}
+        self._loiter = {z.name: LoiterTimer(z.loiter_s) for z in rules.zones if z.loiter_s}
         self._lines = [Tripwire(ln) for ln in rules.lines]
         self._occupancy: dict[str, dict[str, int]] = {z.name: {} for z in rules.zones}
         self._now = float("-inf")
@@ -99,7 +99,7 @@ class RuleEngine:
         zones = {z.name: z for z in self._zones}
         lines = {ln.name: ln for ln in self._lines}
         self._zones = [Zone(z) for z in rules.zones]
-        loiter = {z.name: LoiterTimer(z.loiter_seconds) for z in rules.zones if z.loiter_seconds}
+        loiter = {z.name: LoiterTimer(z.loiter_s) for z in rules.zones if z.loiter_s}
         for zone in self._zones:
             if zone.name in zones:
                 zone.adopt(zones[zone.name])

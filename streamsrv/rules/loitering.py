@@ -1,4 +1,4 @@
-"""Loitering: an object continuously inside a zone for at least ``loiter_seconds`` of frame time.
+"""Loitering: an object continuously inside a zone for at least ``loiter_s`` of frame time.
 
 Dwell is measured from the frame timestamp at which the zone stay began (``Membership.since_mono``), never
 from frame counts or the wall clock, so it means the same at any fps and under frame skipping. A stay only

@@ -3,8 +3,8 @@
 Trackers lose objects behind occluders and sometimes give a reappearing object a new id. Rules must not
 count such an object twice (a tripwire crossed again, a zone entered again, a dwell time restarted), so the
 registry keys its state by object, not by tracker id: a new tracker id appearing within ``relink_radius``
-box diagonals of where a track of the same label vanished less than ``relink_seconds`` ago takes over that
-object. A stationary object is remembered longer (``stationary_grace_seconds``) because detectors drop and
+box diagonals of where a track of the same label vanished less than ``relink_s`` ago takes over that
+object. A stationary object is remembered longer (``stationary_grace_s``) because detectors drop and
 re-find parked cars all the time. State of objects gone for longer is pruned, so memory stays flat.
 
 Example:
@@ -136,7 +136,7 @@ class TrackRegistry:
             s.confirmed = s.confirmed or confirmed[i]
             if moved[i]:
                 s.rest_xy, s.rest_since_mono = centers[i], now_mono
-            s.stationary = now_mono - s.rest_since_mono >= self.rules.stationary_seconds
+            s.stationary = now_mono - s.rest_since_mono >= self.rules.stationary_s
         return FrameTracks(
             keys=np.array(keys, np.int64),
             states=states,
@@ -157,8 +157,7 @@ class TrackRegistry:
         gone = [
             s
             for s in self._states.values()
-            if now_mono - s.last_seen_mono
-            > (self.rules.stationary_grace_seconds if s.stationary else self.rules.grace_seconds)
+            if now_mono - s.last_seen_mono > (self.rules.stationary_grace_s if s.stationary else self.rules.grace_s)
         ]
         for s in gone:
             del self._states[s.key]
@@ -196,8 +195,7 @@ class TrackRegistry:
             for s in self._states.values()
             if s.key not in present
             and s.confirmed
-            and now_mono - s.last_seen_mono
-            <= (rules.stationary_grace_seconds if s.stationary else rules.relink_seconds)
+            and now_mono - s.last_seen_mono <= (rules.stationary_grace_s if s.stationary else rules.relink_s)
         ]
         if not lost:
             return set()

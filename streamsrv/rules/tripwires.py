@@ -5,7 +5,7 @@ the line between two processed frames (frame skipping, an occlusion gap, an id s
 registry) is still found. Crossings accumulate into a per-object balance (+1 left to right, -1 back) that is
 committed only once the anchor stands ``hysteresis`` box diagonals past the line: an object that stops on the
 line, or jitters across it, crosses and uncrosses within that band and never counts. A committed direction
-does not count again for the same object within ``cooldown_seconds``. An object pruned while its balance is
+does not count again for the same object within ``cooldown_s``. An object pruned while its balance is
 open (it crossed and vanished near the line) is committed then.
 
 Example:
@@ -120,7 +120,7 @@ class Tripwire:
         w = self._wires[key]
         sign, w.balance = w.balance, 0
         last = w.counted_mono.get(sign)
-        if last is not None and now_mono - last < self.cfg.cooldown_seconds:
+        if last is not None and now_mono - last < self.cfg.cooldown_s:
             return None
         w.counted_mono[sign] = now_mono
         self._counts[sign][label] += 1

@@ -1,7 +1,7 @@
 """Zones: which objects are inside a polygon, with enter/exit debounced so jitter on the boundary cannot flap.
 
 A change of state (outside -> inside or back) counts once it has held for ``min_frames`` consecutive
-observations and ``min_seconds`` of frame time; it is dated from its first frame, so dwell times do not
+observations and ``min_s`` of frame time; it is dated from its first frame, so dwell times do not
 include the debounce delay. Objects are only remembered while inside or while a change is pending.
 
 Example:
@@ -91,7 +91,7 @@ class Zone:
                     m.pending_since_mono = now_mono
                 m.pending_frames += 1
                 began = m.pending_since_mono
-                if m.pending_frames >= self.cfg.min_frames and now_mono - began >= self.cfg.min_seconds:
+                if m.pending_frames >= self.cfg.min_frames and now_mono - began >= self.cfg.min_s:
                     changes.append(ZoneChange(key, obs, 0.0 if obs else began - m.since_mono))
                     m.inside, m.since_mono = obs, began
                     m.pending_since_mono, m.pending_frames = None, 0

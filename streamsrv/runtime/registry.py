@@ -28,8 +28,6 @@ from __future__ import annotations
 import logging
 import os
 import shutil
-import stat
-import tempfile
 import threading
 from collections.abc import Callable, Mapping, Sequence
 from pathlib import Path
@@ -42,7 +40,8 @@ from pydantic_core import InitErrorDetails, PydanticCustomError
 from streamsrv.config.loader import parse_config
 from streamsrv.config.models import CameraConfig, redact_url
 from streamsrv.config.rules import RulesConfig, resolve_rules, save_rules
-from streamsrv.errors import ConfigError, StreamsrvError
+from streamsrv.errors import ConfigError, ConflictError, StreamsrvError
+from streamsrv.fileio import atomic_write_text
 from streamsrv.runtime.server import StreamServer
 
 log = logging.getLogger(__name__)
@@ -50,10 +49,6 @@ log = logging.getLogger(__name__)
 REDACTED_PASSWORD = ":***@"
 # Fields whose change needs no decoder restart: they are applied in place.
 _LIVE_FIELDS = frozenset({"name", "rules"})
-
-
-class ConflictError(StreamsrvError):
-    """The object to create exists already."""
 
 
 class PersistError(StreamsrvError):
@@ -68,31 +63,6 @@ def field_error(field: str, message: str, value: Any) -> ValidationError:
         input=value,
     )
     return ValidationError.from_exception_data("CameraConfig", [detail])
-
-
-def atomic_write_text(path: Path, text: str) -> None:
-    """Replace ``path`` with ``text`` so that a crash leaves the old file or the new one, never a mix.
-
-    The new file keeps the old one's permission bits (it may hold camera passwords).
-    """
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
-    try:
-        with os.fdopen(fd, "w", encoding="utf-8") as f:
-            f.write(text)
-            f.flush()
-            os.fsync(f.fileno())
-        if path.exists():
-            os.chmod(tmp, stat.S_IMODE(path.stat().st_mode))
-        os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
-    # the rename itself is durable only once the directory is synced
-    dir_fd = os.open(path.parent, os.O_RDONLY)
-    try:
-        os.fsync(dir_fd)
-    finally:
-        os.close(dir_fd)
 
 
 def absolute_url(url: str, base_dir: Path) -> str:

@@ -1,4 +1,4 @@
-"""The tracker protocol, the rate estimate that turns seconds into frames, and the factory.
+"""The tracker protocol and the rate estimate that turns seconds into frames.
 
 Trackers count in frames; the config counts in seconds. ``FrameRate`` measures the processed rate
 from frame timestamps so a lost-track buffer of 2 s stays 2 s when inference falls behind or the
@@ -12,7 +12,6 @@ from typing import Protocol
 import numpy as np
 import numpy.typing as npt
 
-from streamsrv.config.models import TrackerConfig
 from streamsrv.types import Detections, Tracks
 
 
@@ -45,14 +44,3 @@ class FrameRate:
 
     def frames_for(self, seconds: float) -> int:
         return max(1, round(seconds * self.fps))
-
-
-def create_tracker(cfg: TrackerConfig, fps: float, device: str = "cpu") -> Tracker:
-    """A new tracker for one camera processed at about ``fps`` frames/s."""
-    if cfg.type == "deepsort":
-        from streamsrv.track.deepsort import DeepSortTracker
-
-        return DeepSortTracker(cfg, fps, device)
-    from streamsrv.track.bytetrack import ByteTracker
-
-    return ByteTracker(cfg, fps)

@@ -16,8 +16,8 @@ from pydantic import ValidationError
 from streamsrv.api.deps import Authenticated, ServerDep
 from streamsrv.api.schemas import CameraOut, CameraPatch, Message, request_error
 from streamsrv.config.models import CameraConfig
-from streamsrv.errors import NotFoundError
-from streamsrv.runtime.registry import CameraRegistry, ConflictError, PersistError, field_error
+from streamsrv.errors import ConflictError, NotFoundError
+from streamsrv.runtime.registry import CameraRegistry, PersistError, field_error
 from streamsrv.runtime.server import StreamServer
 from streamsrv.runtime.stats import CameraStats
 

@@ -46,7 +46,10 @@ _GENERIC_TYPES = ("application/octet-stream", "")
 class Detection(BaseModel):
     label: str
     confidence: float
-    box: list[float] = Field(description="[x1, y1, x2, y2] in the image's pixels (after its EXIF orientation).")
+    bbox: list[float] = Field(
+        description="[x1, y1, x2, y2] in the image's pixels (after its EXIF orientation); named as in events and "
+        "`streamsrv analyze` records."
+    )
 
 
 class DetectResult(BaseModel):
@@ -121,7 +124,7 @@ def _detections(result: FrameResult, confidence: float | None, classes: list[str
     for i in range(len(t)):
         label, conf = result.label_of(int(t.class_id[i])), float(t.confidence[i])
         if (confidence is None or conf >= confidence) and (not classes or label in classes):
-            out.append(Detection(label=label, confidence=round(conf, 4), box=[round(float(v), 1) for v in t.xyxy[i]]))
+            out.append(Detection(label=label, confidence=round(conf, 4), bbox=[round(float(v), 1) for v in t.xyxy[i]]))
     return out
 
 
@@ -129,7 +132,7 @@ def _annotate(image: BGRImage, detections: list[Detection]) -> bytes:
     scale = max(image.shape[:2]) / 1000
     thickness = max(1, round(2 * scale))
     for d in detections:
-        x1, y1, x2, y2 = (round(v) for v in d.box)
+        x1, y1, x2, y2 = (round(v) for v in d.bbox)
         cv2.rectangle(image, (x1, y1), (x2, y2), _BOX_BGR, thickness)
         text = f"{d.label} {d.confidence:.2f}"
         cv2.putText(image, text, (x1, max(0, y1 - 4)), cv2.FONT_HERSHEY_SIMPLEX, 0.6 * scale + 0.2, _BOX_BGR, thickness)

@@ -15,8 +15,8 @@ from streamsrv.api.deps import Authenticated, ServerDep
 from streamsrv.api.routers.cameras import CHANGE_ERRORS, NOT_FOUND, RegistryDep, api_errors
 from streamsrv.api.schemas import Counts, Message
 from streamsrv.config.rules import LineConfig, RulesConfig, ZoneConfig
-from streamsrv.errors import NotFoundError
-from streamsrv.runtime.registry import ConflictError, field_error
+from streamsrv.errors import ConflictError, NotFoundError
+from streamsrv.runtime.registry import field_error
 
 router = APIRouter(prefix="/api/cameras/{camera_id}", tags=["rules"], dependencies=[Authenticated])
 
