@@ -54,10 +54,13 @@ _TS_TOLERANCE_S = 1e-3
 
 @dataclass(frozen=True, slots=True)
 class DecodedFrame:
+    """A frame as the source hands it on: pixels, its index and its clocks (as in ``FrameRef``), taken together."""
+
     image: npt.NDArray[np.uint8]
-    pts_s: float
     frame_index: int
-    decoded_at_mono: float
+    video_ts: float
+    mono_ts: float
+    wall_ts: float
 
 
 class FrameSkipper:
@@ -323,7 +326,7 @@ class VideoSource:
                             if size is None
                             else frame.reformat(width=size[0], height=size[1], format="bgr24").to_ndarray()
                         )
-                        yield DecodedFrame(image, pts, index - 1, time.monotonic())
+                        yield DecodedFrame(image, index - 1, pts, time.monotonic(), time.time())
                     if time.monotonic() - last_frame_mono > self.cam.stall_timeout_s:
                         raise SourceTimeout(
                             f"{redact_url(self.cam.url)}: stalled: packets but no frame for "

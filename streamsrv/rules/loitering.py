@@ -17,6 +17,8 @@ Example:
 
 from __future__ import annotations
 
+from collections.abc import Iterator
+
 
 class LoiterTimer:
     """Which objects of one zone are loitering."""
@@ -34,6 +36,10 @@ class LoiterTimer:
 
     def __len__(self) -> int:
         return len(self._loitering)
+
+    def __iter__(self) -> Iterator[int]:
+        """The keys of the objects loitering now."""
+        return iter(self._loitering)
 
     def end(self, key: int) -> bool:
         """The stay is over; True if the object was loitering (a ``loiter.end`` is due)."""
