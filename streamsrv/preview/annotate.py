@@ -65,7 +65,7 @@ class Overlay:
     line_counts: Mapping[str, Mapping[str, Mapping[str, int]]] = field(default_factory=dict)
     stationary_ids: frozenset[int] = frozenset()
     loitering_ids: frozenset[int] = frozenset()
-    ts: float | None = None  # capture time of the pixels (epoch s); the header shows it
+    ts: float | None = None  # the pixels' wall_ts (epoch s); the header shows it
 
 
 def preview_size(width: int, height: int, max_width: int, max_height: int) -> tuple[int, int]:
