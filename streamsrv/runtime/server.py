@@ -164,7 +164,7 @@ class StreamServer:
         with self._lock:
             previous = self._latest.get(engine.camera_id)
             if previous is not None and self._engines.get(engine.camera_id) is engine:
-                self._latest[engine.camera_id] = Latest(result or previous.result, output)
+                self._latest[engine.camera_id] = Latest(result if result is not None else previous.result, output)
 
     def _forget(self, camera_id: str) -> None:
         with self._lock:
