@@ -13,7 +13,7 @@ from streamsrv.config.rules import RulesConfig, load_rules, parse_rules, resolve
 from streamsrv.errors import ConfigError
 from streamsrv.events.model import Event
 from streamsrv.rules.engine import RuleEngine
-from streamsrv.types import FrameRef, FrameResult, Tracks
+from streamsrv.types import Clock, FrameRef, FrameResult, Tracks
 
 REPO = Path(__file__).resolve().parents[1]
 LABELS = {0: "person", 1: "car"}
@@ -227,6 +227,25 @@ def test_occupancy_per_label() -> None:
     eng = engine(min_frames=1)
     eng.process(frame(0.0, obj(1, 150, 200), obj(2, 200, 200), obj(3, 250, 250, "car"), obj(4, 500, 200)))
     assert eng.output().occupancy == {"z": {"person": 2, "car": 1}}
+
+
+# --- clocks ---------------------------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize(("clock", "enter_ts", "dwell_s"), [("live", 1.7e9 + 5 * 0.2, 10 * 0.6), ("video", 0.2, 0.6)])
+def test_the_engine_runs_on_the_clock_it_is_given(clock: Clock, enter_ts: float, dwell_s: float) -> None:
+    """Three clocks that disagree: live engines measure in mono_ts and date in wall_ts, video ones use video_ts.
+    The enter commits on the second frame inside (t=0.2), the exit on the second outside (t=0.8)."""
+    eng = RuleEngine("cam", RulesConfig.model_validate({"zones": [{"name": "z", "polygon": SQUARE}]}), clock=clock)
+    events = []
+    for i, x in enumerate([150, 150, 150, 900, 900]):
+        t = i * 0.2
+        tracks = frame(t, obj(1, x, 200)).tracks
+        ref = FrameRef("cam", i + 1, i, 1280, 720, wall_ts=1.7e9 + 5 * t, mono_ts=100 + 10 * t, video_ts=t)
+        events += eng.process(FrameResult(ref, tracks, LABELS)).events
+    assert types(events) == ["zone.enter", "zone.exit"]
+    assert events[0].ts == pytest.approx(enter_ts)
+    assert events[1].dwell_s == pytest.approx(dwell_s)
 
 
 # --- lost tracks, id switches, stationary objects ---------------------------------------------------------
