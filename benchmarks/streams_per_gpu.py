@@ -187,7 +187,7 @@ class Recorder:
 
     def __call__(self, r: FrameResult) -> None:
         if self.measuring.is_set():
-            latency = time.monotonic() - r.mono_ts  # CLOCK_MONOTONIC is system-wide: the decoder's clock too
+            latency = time.monotonic() - r.frame.mono_ts  # CLOCK_MONOTONIC is system-wide: the decoder's clock too
             with self.lock:
                 self.results.append((r.camera_id, latency, r.frame_age_s, r.inference_ms, r.batch_size))
 

@@ -27,7 +27,7 @@ from streamsrv.decode.source import DecodedFrame, VideoSource
 from streamsrv.infer.backend import create_backend
 from streamsrv.rules import RuleEngine
 from streamsrv.track import Tracker, create_tracker
-from streamsrv.types import FrameResult
+from streamsrv.types import FrameRef, FrameResult
 
 if TYPE_CHECKING:
     from streamsrv.infer.detector import Detector
@@ -105,17 +105,13 @@ class Analyzer:
         detections = self.detector.detect([f.image for f in batch])
         timing = self.detector.last_timing
         for frame, dets in zip(batch, detections, strict=True):
-            tracks = tracker.update(dets, frame.image, frame.pts_s)
             h, w = frame.image.shape[:2]
+            ref = FrameRef(
+                camera_id, frame.frame_index, frame.frame_index, w, h, frame.wall_ts, frame.mono_ts, frame.video_ts
+            )
             yield FrameResult(
-                camera_id=camera_id,
-                frame_index=frame.frame_index,
-                seq=frame.frame_index,
-                capture_ts=frame.pts_s,
-                mono_ts=frame.pts_s,
-                width=w,
-                height=h,
-                tracks=tracks,
+                frame=ref,
+                tracks=tracker.update(dets, frame.image, ref.time_s("video")),
                 labels=self.detector.labels,
                 inference_ms=timing.forward_ms,
                 batch_size=len(batch),
@@ -127,7 +123,7 @@ class Analyzer:
         """Frame, event and summary records for a file, with ``camera``'s rules applied if given."""
         camera_id = camera.id if camera else "analyze"
         rules = resolve_rules(camera.rules, self.cfg.base_dir, camera.id) if camera else resolve_rules(None, None)
-        return build_records(self.run(path, camera, detect_fps), RuleEngine(camera_id, rules), path)
+        return build_records(self.run(path, camera, detect_fps), RuleEngine(camera_id, rules, clock="video"), path)
 
 
 @dataclass
@@ -158,13 +154,15 @@ def open_video(path: str, camera: CameraConfig | None = None, detect_fps: float 
 
 def build_records(results: Iterable[FrameResult], engine: RuleEngine, video: str) -> Iterator[dict[str, Any]]:
     """The frame, event and summary records of ``streamsrv analyze``: one frame record per result, each followed
-    by the events ``engine`` raised on it, and a summary with counts at the end."""
+    by the events ``engine`` raised on it, and a summary with counts at the end. Records name the engine's camera."""
     frames = 0
     by_type: Counter[str] = Counter()
+    output = engine.output()
     for result in results:
         frames += 1
-        yield {"type": "frame", **result.to_dict()}
-        for event in engine.process(result):
+        yield {"type": "frame", **result.to_dict(), "camera_id": engine.camera_id}
+        output = engine.process(result)
+        for event in output.events:
             by_type[event.type] += 1
             yield {"type": "event", "event": json.loads(event.to_json())}
     yield {
@@ -173,8 +171,8 @@ def build_records(results: Iterable[FrameResult], engine: RuleEngine, video: str
         "video": video,
         "frames": frames,
         "events": dict(by_type),
-        "line_counts": engine.line_counts(),
-        "occupancy": engine.occupancy(),
+        "line_counts": output.line_counts,
+        "occupancy": output.occupancy,
     }
 
 

@@ -17,8 +17,8 @@ Example:
 from __future__ import annotations
 
 import enum
-from dataclasses import dataclass, field
-from typing import Literal
+from dataclasses import dataclass, field, fields
+from typing import Literal, Self
 
 import numpy as np
 import numpy.typing as npt
@@ -40,23 +40,42 @@ class CameraState(enum.StrEnum):
     ERROR = "error"
 
 
+Clock = Literal["live", "video"]
+"""The clock a consumer of frames runs on. ``live`` (cameras): durations in ``mono_ts``, event times in ``wall_ts``.
+``video`` (``streamsrv analyze``, clip jobs): both in ``video_ts``, the position in the file, so a clip gives the same
+events however fast it is analysed."""
+
+
 @dataclass(frozen=True, slots=True)
 class FrameRef:
-    """A small reference to a decoded frame that lives in a camera's shared-memory ring.
+    """What is known about one decoded frame; made once when the frame is taken from its source and carried as is.
 
-    ``capture_ts`` is wall-clock epoch seconds (for events); ``mono_ts`` is ``time.monotonic()``
-    in the decoder (for ages and durations); ``pts_s`` is the stream's presentation time.
+    Each clock field means one thing everywhere: ``wall_ts`` is epoch seconds when the frame was decoded,
+    ``mono_ts`` is ``time.monotonic()`` then (system-wide, so comparable across processes), and ``video_ts`` is the
+    frame's position in its stream (presentation time, seconds). ``seq`` numbers the frames handed on from one
+    source (a camera's ring, a lane, a file), ``frame_index`` counts the source's frames, skipped ones included.
+
+    >>> ref = FrameRef("door", seq=3, frame_index=10, width=640, height=360, wall_ts=1.7e9, mono_ts=50.0, video_ts=0.4)
+    >>> ref.time_s("live"), ref.event_ts("live"), ref.time_s("video"), ref.event_ts("video")
+    (50.0, 1700000000.0, 0.4, 0.4)
     """
 
     camera_id: str
     seq: int
-    slot: int
     frame_index: int
     width: int
     height: int
-    capture_ts: float
+    wall_ts: float
     mono_ts: float
-    pts_s: float
+    video_ts: float
+
+    def time_s(self, clock: Clock) -> float:
+        """The frame's time on ``clock`` for measuring durations (dwell, loitering, track rates)."""
+        return self.mono_ts if clock == "live" else self.video_ts
+
+    def event_ts(self, clock: Clock) -> float:
+        """The frame's time on ``clock`` for dating events."""
+        return self.wall_ts if clock == "live" else self.video_ts
 
 
 def _anchors(xyxy: FloatArray, anchor: Anchor) -> FloatArray:
@@ -67,7 +86,7 @@ def _anchors(xyxy: FloatArray, anchor: Anchor) -> FloatArray:
 
 @dataclass(frozen=True, slots=True)
 class Detections:
-    """Boxes of one frame in source-pixel ``xyxy`` coordinates."""
+    """Boxes of one frame in source-pixel ``xyxy`` coordinates; every other field has one value per box."""
 
     xyxy: FloatArray
     confidence: FloatArray
@@ -75,25 +94,24 @@ class Detections:
 
     def __post_init__(self) -> None:
         n = len(self.xyxy)
-        if self.xyxy.shape != (n, 4) or self.confidence.shape != (n,) or self.class_id.shape != (n,):
-            raise ValueError(
-                f"Detections arrays disagree: xyxy {self.xyxy.shape}, confidence "
-                f"{self.confidence.shape}, class_id {self.class_id.shape}"
-            )
+        shapes = {f.name: getattr(self, f.name).shape for f in fields(self)}
+        if shapes.pop("xyxy") != (n, 4) or any(s != (n,) for s in shapes.values()):
+            raise ValueError(f"{type(self).__name__} arrays disagree: xyxy {self.xyxy.shape}, others {shapes}")
 
     def __len__(self) -> int:
         return len(self.xyxy)
 
     @classmethod
     def empty(cls) -> Detections:
-        return cls(
+        return Detections(
             xyxy=np.zeros((0, 4), np.float32),
             confidence=np.zeros((0,), np.float32),
             class_id=np.zeros((0,), np.int32),
         )
 
-    def filter(self, mask: BoolArray) -> Detections:
-        return Detections(self.xyxy[mask], self.confidence[mask], self.class_id[mask])
+    def filter(self, mask: BoolArray) -> Self:
+        """The rows where ``mask`` is True, as the same type."""
+        return type(self)(**{f.name: getattr(self, f.name)[mask] for f in fields(self)})
 
     def anchors(self, anchor: Anchor = "bottom_center") -> FloatArray:
         """Anchor points ``(n, 2)``: the bottom centre (feet) or the centre of each box."""
@@ -101,36 +119,18 @@ class Detections:
 
 
 @dataclass(frozen=True, slots=True)
-class Tracks:
+class Tracks(Detections):
     """Tracked boxes of one frame: detections plus a per-camera ``track_id``.
 
     ``confirmed`` is False for tentative tracks (seen too few times); rules ignore them.
     """
 
-    xyxy: FloatArray
-    confidence: FloatArray
-    class_id: IntArray
     track_id: IntArray
     confirmed: BoolArray
 
-    def __post_init__(self) -> None:
-        n = len(self.xyxy)
-        shapes = (self.confidence.shape, self.class_id.shape, self.track_id.shape, self.confirmed.shape)
-        if self.xyxy.shape != (n, 4) or any(s != (n,) for s in shapes):
-            raise ValueError(f"Tracks arrays disagree: xyxy {self.xyxy.shape}, others {shapes}")
-
-    def __len__(self) -> int:
-        return len(self.xyxy)
-
     @classmethod
     def empty(cls) -> Tracks:
-        return cls(
-            xyxy=np.zeros((0, 4), np.float32),
-            confidence=np.zeros((0,), np.float32),
-            class_id=np.zeros((0,), np.int32),
-            track_id=np.zeros((0,), np.int32),
-            confirmed=np.zeros((0,), np.bool_),
-        )
+        return cls.untracked(Detections.empty())
 
     @classmethod
     def untracked(cls, detections: Detections) -> Tracks:
@@ -144,49 +144,39 @@ class Tracks:
             confirmed=np.zeros(n, np.bool_),
         )
 
-    def filter(self, mask: BoolArray) -> Tracks:
-        return Tracks(
-            self.xyxy[mask], self.confidence[mask], self.class_id[mask], self.track_id[mask], self.confirmed[mask]
-        )
-
-    def anchors(self, anchor: Anchor = "bottom_center") -> FloatArray:
-        """Anchor points ``(n, 2)``: the bottom centre (feet) or the centre of each box."""
-        return _anchors(self.xyxy, anchor)
-
 
 @dataclass(frozen=True, slots=True)
 class FrameResult:
     """What the inference loop emits per processed frame; rules, preview and the API subscribe to it.
 
-    ``labels`` maps ``class_id`` to the (aliased) label name for this model.
-    ``frame_age_s`` is how old the frame was when inference started.
+    ``frame`` is the processed frame's ``FrameRef``, as the decoder made it. ``labels`` maps ``class_id`` to the
+    (aliased) label name for this model. ``frame_age_s`` is how old the frame was when inference started.
     """
 
-    camera_id: str
-    frame_index: int
-    seq: int
-    capture_ts: float
-    mono_ts: float
-    width: int
-    height: int
+    frame: FrameRef
     tracks: Tracks
     labels: dict[int, str] = field(default_factory=dict)
     frame_age_s: float = 0.0
     inference_ms: float = 0.0
     batch_size: int = 1
 
+    @property
+    def camera_id(self) -> str:
+        """The camera (or lane) the frame came from: what results are routed by."""
+        return self.frame.camera_id
+
     def label_of(self, class_id: int) -> str:
         return self.labels.get(int(class_id), str(class_id))
 
     def to_dict(self) -> dict[str, object]:
-        """The JSON form used by ``streamsrv analyze`` output and the API."""
-        t = self.tracks
+        """The JSON form of a frame record of ``streamsrv analyze`` and clip jobs; ``ts`` is the video time."""
+        t, f = self.tracks, self.frame
         return {
-            "camera_id": self.camera_id,
-            "frame_index": self.frame_index,
-            "ts": round(self.capture_ts, 4),
-            "width": self.width,
-            "height": self.height,
+            "camera_id": f.camera_id,
+            "frame_index": f.frame_index,
+            "ts": round(f.video_ts, 4),
+            "width": f.width,
+            "height": f.height,
             "tracks": [
                 {
                     "track_id": int(t.track_id[i]),

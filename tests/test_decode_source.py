@@ -88,7 +88,7 @@ def _lag_after_slow_reading(cam: CameraConfig, seconds: float) -> tuple[VideoSou
     offsets, indices = [], []
     for frame in src.frames():
         indices.append(frame.frame_index)
-        offsets.append(time.monotonic() - frame.pts_s)
+        offsets.append(time.monotonic() - frame.video_ts)
         if time.monotonic() - start > seconds:
             break
         time.sleep(0.1)
@@ -133,7 +133,7 @@ def test_looping_file_keeps_timestamps_rising(clip_360p: Path) -> None:
     src = VideoSource(CameraConfig(id="c", url=str(clip_360p), detect_fps=2, loop=True, realtime=False))
     stamps = []
     for frame in src.frames():
-        stamps.append(frame.pts_s)
+        stamps.append(frame.video_ts)
         if len(stamps) >= 35:  # past the 13.6 s end
             break
     src.close()

@@ -318,7 +318,9 @@ def test_a_stream_that_turns_to_garbage_reconnects_and_recovers(
         assert "timed out" in (changes[1][1] or ""), changes
         stats = pipeline.sup.camera_stats("noisy")
         assert stats.reconnects >= 1 and stats.decoder_restarts == 0, stats
-        assert all((r.width, r.height) == (640, 360) for r in pipeline.recorder.of("noisy")[first_connection:])
+        assert all(
+            (r.frame.width, r.frame.height) == (640, 360) for r in pipeline.recorder.of("noisy")[first_connection:]
+        )
         assert pipeline.recorder.count("steady") > steady_before
     finally:
         camera.close()
@@ -336,7 +338,7 @@ def test_a_resolution_change_mid_stream_goes_on_at_the_new_size(
         camera_cleanup.append("zoom")
 
         def sizes() -> list[tuple[int, int]]:
-            return [(r.width, r.height) for r in pipeline.recorder.of("zoom")]
+            return [(r.frame.width, r.frame.height) for r in pipeline.recorder.of("zoom")]
 
         wait_for(lambda: (640, 360) in sizes(), 60, "zoom's frames at 640x360")
         wait_for(lambda: (1280, 720) in sizes(), 60, "zoom's frames at 1280x720")
@@ -348,7 +350,7 @@ def test_a_resolution_change_mid_stream_goes_on_at_the_new_size(
         assert set(seen) == {(640, 360), (1280, 720)}, seen
         assert seen.index((1280, 720)) > max(i for i, size in enumerate(seen) if size == (640, 360))
         # Boxes are in the new frame's pixels: some reach past the old 640x360 frame.
-        boxes = [r.tracks.xyxy for r in pipeline.recorder.of("zoom") if r.width == 1280 and len(r.tracks)]
+        boxes = [r.tracks.xyxy for r in pipeline.recorder.of("zoom") if r.frame.width == 1280 and len(r.tracks)]
         assert boxes and max(float(b[:, 2].max()) for b in boxes) > 640
         latest = pipeline.sup.latest_frame("zoom")
         assert latest is not None and latest[1].shape == (720, 1280, 3)

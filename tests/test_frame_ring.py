@@ -28,33 +28,33 @@ def _frame(value: int, w: int = 64, h: int = 48) -> np.ndarray:
 
 def test_reader_gets_only_the_newest_frame(ring: FrameRing) -> None:
     for i in range(1, 8):
-        ring.write(_frame(i), capture_ts=100.0 + i, mono_ts=float(i), pts_s=i / 25, frame_index=i * 5)
+        ring.write(_frame(i), frame_index=i * 5, wall_ts=100.0 + i, mono_ts=float(i), video_ts=i / 25)
     got = ring.read_latest(after_seq=0)
     assert got is not None
     ref, frame = got
-    assert ref.seq == 7 and ref.frame_index == 35 and ref.capture_ts == 107.0
+    assert ref.seq == 7 and ref.frame_index == 35 and ref.wall_ts == 107.0 and ref.video_ts == 7 / 25
     assert (frame == 7).all()
     assert ring.read_latest(after_seq=7) is None  # nothing newer
 
 
 def test_older_frames_are_readable_until_overwritten(ring: FrameRing) -> None:
     for i in range(1, 10):
-        ring.write(_frame(i), 0.0, 0.0, 0.0, i)
+        ring.write(_frame(i), frame_index=i, wall_ts=0.0, mono_ts=0.0, video_ts=0.0)
     assert ring.read_seq(9) is not None
     assert ring.read_seq(9 - NUM_SLOTS + 1) is not None
     assert ring.read_seq(9 - NUM_SLOTS) is None  # lapped
 
 
 def test_frames_of_different_sizes_share_the_ring(ring: FrameRing) -> None:
-    ring.write(_frame(1, 32, 16), 0.0, 0.0, 0.0, 0)
+    ring.write(_frame(1, 32, 16), frame_index=0, wall_ts=0.0, mono_ts=0.0, video_ts=0.0)
     got = ring.read_latest()
     assert got is not None and got[1].shape == (16, 32, 3) and got[0].width == 32
     with pytest.raises(ValueError, match="does not fit"):
-        ring.write(_frame(1, 128, 96), 0.0, 0.0, 0.0, 0)
+        ring.write(_frame(1, 128, 96), frame_index=0, wall_ts=0.0, mono_ts=0.0, video_ts=0.0)
 
 
 def test_a_slot_being_written_is_never_returned(ring: FrameRing) -> None:
-    ring.write(_frame(1), 0.0, 0.0, 0.0, 0)
+    ring.write(_frame(1), frame_index=0, wall_ts=0.0, mono_ts=0.0, video_ts=0.0)
     # Simulate a writer that died mid-write: the slot's sequence number is invalidated first.
     slot = ring.latest_seq % NUM_SLOTS
     ring._slots[slot]["seq"] = -1
@@ -64,7 +64,7 @@ def test_a_slot_being_written_is_never_returned(ring: FrameRing) -> None:
 def _writer(path: str, n: int) -> None:
     r = FrameRing.attach(path, writable=True)
     for i in range(1, n + 1):
-        r.write(_frame(i), 0.0, float(i), 0.0, i)
+        r.write(_frame(i), frame_index=i, wall_ts=0.0, mono_ts=float(i), video_ts=0.0)
         r.add("decoded")
     r.close()
 
@@ -96,7 +96,7 @@ def _hammer(ring: FrameRing, write: bool, started: threading.Event, ended_by: li
     try:
         while True:
             if write:
-                ring.write(frame, 0.0, 0.0, 0.0, 0)
+                ring.write(frame, frame_index=0, wall_ts=0.0, mono_ts=0.0, video_ts=0.0)
             elif ring.read_latest() is None and ring.closed:
                 ended_by.append(None)
                 return
@@ -111,7 +111,7 @@ def test_closing_while_another_thread_uses_the_ring(write: bool) -> None:
     for attempt in range(40):
         ring = FrameRing.create(f"test-{os.getpid()}-closing", max_width=1280, max_height=720)
         if not write:
-            ring.write(_frame(1, 1280, 720), 0.0, 0.0, 0.0, 0)
+            ring.write(_frame(1, 1280, 720), frame_index=0, wall_ts=0.0, mono_ts=0.0, video_ts=0.0)
         started = threading.Event()
         ended_by: list[BaseException | None] = []
         user = threading.Thread(target=_hammer, args=(ring, write, started, ended_by))

@@ -68,10 +68,10 @@ def test_lane_is_lossless_in_order_and_matches_analyze(supervisor: Supervisor, c
     live_before = supervisor.camera_stats("live").frames_processed
     lane = supervisor.open_lane(got, track=True, detect_fps=25)
     for i, frame in enumerate(frames):
-        lane.submit(frame, pts_s=i / 25, frame_index=i)
+        lane.submit(frame, video_ts=i / 25, frame_index=i)
     wait_for(lambda: got.count() == len(frames), 120, "every lane frame to be inferred")
     lane.close()
-    assert [r.frame_index for r in got.results] == list(range(len(frames)))
+    assert [r.frame.frame_index for r in got.results] == list(range(len(frames)))
     assert all(r.camera_id == lane.id for r in got.results)
 
     offline = list(Analyzer(cfg).run(str(clip_360p), detect_fps=None))[: len(frames)]

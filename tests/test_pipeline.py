@@ -73,9 +73,9 @@ def test_people_are_detected_and_tracked(pipeline: tuple[Supervisor, Recorder]) 
     assert any(r.tracks.confirmed.sum() >= 4 for r in results), "no confirmed tracks"
     # Boxes are in source pixels of the 640x360 frame; frame indices rise.
     r = results[-1]
-    assert (r.width, r.height) == (640, 360)
+    assert (r.frame.width, r.frame.height) == (640, 360)
     assert (r.tracks.xyxy[:, 2] <= 640).all() and (r.tracks.xyxy[:, 3] <= 360).all()
-    indices = [x.frame_index for x in results]
+    indices = [x.frame.frame_index for x in results]
     assert indices[:5] == sorted(indices[:5])
 
 

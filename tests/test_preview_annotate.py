@@ -1,5 +1,4 @@
-"""The preview annotator on hand-built tracks: what is drawn where, at what size, and what state it keeps; and
-which tracks it is told are loitering."""
+"""The preview annotator on hand-built tracks: what is drawn where, at what size, and what state it keeps."""
 
 from __future__ import annotations
 
@@ -10,11 +9,8 @@ import numpy as np
 import pytest
 
 from streamsrv.config.rules import RulesConfig
-from streamsrv.events import EventRecord, EventSequencer
-from streamsrv.events.model import EventType
 from streamsrv.preview.annotate import Annotator, Overlay, Trails, placeholder, preview_size
-from streamsrv.preview.loitering import LoiterWatch
-from streamsrv.types import CameraState, FrameResult, Tracks
+from streamsrv.types import CameraState, FrameRef, FrameResult, Tracks
 
 GREY = 128
 W, H = 1280, 720
@@ -44,7 +40,7 @@ def tracks(rows: list[tuple[float, float, float, float, int, bool]]) -> Tracks:
 
 
 def result(t: Tracks, seq: int = 1, mono_ts: float = 10.0) -> FrameResult:
-    return FrameResult("cam", seq, seq, 1.7e9 + seq, mono_ts, W, H, t, {0: "person"})
+    return FrameResult(FrameRef("cam", seq, seq, W, H, 1.7e9 + seq, mono_ts, 0.0), t, {0: "person"})
 
 
 def overlay(res: FrameResult | None = None, **kw: object) -> Overlay:
@@ -129,7 +125,7 @@ def test_boxes_are_scaled_from_the_result_frame_size() -> None:
 
 
 def test_trails_follow_confirmed_tracks_and_forget_vanished_ones(frame: np.ndarray) -> None:
-    annotator = Annotator(960, 540, trail_seconds=2.0)
+    annotator = Annotator(960, 540, trail_s=2.0)
     for i in range(5):
         y = 200 + 40 * i
         t = tracks([(400, y - 100, 440, y, 7, True), (1100, 100, 1140, 200, 8, False)])
@@ -171,26 +167,7 @@ def test_real_frame_of_the_sample_clip(clip_360p: Path) -> None:
     with av.open(str(clip_360p)) as container:
         image = np.asarray(next(container.decode(video=0)).to_ndarray(format="bgr24"), np.uint8)
     t = tracks([(100, 100, 140, 200, 1, True)])
-    res = FrameResult("cam", 1, 1, 1.7e9, 1.0, 640, 360, t, {0: "person"})
+    res = FrameResult(FrameRef("cam", 1, 1, 640, 360, 1.7e9, 1.0, 0.0), t, {0: "person"})
     out = Annotator(960, 540).draw(image, overlay(res, rules=RulesConfig()))
     assert out.shape == (360, 640, 3)
     assert not np.array_equal(out, image)
-
-
-def test_loitering_ids_follow_loiter_events_and_vanished_tracks() -> None:
-    seq = EventSequencer("cam")
-    watch = LoiterWatch()
-
-    def record(type_: EventType, track_id: int) -> EventRecord:
-        fields = {"zone": "z", "dwell_s": 5.0, "label": "person", "confidence": 0.9, "bbox": (0.0, 0.0, 10.0, 10.0)}
-        return EventRecord("1", seq.make(type_, 1.0, track_id=track_id, **fields))
-
-    now = result(tracks([(0, 0, 10, 10, 4, True), (20, 0, 30, 10, 5, True)]))
-    watch.on_event(record("loiter.start", 4), now)
-    watch.on_event(record("loiter.start", 5), now)
-    assert watch.ids("cam", now) == {4, 5}
-    watch.on_event(record("loiter.end", 4), now)
-    assert watch.ids("cam", now) == {5}
-    # Track 5 vanished (its end may come under a new id after an id switch): it is no longer highlighted.
-    assert watch.ids("cam", result(tracks([(0, 0, 10, 10, 9, True)]), seq=2)) == frozenset()
-    assert watch.ids("other", now) == frozenset()

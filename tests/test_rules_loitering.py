@@ -8,7 +8,7 @@ import pytest
 from streamsrv.config.rules import RulesConfig
 from streamsrv.events.model import Event
 from streamsrv.rules.engine import RuleEngine
-from streamsrv.types import FrameResult, Tracks
+from streamsrv.types import FrameRef, FrameResult, Tracks
 
 LABELS = {0: "person"}
 ZONE = {"name": "lobby", "polygon": [[100, 100], [600, 100], [600, 600], [100, 600]], "loiter_s": 10.0}
@@ -21,7 +21,7 @@ def frame(t: float, *tracks: tuple[int, float]) -> FrameResult:
     t_ids = np.array([tid for tid, _ in tracks], np.int32)
     ones = np.ones(n, np.float32)
     tr = Tracks(xyxy, ones * 0.9, np.zeros(n, np.int32), t_ids, np.ones(n, np.bool_))
-    return FrameResult("cam", int(t * 1000), int(t * 1000), 1.7e9 + t, t, 1280, 720, tr, LABELS)
+    return FrameResult(FrameRef("cam", int(t * 1000), int(t * 1000), 1280, 720, 1.7e9 + t, t, 0.0), tr, LABELS)
 
 
 def engine(**zone: object) -> RuleEngine:
@@ -30,7 +30,7 @@ def engine(**zone: object) -> RuleEngine:
 
 def run(eng: RuleEngine, times: list[float], tid: int = 1, x: float = 300) -> list[Event]:
     """One person pacing about x (so never stationary) at the given frame times."""
-    return [e for t in times for e in eng.process(frame(t, (tid, x + 50 * np.sin(t))))]
+    return [e for t in times for e in eng.process(frame(t, (tid, x + 50 * np.sin(t)))).events]
 
 
 def kinds(events: list[Event]) -> list[tuple[str, float]]:
@@ -82,7 +82,7 @@ def test_an_id_switch_keeps_dwell() -> None:
 def test_a_long_loss_ends_the_stay_at_the_last_sighting() -> None:
     eng = engine()
     events = run(eng, [i * 0.5 for i in range(25)])  # to 12 s: loitering
-    events += [e for t in (13.0, 14.0, 15.0, 15.5) for e in eng.process(frame(t))]  # gone > 3 s
+    events += [e for t in (13.0, 14.0, 15.0, 15.5) for e in eng.process(frame(t)).events]  # gone > 3 s
     assert kinds(events) == [("zone.enter", 0.5), ("loiter.start", 10.0), ("zone.exit", 12.0), ("loiter.end", 12.0)]
     assert events[-1].dwell_s == pytest.approx(12.0)
     events = run(eng, [20.0 + i * 0.5 for i in range(4)])  # back after 8 s: a new stay
@@ -92,7 +92,7 @@ def test_a_long_loss_ends_the_stay_at_the_last_sighting() -> None:
 def test_boundary_jitter_does_not_restart_the_dwell() -> None:
     eng = engine(min_frames=3)
     xs = [580, 580, 580] + [610, 590, 610, 610, 590, 595] * 4  # hops over the x=600 edge, never 3 frames out
-    events = [e for i, x in enumerate(xs) for e in eng.process(frame(i * 0.5, (1, x)))]
+    events = [e for i, x in enumerate(xs) for e in eng.process(frame(i * 0.5, (1, x))).events]
     # Entered when the third inside frame confirmed it (1 s), dwell counted from the first (0 s).
     assert kinds(events) == [("zone.enter", 1.0), ("loiter.start", 10.0)]
 
@@ -118,5 +118,18 @@ def test_state_stays_flat_over_thousands_of_passers_by() -> None:
         t += 4.0  # gone for longer than the grace time
         sizes.append(eng.state_size())
     # Drawn downwards, the line has the right of the image on its left: walking rightwards is right_to_left.
-    assert eng.line_counts()["gate"] == {"in": {}, "out": {"person": 2000}}
+    assert eng.output().line_counts["gate"] == {"in": {}, "out": {"person": 2000}}
     assert max(sizes) == sizes[0] and sizes[-1] <= 5 * 4
+
+
+def test_the_output_names_the_tracks_of_the_frame_that_loiter() -> None:
+    eng = engine()
+    outside = (2, 900.0)
+    outs = [eng.process(frame(float(t), (1, 300 + 50 * np.sin(t)), outside)) for t in range(12)]
+    assert outs[5].loitering_ids == frozenset()
+    assert outs[-1].loitering_ids == {1}
+    assert eng.process(frame(12.0, outside)).loitering_ids == frozenset()  # not in this frame (lost for now)
+    assert eng.process(frame(12.5, (1, 300), outside)).loitering_ids == {1}  # back within the grace time
+    outs = [eng.process(frame(13.0 + t, (1, 900))) for t in range(5)]  # it walks out
+    assert "loiter.end" in [e.type for out in outs for e in out.events]
+    assert outs[-1].loitering_ids == frozenset()

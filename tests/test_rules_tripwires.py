@@ -11,7 +11,7 @@ import pytest
 from streamsrv.config.rules import RulesConfig
 from streamsrv.events.model import Event
 from streamsrv.rules.engine import RuleEngine
-from streamsrv.types import FrameResult, Tracks
+from streamsrv.types import FrameRef, FrameResult, Tracks
 
 LABELS = {0: "person", 1: "car"}
 CLASS = {name: cid for cid, name in LABELS.items()}
@@ -35,7 +35,7 @@ def frame(t: float, *objs: tuple[int, list[float], str, bool]) -> FrameResult:
         track_id=np.array([o[0] for o in objs], np.int32),
         confirmed=np.array([o[3] for o in objs], np.bool_),
     )
-    return FrameResult("cam", int(t * 100), int(t * 100), 1.7e9 + t, t, 1280, 720, tracks, LABELS)
+    return FrameResult(FrameRef("cam", int(t * 100), int(t * 100), 1280, 720, 1.7e9 + t, t, 0.0), tracks, LABELS)
 
 
 def engine(**line: object) -> RuleEngine:
@@ -45,7 +45,7 @@ def engine(**line: object) -> RuleEngine:
 def walk(
     eng: RuleEngine, tid: int, ys: Sequence[float], t0: float = 0.0, dt: float = 0.2, x: float = 600
 ) -> list[Event]:
-    return [e for i, y in enumerate(ys) for e in eng.process(frame(t0 + i * dt, obj(tid, x, y)))]
+    return [e for i, y in enumerate(ys) for e in eng.process(frame(t0 + i * dt, obj(tid, x, y))).events]
 
 
 def crossed(events: list[Event]) -> list[tuple[int | None, str | None]]:
@@ -58,7 +58,7 @@ def test_counts_both_directions_with_names_and_labels() -> None:
     assert crossed(events) == [(1, "in")]
     assert events[0].line == "gate" and events[0].label == "person"
     assert crossed(walk(eng, 2, [500, 450, 410, 380, 330], t0=5)) == [(2, "out")]
-    assert eng.line_counts() == {"gate": {"in": {"person": 1}, "out": {"person": 1}}}
+    assert eng.output().line_counts == {"gate": {"in": {"person": 1}, "out": {"person": 1}}}
 
 
 def test_a_frame_skip_that_jumps_over_the_line_counts() -> None:
@@ -95,10 +95,10 @@ def test_an_id_switch_right_after_the_crossing_does_not_count_again() -> None:
     eng = engine()
     events = walk(eng, 1, [340, 380, 420])
     # Id 1 vanishes just past the line; id 2 (tentative at first) appears where it was and walks on.
-    events += [e for e in eng.process(frame(0.6, obj(2, 602, 426, confirmed=False)))]
+    events += [e for e in eng.process(frame(0.6, obj(2, 602, 426, confirmed=False))).events]
     events += walk(eng, 2, [440, 480, 520], t0=0.8, x=604)
     assert crossed(events) == [(1, "in")]
-    assert eng.line_counts()["gate"]["in"] == {"person": 1}
+    assert eng.output().line_counts["gate"]["in"] == {"person": 1}
 
 
 def test_an_id_switch_that_jumps_back_before_the_line_does_not_count_again() -> None:
@@ -129,14 +129,16 @@ def test_tentative_tracks_and_filtered_labels_do_not_count() -> None:
     events = [
         e
         for i, y in enumerate([350, 450, 500])
-        for e in eng.process(frame(i * 0.2, obj(1, 300, y, confirmed=False), obj(2, 500, y, "car")))
+        for e in eng.process(frame(i * 0.2, obj(1, 300, y, confirmed=False), obj(2, 500, y, "car"))).events
     ]
     assert crossed(events) == []
 
 
 def test_a_track_that_crossed_while_tentative_counts_once_confirmed() -> None:
     eng = engine()
-    events = [e for i, y in enumerate([350, 450]) for e in eng.process(frame(i * 0.2, obj(1, 600, y, confirmed=False)))]
+    events = [
+        e for i, y in enumerate([350, 450]) for e in eng.process(frame(i * 0.2, obj(1, 600, y, confirmed=False))).events
+    ]
     events += walk(eng, 1, [480], t0=0.4)
     assert crossed(events) == [(1, "in")]
 
@@ -144,7 +146,7 @@ def test_a_track_that_crossed_while_tentative_counts_once_confirmed() -> None:
 def test_a_track_lost_just_after_crossing_counts_when_pruned() -> None:
     eng = engine()
     events = walk(eng, 1, [360, 390, 405])  # leaves the frame right after the line
-    events += [e for t in np.arange(0.6, 4.0, 0.2) for e in eng.process(frame(float(t)))]
+    events += [e for t in np.arange(0.6, 4.0, 0.2) for e in eng.process(frame(float(t))).events]
     assert crossed(events) == [(1, "in")]
     assert events[-1].ts == pytest.approx(1.7e9 + 0.4, abs=1e-6)  # dated when it was last seen
 
@@ -155,7 +157,7 @@ def test_polyline_counts_crossings_of_any_segment() -> None:
     )
     events = walk(eng, 1, [300, 500], x=300)  # over the horizontal part
     # Over the vertical part, drawn upwards: its left is the left of the image.
-    events += [e for i, x in enumerate([500, 700]) for e in eng.process(frame(1 + 0.2 * i, obj(2, x, 200)))]
+    events += [e for i, x in enumerate([500, 700]) for e in eng.process(frame(1 + 0.2 * i, obj(2, x, 200))).events]
     assert crossed(events) == [(1, "in"), (2, "in")]
 
 
@@ -165,7 +167,7 @@ def test_update_rules_keeps_counters_of_lines_that_keep_their_name() -> None:
     eng.update_rules(
         RulesConfig.model_validate({"lines": [{**GATE, "right_to_left": "leaving"}, {**GATE, "name": "b"}]})
     )
-    assert eng.line_counts() == {
+    assert eng.output().line_counts == {
         "gate": {"in": {"person": 1}, "leaving": {}},
         "b": {"in": {}, "out": {}},
     }
@@ -179,6 +181,6 @@ def test_state_of_lost_tracks_is_pruned_so_memory_stays_flat() -> None:
             eng.process(frame(t, obj(tid, 600, y)))
             t += 0.2
         t += 1.0  # far apart in time: no re-linking
-    assert eng.line_counts()["gate"]["in"] == {"person": 600}
+    assert eng.output().line_counts["gate"]["in"] == {"person": 600}
     assert eng.tracked_objects() <= 3
     assert eng.state_size() <= 6

@@ -13,7 +13,7 @@ from streamsrv.config.rules import RulesConfig, load_rules, parse_rules, resolve
 from streamsrv.errors import ConfigError
 from streamsrv.events.model import Event
 from streamsrv.rules.engine import RuleEngine
-from streamsrv.types import FrameResult, Tracks
+from streamsrv.types import Clock, FrameRef, FrameResult, Tracks
 
 REPO = Path(__file__).resolve().parents[1]
 LABELS = {0: "person", 1: "car"}
@@ -37,7 +37,7 @@ def frame(t: float, *objs: tuple[int, list[float], str, float, bool], w: int = 1
         track_id=np.array([o[0] for o in objs], np.int32),
         confirmed=np.array([o[4] for o in objs], np.bool_),
     )
-    return FrameResult("cam", int(t * 100), int(t * 100), 1.7e9 + t, t, w, h, tracks, LABELS)
+    return FrameResult(FrameRef("cam", int(t * 100), int(t * 100), w, h, 1.7e9 + t, t, 0.0), tracks, LABELS)
 
 
 def engine(**zone: object) -> RuleEngine:
@@ -46,7 +46,7 @@ def engine(**zone: object) -> RuleEngine:
 
 
 def run(eng: RuleEngine, frames: list[FrameResult]) -> list[Event]:
-    return [e for f in frames for e in eng.process(f)]
+    return [e for f in frames for e in eng.process(f).events]
 
 
 def types(events: list[Event]) -> list[str]:
@@ -143,12 +143,12 @@ def test_enter_and_exit_with_dwell_from_frame_timestamps() -> None:
     events = run(eng, [frame(0.0, obj(1, 50, 200)), frame(0.2, obj(1, 150, 200)), frame(0.4, obj(1, 160, 200))])
     assert types(events) == ["zone.enter"]
     assert events[0].zone == "z" and events[0].track_id == 1 and events[0].label == "person"
-    assert eng.occupancy() == {"z": {"person": 1}}
+    assert eng.output().occupancy == {"z": {"person": 1}}
     events = run(eng, [frame(10.0, obj(1, 400, 200)), frame(10.2, obj(1, 450, 200))])
     assert types(events) == ["zone.exit"]
     # Inside from t=0.2 (first inside frame) to t=10.0 (first outside frame): the debounce delay is not dwell.
     assert events[0].dwell_s == pytest.approx(9.8)
-    assert eng.occupancy() == {"z": {}}
+    assert eng.output().occupancy == {"z": {}}
 
 
 def test_jitter_on_the_boundary_does_not_flap() -> None:
@@ -163,7 +163,7 @@ def test_jitter_on_the_boundary_does_not_flap() -> None:
 def test_min_s_holds_under_frame_rate_changes() -> None:
     def inside_after(times: list[float]) -> list[str]:
         eng = engine(min_frames=1, min_s=1.0)
-        return [f"{t:g}:{e.type}" for t in times for e in eng.process(frame(t, obj(1, 150, 200)))]
+        return [f"{t:g}:{e.type}" for t in times for e in eng.process(frame(t, obj(1, 150, 200))).events]
 
     assert inside_after([0.0, 0.5, 0.9, 1.0, 1.5]) == ["1:zone.enter"]  # 10 fps then 2 fps
     assert inside_after([0.0, 0.04, 0.08, 0.3, 1.2]) == ["1.2:zone.enter"]  # 25 fps then a skip
@@ -183,7 +183,7 @@ def test_filters_on_label_confidence_and_box_area() -> None:
     ]
     events = run(eng, frames)
     assert [(e.type, e.track_id) for e in events] == [("zone.enter", 4)]
-    assert eng.occupancy() == {"z": {"car": 1}}
+    assert eng.output().occupancy == {"z": {"car": 1}}
 
 
 def test_a_track_failing_a_filter_counts_as_outside() -> None:
@@ -212,21 +212,40 @@ def test_norm_and_overlap_anchor() -> None:
         ),
     )
     # At 1280 wide the zone ends at x=640: a 40 px box at 630 is 75% inside, one at 645 only 37.5%.
-    assert types(eng.process(frame(0.0, obj(1, 630, 200), obj(2, 645, 200)))) == ["zone.enter"]
-    assert eng.occupancy() == {"left": {"person": 1}}
+    assert types(eng.process(frame(0.0, obj(1, 630, 200), obj(2, 645, 200))).events) == ["zone.enter"]
+    assert eng.output().occupancy == {"left": {"person": 1}}
 
 
 def test_tentative_tracks_take_no_part() -> None:
     eng = engine()
     events = run(eng, [frame(t, obj(1, 150, 200, confirmed=False)) for t in (0.0, 0.2, 0.4)])
-    assert events == [] and eng.occupancy() == {"z": {}}
+    assert events == [] and eng.output().occupancy == {"z": {}}
     assert types(run(eng, [frame(0.6, obj(1, 150, 200)), frame(0.8, obj(1, 150, 200))])) == ["zone.enter"]
 
 
 def test_occupancy_per_label() -> None:
     eng = engine(min_frames=1)
     eng.process(frame(0.0, obj(1, 150, 200), obj(2, 200, 200), obj(3, 250, 250, "car"), obj(4, 500, 200)))
-    assert eng.occupancy() == {"z": {"person": 2, "car": 1}}
+    assert eng.output().occupancy == {"z": {"person": 2, "car": 1}}
+
+
+# --- clocks ---------------------------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize(("clock", "enter_ts", "dwell_s"), [("live", 1.7e9 + 5 * 0.2, 10 * 0.6), ("video", 0.2, 0.6)])
+def test_the_engine_runs_on_the_clock_it_is_given(clock: Clock, enter_ts: float, dwell_s: float) -> None:
+    """Three clocks that disagree: live engines measure in mono_ts and date in wall_ts, video ones use video_ts.
+    The enter commits on the second frame inside (t=0.2), the exit on the second outside (t=0.8)."""
+    eng = RuleEngine("cam", RulesConfig.model_validate({"zones": [{"name": "z", "polygon": SQUARE}]}), clock=clock)
+    events = []
+    for i, x in enumerate([150, 150, 150, 900, 900]):
+        t = i * 0.2
+        tracks = frame(t, obj(1, x, 200)).tracks
+        ref = FrameRef("cam", i + 1, i, 1280, 720, wall_ts=1.7e9 + 5 * t, mono_ts=100 + 10 * t, video_ts=t)
+        events += eng.process(FrameResult(ref, tracks, LABELS)).events
+    assert types(events) == ["zone.enter", "zone.exit"]
+    assert events[0].ts == pytest.approx(enter_ts)
+    assert events[1].dwell_s == pytest.approx(dwell_s)
 
 
 # --- lost tracks, id switches, stationary objects ---------------------------------------------------------
@@ -249,7 +268,7 @@ def test_an_id_switch_inside_the_zone_does_not_enter_again() -> None:
     events += run(eng, [frame(0.6, obj(7, 158, 201, confirmed=False)), frame(0.8, obj(7, 160, 202))])
     events += run(eng, [frame(5.0 + t, obj(7, 160, 202)) for t in (0.0, 0.2)])
     assert types(events) == ["zone.enter"]
-    assert eng.occupancy() == {"z": {"person": 1}}
+    assert eng.output().occupancy == {"z": {"person": 1}}
     exit_events = run(eng, [frame(6.0, obj(7, 500, 200)), frame(6.2, obj(7, 500, 200))])
     assert [(e.type, e.track_id) for e in exit_events] == [("zone.exit", 7)]
     assert exit_events[0].dwell_s == pytest.approx(6.0 - 0.0)
@@ -258,7 +277,7 @@ def test_an_id_switch_inside_the_zone_does_not_enter_again() -> None:
 def test_a_new_id_far_away_or_of_another_label_is_a_new_object() -> None:
     eng = engine(min_frames=1)
     eng.process(frame(0.0, obj(1, 150, 200)))
-    events = eng.process(frame(0.2, obj(2, 280, 280), obj(3, 152, 200, "car")))
+    events = eng.process(frame(0.2, obj(2, 280, 280), obj(3, 152, 200, "car"))).events
     assert sorted(e.track_id or 0 for e in events if e.type == "zone.enter") == [2, 3]
 
 
@@ -268,11 +287,11 @@ def test_parked_car_goes_stationary_and_survives_detector_dropouts() -> None:
     events = run(eng, frames)
     # One enter, and loitering from 5 s, while it was not yet stationary (that takes 10 s); then silence.
     assert types(events) == ["zone.enter", "loiter.start"]
-    assert eng.stationary_track_ids() == {1}
+    assert eng.output().stationary_ids == {1}
     # The detector drops it for 20 s, then the tracker finds it again under a new id: no new events.
     events = run(eng, [frame(40.0 + t * 0.5, obj(2, 201, 201, "car", size=60)) for t in range(10)])
     assert events == []
-    assert eng.occupancy() == {"z": {"car": 1}}
+    assert eng.output().occupancy == {"z": {"car": 1}}
 
 
 def test_ignore_stationary_freezes_zone_state_and_loitering() -> None:
@@ -302,7 +321,7 @@ def test_update_rules_keeps_state_of_zones_that_keep_their_name() -> None:
             }
         )
     )
-    events = eng.process(frame(0.2, obj(1, 150, 200)))
+    events = eng.process(frame(0.2, obj(1, 150, 200))).events
     assert [(e.type, e.zone) for e in events] == [("zone.enter", "new")]
     eng.update_rules(RulesConfig())
-    assert eng.process(frame(0.4, obj(1, 150, 200))) == [] and eng.occupancy() == {}
+    assert eng.process(frame(0.4, obj(1, 150, 200))).events == () and eng.output().occupancy == {}

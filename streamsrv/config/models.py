@@ -257,7 +257,13 @@ class PreviewConfig(StrictModel):
     )
     max_width: int = Field(960, ge=64, le=3840, description="Preview frames are downscaled to fit this width.")
     max_height: int = Field(540, ge=64, le=2160, description="Preview frames are downscaled to fit this height.")
-    jpeg_quality: int = Field(75, ge=10, le=100, description="JPEG quality of MJPEG frames and snapshot.jpg.")
+    jpeg_quality: int = Field(
+        75,
+        ge=10,
+        le=100,
+        description="Quality of every JPEG the server draws: MJPEG frames, snapshot.jpg, event snapshots and "
+        "annotated /api/detect images.",
+    )
     trail_s: float = Field(2.0, ge=0, le=30, description="Length of the track trails drawn; 0 turns them off.")
     ice_servers: list[IceServerConfig] = Field(
         default_factory=list,

@@ -83,14 +83,20 @@ class _Decoder:
             if self.state != CameraState.ONLINE:
                 self.report(CameraState.ONLINE, src=src)
                 self.backoff.reset()
-            ring.write(frame.image, time.time(), frame.decoded_at_mono, frame.pts_s, frame.frame_index)
+            ring.write(
+                frame.image,
+                frame_index=frame.frame_index,
+                wall_ts=frame.wall_ts,
+                mono_ts=frame.mono_ts,
+                video_ts=frame.video_ts,
+            )
             self.frames_ready.notify()
             # counters are deltas so a reconnect (new VideoSource) keeps the totals rising
             for name in _SOURCE_COUNTERS:
                 value = getattr(src, name)
                 ring.add(name, value - copied[name])
                 copied[name] = value
-            ring.set_time("last_frame_mono", frame.decoded_at_mono)
+            ring.set_time("last_frame_mono", frame.mono_ts)
             self.beat()
             if self.stop.is_set():
                 return False

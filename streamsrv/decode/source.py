@@ -54,10 +54,13 @@ _TS_TOLERANCE_S = 1e-3
 
 @dataclass(frozen=True, slots=True)
 class DecodedFrame:
+    """A frame as the source hands it on: pixels, its index and its clocks (as in ``FrameRef``), taken together."""
+
     image: npt.NDArray[np.uint8]
-    pts_s: float
     frame_index: int
-    decoded_at_mono: float
+    video_ts: float
+    mono_ts: float
+    wall_ts: float
 
 
 class FrameSkipper:
@@ -322,7 +325,7 @@ class VideoSource:
                 if self.skipper is not None and not self.skipper.due(pts):
                     self.skipped += 1
                     continue
-                yield DecodedFrame(self._to_bgr(frame), pts, pos.index - 1, time.monotonic())
+                yield DecodedFrame(self._to_bgr(frame), pos.index - 1, pts, time.monotonic(), time.time())
             self._check_stall(pos)
 
     def _drop_to_catch_up(self, packet: Any, pos: _Position) -> bool:

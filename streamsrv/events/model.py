@@ -60,7 +60,10 @@ class Event(BaseModel):
     camera_id: str = Field(pattern=CAMERA_ID_PATTERN, description="The camera it happened on.")
     run_id: str = Field(min_length=1, max_length=64, description="The producer instance that numbered it.")
     seq: int = Field(ge=1, description="1, 2, 3, ... per (camera_id, run_id): a jump is a lost event.")
-    ts: float = Field(description="Capture time of the frame it was decided on, Unix epoch seconds.")
+    ts: float = Field(
+        description="When the frame it was decided on was decoded, Unix epoch seconds; in analyze output and clip "
+        "jobs, its position in the video, seconds."
+    )
     track_id: int | None = Field(None, description="Tracker id of the object (per camera).")
     label: str | None = Field(None, description="Object label, e.g. person.")
     confidence: float | None = Field(None, ge=0, le=1, description="Detection confidence in that frame.")

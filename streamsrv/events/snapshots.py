@@ -28,6 +28,7 @@ class SnapshotStats:
     bytes: int
     evicted: int
     rejected: int
+    missed: int  # events with a box whose frame had left the camera's ring: no snapshot was drawn
 
 
 class SnapshotStore:
@@ -46,6 +47,7 @@ class SnapshotStore:
         self._bytes = 0
         self._evicted = 0
         self._rejected = 0
+        self._missed = 0
         self._lock = threading.Lock()
 
     def put(self, event_id: str, jpeg: bytes) -> bool:
@@ -62,6 +64,11 @@ class SnapshotStore:
             self._evict()
             return True
 
+    def miss(self, n: int = 1) -> None:
+        """Count ``n`` snapshots that could not be drawn: their frame was gone (never replaced by a newer one)."""
+        with self._lock:
+            self._missed += n
+
     def get(self, event_id: str) -> bytes | None:
         with self._lock:
             self._evict()
@@ -76,7 +83,7 @@ class SnapshotStore:
     def stats(self) -> SnapshotStats:
         with self._lock:
             self._evict()
-            return SnapshotStats(len(self._items), self._bytes, self._evicted, self._rejected)
+            return SnapshotStats(len(self._items), self._bytes, self._evicted, self._rejected, self._missed)
 
     def _evict(self) -> None:
         oldest_kept = self._clock() - self.max_age_s

@@ -170,17 +170,15 @@ class InferenceLoop:
         inference_ms = (time.monotonic() - start) * 1e3
         results = []
         for (cam, ref, frame), dets in zip(taken, detections, strict=True):
-            tracks = Tracks.untracked(dets) if cam.tracker is None else cam.tracker.update(dets, frame, ref.capture_ts)
+            if cam.tracker is None:
+                tracks = Tracks.untracked(dets)
+            else:
+                # Lanes carry clips, tracked in video time like analyze; cameras in monotonic time.
+                tracks = cam.tracker.update(dets, frame, ref.time_s("video" if cam.background else "live"))
             cam.processed += 1
             results.append(
                 FrameResult(
-                    camera_id=cam.camera_id,
-                    frame_index=ref.frame_index,
-                    seq=ref.seq,
-                    capture_ts=ref.capture_ts,
-                    mono_ts=ref.mono_ts,
-                    width=ref.width,
-                    height=ref.height,
+                    frame=ref,
                     tracks=tracks,
                     labels=self.detector.labels,
                     frame_age_s=start - ref.mono_ts,

@@ -12,7 +12,7 @@ skipped, reconnects, heartbeat) live in the header so stats need no messages.
 
 Example:
     >>> ring = FrameRing.create("doctest-cam", max_width=64, max_height=48)
-    >>> ring.write(np.zeros((48, 64, 3), np.uint8), capture_ts=1.0, mono_ts=1.0, pts_s=0.0, frame_index=0)
+    >>> ring.write(np.zeros((48, 64, 3), np.uint8), frame_index=0, wall_ts=1.7e9, mono_ts=1.0, video_ts=0.0)
     1
     >>> ring.read_latest(after_seq=0)[0].seq
     1
@@ -60,9 +60,9 @@ _SLOT_DTYPE = np.dtype(
         ("width", "<i8"),
         ("height", "<i8"),
         ("frame_index", "<i8"),
-        ("capture_ts", "<f8"),
+        ("wall_ts", "<f8"),
         ("mono_ts", "<f8"),
-        ("pts_s", "<f8"),
+        ("video_ts", "<f8"),
         ("_pad", "<f8"),
     ]
 )
@@ -138,9 +138,9 @@ class FrameRing:
 
     # -- writer side (the decoder) -------------------------------------------------------
     def write(
-        self, frame: npt.NDArray[np.uint8], capture_ts: float, mono_ts: float, pts_s: float, frame_index: int
+        self, frame: npt.NDArray[np.uint8], *, frame_index: int, wall_ts: float, mono_ts: float, video_ts: float
     ) -> int:
-        """Publish a BGR frame as the newest; returns its sequence number."""
+        """Publish a BGR frame as the newest; returns its sequence number. The clocks are ``FrameRef``'s."""
         h, w = frame.shape[:2]
         nbytes = h * w * 3
         if nbytes > self.slot_bytes:
@@ -154,7 +154,7 @@ class FrameRing:
             start = slot * self.slot_bytes
             self._data[start : start + nbytes] = frame.reshape(-1)
             header["width"], header["height"], header["frame_index"] = w, h, frame_index
-            header["capture_ts"], header["mono_ts"], header["pts_s"] = capture_ts, mono_ts, pts_s
+            header["wall_ts"], header["mono_ts"], header["video_ts"] = wall_ts, mono_ts, video_ts
             header["seq"] = seq
             self._ints[_H["latest_seq"]] = seq
             del header  # a view of the mmap: it must not outlive the lock
@@ -218,13 +218,12 @@ class FrameRing:
         ref = FrameRef(
             camera_id=camera_id,
             seq=seq,
-            slot=slot,
             frame_index=int(meta["frame_index"]),
             width=w,
             height=h,
-            capture_ts=float(meta["capture_ts"]),
+            wall_ts=float(meta["wall_ts"]),
             mono_ts=float(meta["mono_ts"]),
-            pts_s=float(meta["pts_s"]),
+            video_ts=float(meta["video_ts"]),
         )
         return ref, frame
 

@@ -30,7 +30,8 @@ class AddCamera:
     """Start inferring a camera (or a background lane) whose frames arrive in the ring at ``ring_path``.
 
     A background lane (uploaded images, clip jobs) is lossless — every frame is inferred in order and
-    the producer waits for room — and runs only when no live camera has a frame waiting.
+    the producer waits for room — and runs only when no live camera has a frame waiting. Its frames are tracked on
+    the ``video`` clock (their ``video_ts``), a camera's on the ``live`` one.
     """
 
     camera_id: str

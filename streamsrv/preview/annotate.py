@@ -1,4 +1,6 @@
-"""Draws what the pipeline sees onto a camera frame: the picture an operator trusts or doubts.
+"""Draws what the pipeline sees onto a camera frame: the picture an operator trusts or doubts. Every picture the
+server draws or JPEG-encodes is made here: previews, event snapshots and annotated ``/api/detect`` images, all at
+``preview.jpeg_quality``.
 
 Boxes and labels use supervision's annotators; zones (filled, with live occupancy), tripwires (with per-direction
 counts), trails and the header are drawn with OpenCV. The frame is downscaled first and everything is drawn at
@@ -47,6 +49,7 @@ _STATE_BGR = {
     CameraState.ERROR: (60, 60, 220),
 }
 _ZONE_ALPHA_EMPTY, _ZONE_ALPHA_OCCUPIED = 0.15, 0.32
+_HIGHLIGHT_BGR = (0, 200, 255)  # event snapshots and /api/detect boxes
 
 
 @dataclass(frozen=True, slots=True)
@@ -62,7 +65,7 @@ class Overlay:
     line_counts: Mapping[str, Mapping[str, Mapping[str, int]]] = field(default_factory=dict)
     stationary_ids: frozenset[int] = frozenset()
     loitering_ids: frozenset[int] = frozenset()
-    ts: float | None = None  # capture time of the pixels (epoch s); the header shows it
+    ts: float | None = None  # the pixels' wall_ts (epoch s); the header shows it
 
 
 def preview_size(width: int, height: int, max_width: int, max_height: int) -> tuple[int, int]:
@@ -91,9 +94,9 @@ class Trails:
         return len(self._points)
 
     def update(self, result: FrameResult) -> None:
-        if result.seq == self._last_seq:
+        if result.frame.seq == self._last_seq:
             return
-        self._last_seq = result.seq
+        self._last_seq = result.frame.seq
         t = result.tracks
         anchors = t.anchors("bottom_center")
         present: set[int] = set()
@@ -101,8 +104,8 @@ class Trails:
             tid = int(t.track_id[i])
             present.add(tid)
             points = self._points.setdefault(tid, deque())
-            points.append((result.mono_ts, float(anchors[i, 0]), float(anchors[i, 1])))
-            while points and result.mono_ts - points[0][0] > self.seconds:
+            points.append((result.frame.mono_ts, float(anchors[i, 0]), float(anchors[i, 1])))
+            while points and result.frame.mono_ts - points[0][0] > self.seconds:
                 points.popleft()
         for tid in self._points.keys() - present:
             del self._points[tid]
@@ -118,9 +121,9 @@ class Trails:
 class Annotator:
     """Draws overlays for one camera; keeps its trails, so use one per camera and one thread at a time."""
 
-    def __init__(self, max_width: int, max_height: int, trail_seconds: float = 2.0) -> None:
+    def __init__(self, max_width: int, max_height: int, trail_s: float = 2.0) -> None:
         self.max_width, self.max_height = max_width, max_height
-        self.trails = Trails(trail_seconds)
+        self.trails = Trails(trail_s)
         self._palette = sv.ColorPalette.DEFAULT
         self._tentative = sv.BoxAnnotator(color=_TENTATIVE, thickness=1)
         self._boxes = sv.BoxAnnotator(color=self._palette, thickness=2, color_lookup=sv.ColorLookup.TRACK)
@@ -136,7 +139,9 @@ class Annotator:
         else:
             image = frame.copy()
         text_scale = max(0.4, 0.5 * out_h / 540)
-        src_w, src_h = (overlay.result.width, overlay.result.height) if overlay.result is not None else (w, h)
+        src_w, src_h = (
+            (overlay.result.frame.width, overlay.result.frame.height) if overlay.result is not None else (w, h)
+        )
         scale = np.array([out_w / src_w, out_h / src_h])
         self._zones(image, overlay, src_w, src_h, scale, text_scale)
         self._lines(image, overlay, src_w, src_h, scale, text_scale)
@@ -316,3 +321,31 @@ def _tag(
     cv2.putText(
         image, text, (x + 3, y - base - 1), _FONT, text_scale, (20, 20, 20) if dark_text else _WHITE, 1, cv2.LINE_AA
     )
+
+
+def encode_jpeg(image: Image, quality: int) -> bytes:
+    """``image`` (BGR) as JPEG bytes; RuntimeError if OpenCV cannot encode it."""
+    ok, buf = cv2.imencode(".jpg", image, [cv2.IMWRITE_JPEG_QUALITY, quality])
+    if not ok:
+        raise RuntimeError("JPEG encoding failed")
+    return bytes(buf.tobytes())
+
+
+def event_snapshot(frame: Image, bbox: tuple[float, ...], quality: int) -> bytes:
+    """An event's snapshot: the frame it happened on (BGR, kept unchanged) with the event's box, as JPEG."""
+    image = frame.copy()
+    x1, y1, x2, y2 = (int(v) for v in bbox)
+    cv2.rectangle(image, (x1, y1), (x2, y2), _HIGHLIGHT_BGR, 2)
+    return encode_jpeg(image, quality)
+
+
+def detections_jpeg(image: Image, boxes: list[tuple[tuple[float, float, float, float], str]], quality: int) -> bytes:
+    """An uploaded image (BGR, drawn on in place) with each ``(xyxy, text)`` box and its label, as JPEG; lines and
+    text grow with the image so they stay readable."""
+    scale = max(image.shape[:2]) / 1000
+    thickness = max(1, round(2 * scale))
+    for xyxy, text in boxes:
+        x1, y1, x2, y2 = (round(v) for v in xyxy)
+        cv2.rectangle(image, (x1, y1), (x2, y2), _HIGHLIGHT_BGR, thickness)
+        cv2.putText(image, text, (x1, max(0, y1 - 4)), _FONT, 0.6 * scale + 0.2, _HIGHLIGHT_BGR, thickness)
+    return encode_jpeg(image, quality)

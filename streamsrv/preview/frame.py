@@ -7,7 +7,7 @@ from typing import cast
 
 import cv2
 
-from streamsrv.preview.annotate import Image
+from streamsrv.preview.annotate import Image, encode_jpeg
 from streamsrv.preview.vp8 import EncodedFrame
 
 
@@ -32,7 +32,6 @@ class PreviewFrame:
         self,
         seq: int,
         image: Image,
-        capture_ts: float | None,
         jpeg_quality: int,
         live: bool,
         counts: EncodeCounts | None = None,
@@ -40,7 +39,6 @@ class PreviewFrame:
         image.flags.writeable = False  # shared by every viewer
         self.seq = seq
         self.image = image
-        self.capture_ts = capture_ts
         self.live = live  # False for a placeholder (no picture from the camera)
         self._quality = jpeg_quality
         self._counts = counts
@@ -59,10 +57,7 @@ class PreviewFrame:
     def jpeg(self) -> bytes:
         with self._lock:
             if self._jpeg is None:
-                ok, buf = cv2.imencode(".jpg", self.image, [cv2.IMWRITE_JPEG_QUALITY, self._quality])
-                if not ok:
-                    raise RuntimeError("JPEG encoding failed")
-                self._jpeg = buf.tobytes()
+                self._jpeg = encode_jpeg(self.image, self._quality)
                 if self._counts is not None:
                     self._counts.add(jpeg=1)
             return self._jpeg

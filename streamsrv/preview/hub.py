@@ -32,11 +32,8 @@ from pydantic import BaseModel, Field
 
 from streamsrv.config.models import PreviewConfig
 from streamsrv.errors import NotFoundError
-from streamsrv.events import EventRecord
-from streamsrv.events.protocol import Subscription
 from streamsrv.preview.annotate import Annotator, Image, Overlay, placeholder, preview_size
 from streamsrv.preview.frame import EncodeCounts, PreviewFrame
-from streamsrv.preview.loitering import LoiterWatch
 from streamsrv.preview.vp8 import VIDEO_CLOCK_HZ, Vp8Stream
 from streamsrv.runtime.server import StreamServer
 from streamsrv.runtime.stats import CameraStats
@@ -155,6 +152,7 @@ class _Renderer:
         cfg = hub.cfg
         self.annotator = Annotator(cfg.max_width, cfg.max_height, cfg.trail_s)
         self._key: tuple[object, ...] | None = None
+        self._drawn: tuple[object, ...] = ()
         self._placeholder_at = 0.0
         self._result_key: tuple[str, int] | None = None
         self._result_seen_at = 0.0
@@ -168,11 +166,10 @@ class _Renderer:
         removed."""
         server, cam_id = self.hub.server, self.camera_id
         cam = server.camera_config(cam_id)
-        rules = server.rules(cam_id)
-        result = server.latest_result(cam_id)
+        latest = server.latest(cam_id)
         stats = _camera_stats(server, cam_id)
         state = stats.state if stats is not None else CameraState.OFFLINE
-        result = self._fresh(result)
+        result, out = self._fresh(latest.result), latest.output
         got = self._pixels(result)
         if got is None:
             now = time.monotonic()
@@ -185,38 +182,34 @@ class _Renderer:
             if stats is not None and stats.error:
                 message = stats.error[:80]
             image = placeholder(cam.display_name, state, message, w, h)
-            return PreviewFrame(seq, image, None, self._quality, False, self.counts)
+            return PreviewFrame(seq, image, self.hub.cfg.jpeg_quality, False, self.counts)
         ref, pixels = got
-        key = (ref.seq, result.seq if result is not None else None, id(rules), state)
+        key = (ref.seq, id(result), id(out), state)
         if key == self._key:
             return None
-        self._key = key
+        self._key, self._drawn = key, (result, out)  # kept alive, so no new object can take their ids in the key
         overlay = Overlay(
             camera_name=cam.display_name,
             state=state,
             processed_fps=stats.processed_fps if stats is not None else 0.0,
-            rules=rules,
+            rules=out.rules,
             result=result,
-            occupancy=server.occupancy(cam_id),
-            line_counts=server.line_counts(cam_id),
-            stationary_ids=frozenset(server.stationary_track_ids(cam_id)),
-            loitering_ids=self.hub._loitering.ids(cam_id, result),
-            ts=ref.capture_ts,
+            occupancy=out.occupancy,
+            line_counts=out.line_counts,
+            stationary_ids=out.stationary_ids,
+            loitering_ids=out.loitering_ids,
+            ts=ref.wall_ts,
         )
         image = self.annotator.draw(pixels, overlay)
-        return PreviewFrame(seq, image, ref.capture_ts, self._quality, True, self.counts)
-
-    @property
-    def _quality(self) -> int:
-        return self.hub.cfg.jpeg_quality
+        return PreviewFrame(seq, image, self.hub.cfg.jpeg_quality, True, self.counts)
 
     def _fresh(self, result: FrameResult | None) -> FrameResult | None:
         """``result`` unless it is the same one as for longer than RESULT_STALE_S."""
         now = time.monotonic()
         if result is None:
             return None
-        if (result.camera_id, result.seq) != self._result_key:
-            self._result_key, self._result_seen_at = (result.camera_id, result.seq), now
+        if (result.camera_id, result.frame.seq) != self._result_key:
+            self._result_key, self._result_seen_at = (result.camera_id, result.frame.seq), now
         return result if now - self._result_seen_at < RESULT_STALE_S else None
 
     def _pixels(self, result: FrameResult | None) -> tuple[FrameRef, Image] | None:
@@ -224,7 +217,7 @@ class _Renderer:
         try:
             if result is not None:
                 # the frame this result was computed on, while the ring still holds it (it holds the last few)
-                got = sup.frame_at(self.camera_id, result.seq)
+                got = sup.frame_at(self.camera_id, result.frame.seq)
                 if got is not None:
                     return got
             return sup.latest_frame(self.camera_id)
@@ -321,10 +314,6 @@ class PreviewHub:
         self._lock = threading.Lock()
         self._feeds: dict[str, _Feed] = {}
         self._closed = False
-        self._loitering = LoiterWatch()
-        self._loiter_sub: Subscription = server.bus.subscribe(
-            self._on_loiter_event, types=("loiter.start", "loiter.end")
-        )
 
     def watch(self, camera_id: str, kind: ViewerKind) -> Viewer:
         """A new viewer of a camera (NotFoundError if there is no such camera); call from the event loop."""
@@ -374,12 +363,11 @@ class PreviewHub:
             )
 
     def close(self) -> None:
-        """Stop every feed (their viewers see the end of the stream) and leave the bus."""
+        """Stop every feed (their viewers see the end of the stream)."""
         with self._lock:
             self._closed = True
             feeds = list(self._feeds.values())
             self._feeds.clear()
-        self._loiter_sub.close()
         for feed in feeds:
             feed.gone = True
             feed.stop()
@@ -396,14 +384,6 @@ class PreviewHub:
             if not feed.viewers:
                 feed.stop()
                 del self._feeds[viewer.camera_id]
-
-    def _on_loiter_event(self, record: EventRecord) -> None:
-        try:
-            present = self.server.latest_result(record.event.camera_id)
-        except NotFoundError:
-            self._loitering.forget(record.event.camera_id)
-            return
-        self._loitering.on_event(record, present)
 
 
 def _camera_stats(server: StreamServer, camera_id: str) -> CameraStats | None:

@@ -1,5 +1,5 @@
 """Rules over tracks: zones, tripwires, loitering, and the per-camera engine that turns them into events."""
 
-from streamsrv.rules.engine import RuleEngine
+from streamsrv.rules.engine import RuleEngine, RuleOutput
 
-__all__ = ["RuleEngine"]
+__all__ = ["RuleEngine", "RuleOutput"]

@@ -1,19 +1,22 @@
 """The per-camera rule engine: tracks in, events out. Pure logic, no I/O, no clock but the frames'.
 
 Only confirmed tracks take part (an object re-linked after an id switch stays confirmed while its new id is
-tentative). All durations come from ``FrameResult.mono_ts``; event times are ``FrameResult.capture_ts``.
+tentative). The engine runs on one ``Clock``: durations come from the frames' ``FrameRef.time_s`` and event times
+from ``FrameRef.event_ts`` (live cameras: monotonic and wall-clock time; analyze and jobs: video time for both).
 
 Example:
     >>> from streamsrv.config.rules import RulesConfig
     >>> engine = RuleEngine("door", RulesConfig.model_validate(
     ...     {"lines": [{"name": "gate", "points": [[0, 100], [200, 100]]}]}))
-    >>> engine.line_counts()
+    >>> engine.output().line_counts
     {'gate': {'in': {}, 'out': {}}}
 """
 
 from __future__ import annotations
 
 from collections import Counter
+from collections.abc import Mapping
+from dataclasses import dataclass, field
 from typing import Any
 
 import numpy as np
@@ -24,7 +27,25 @@ from streamsrv.rules.loitering import LoiterTimer
 from streamsrv.rules.tracks import FrameTracks, TrackRegistry, TrackState, filter_mask
 from streamsrv.rules.tripwires import Crossing, Tripwire
 from streamsrv.rules.zones import Zone
-from streamsrv.types import FrameResult
+from streamsrv.types import Clock, FrameResult
+
+
+@dataclass(frozen=True, slots=True)
+class RuleOutput:
+    """What the rules made of one frame, and the state they are in after it; never changes once made.
+
+    ``occupancy``: zone -> label -> confirmed objects inside in this frame (stationary ones included).
+    ``line_counts``: line -> direction name -> label -> crossings since the line was created.
+    ``stationary_ids`` and ``loitering_ids``: tracker ids of objects now marked stationary, and of objects in this
+    frame that loiter in some zone. ``rules`` are the rules all of it was computed with.
+    """
+
+    rules: RulesConfig
+    events: tuple[Event, ...] = ()
+    occupancy: Mapping[str, Mapping[str, int]] = field(default_factory=dict)
+    line_counts: Mapping[str, Mapping[str, Mapping[str, int]]] = field(default_factory=dict)
+    stationary_ids: frozenset[int] = frozenset()
+    loitering_ids: frozenset[int] = frozenset()
 
 
 class RuleEngine:
@@ -36,10 +57,12 @@ class RuleEngine:
         camera_id: the camera the frames come from.
         rules: its rules (inline or loaded with ``resolve_rules``).
         run_id: names this engine's event sequence; random when unset.
+        clock: ``live`` for cameras, ``video`` for recorded files (see ``Clock``).
     """
 
-    def __init__(self, camera_id: str, rules: RulesConfig, run_id: str | None = None) -> None:
+    def __init__(self, camera_id: str, rules: RulesConfig, run_id: str | None = None, clock: Clock = "live") -> None:
         self.camera_id = camera_id
+        self.clock: Clock = clock
         self.events = EventSequencer(camera_id, run_id)
         self.rules = rules
         self._registry = TrackRegistry(rules)
@@ -50,33 +73,36 @@ class RuleEngine:
         self._now = float("-inf")
         self._size = (1, 1)
 
-    def process(self, result: FrameResult) -> list[Event]:
-        """Apply every rule to one frame's tracks; returns the events it caused, in sequence order."""
+    def process(self, result: FrameResult) -> RuleOutput:
+        """Apply every rule to one frame's tracks: the events it caused, in sequence order, and the state after it."""
+        ref = result.frame
+        ts = ref.event_ts(self.clock)
         # Frame time never runs backwards for durations, even if a source's clock does.
-        now = self._now = max(self._now, result.mono_ts)
-        self._size = (result.width, result.height)
-        frame = self._registry.update(result, now)
+        now = self._now = max(self._now, ref.time_s(self.clock))
+        self._size = (ref.width, ref.height)
+        frame = self._registry.update(result, now, ts)
         events: list[Event] = []
         for zone in self._zones:
-            self._zone_step(zone, frame, now, result.capture_ts, events)
+            self._zone_step(zone, frame, now, ts, events)
         for wire in self._lines:
             for c in wire.update(frame, now):
-                events.append(self._cross(wire, c, frame.states[frame.row_of[c.key]], result.capture_ts))
+                events.append(self._cross(wire, c, frame.states[frame.row_of[c.key]], ts))
         for gone in self._registry.expire(now):
             self._close(gone, now, events)
-        return events
+        loitering = set().union(*self._loiter.values()) if self._loiter else set()
+        loitering_ids = frozenset(frame.states[frame.row_of[k]].track_id for k in loitering if k in frame.row_of)
+        return self.output(tuple(events), loitering_ids)
 
-    def occupancy(self) -> dict[str, dict[str, int]]:
-        """Zone -> label -> confirmed objects inside in the latest frame (stationary ones included)."""
-        return {name: dict(counts) for name, counts in self._occupancy.items()}
-
-    def line_counts(self) -> dict[str, dict[str, dict[str, int]]]:
-        """Line -> direction name -> label -> crossings since the line was created."""
-        return {wire.name: wire.counts_by_direction() for wire in self._lines}
-
-    def stationary_track_ids(self) -> set[int]:
-        """Tracker ids of objects currently marked stationary (for the preview)."""
-        return {s.track_id for s in self._registry.states() if s.stationary}
+    def output(self, events: tuple[Event, ...] = (), loitering_ids: frozenset[int] = frozenset()) -> RuleOutput:
+        """The rules' state now, with ``events`` and ``loitering_ids`` as given (``process`` knows them)."""
+        return RuleOutput(
+            rules=self.rules,
+            events=events,
+            occupancy={name: dict(counts) for name, counts in self._occupancy.items()},
+            line_counts={wire.name: wire.counts_by_direction() for wire in self._lines},
+            stationary_ids=frozenset(s.track_id for s in self._registry.states() if s.stationary),
+            loitering_ids=loitering_ids,
+        )
 
     def tracked_objects(self) -> int:
         """Objects the engine follows (seen lately, or vanished within their grace time)."""

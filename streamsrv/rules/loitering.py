@@ -6,7 +6,7 @@ ends with a committed exit or when the object is pruned, so a track lost for les
 re-linked after an id switch) keeps its dwell.
 
 Example:
-    >>> timer = LoiterTimer(loiter_seconds=30.0)
+    >>> timer = LoiterTimer(loiter_s=30.0)
     >>> timer.check(key=7, since_mono=100.0, now_mono=129.0)
     False
     >>> timer.check(key=7, since_mono=100.0, now_mono=130.5)
@@ -17,23 +17,29 @@ Example:
 
 from __future__ import annotations
 
+from collections.abc import Iterator
+
 
 class LoiterTimer:
     """Which objects of one zone are loitering."""
 
-    def __init__(self, loiter_seconds: float) -> None:
-        self.loiter_seconds = loiter_seconds
+    def __init__(self, loiter_s: float) -> None:
+        self.loiter_s = loiter_s
         self._loitering: set[int] = set()
 
     def check(self, key: int, since_mono: float, now_mono: float) -> bool:
         """True exactly once per stay: when an object inside since ``since_mono`` reaches the threshold."""
-        if key in self._loitering or now_mono - since_mono < self.loiter_seconds:
+        if key in self._loitering or now_mono - since_mono < self.loiter_s:
             return False
         self._loitering.add(key)
         return True
 
     def __len__(self) -> int:
         return len(self._loitering)
+
+    def __iter__(self) -> Iterator[int]:
+        """The keys of the objects loitering now."""
+        return iter(self._loitering)
 
     def end(self, key: int) -> bool:
         """The stay is over; True if the object was loitering (a ``loiter.end`` is due)."""

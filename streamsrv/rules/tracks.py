@@ -22,7 +22,7 @@ import numpy.typing as npt
 
 from streamsrv.config.rules import ObjectFilter, RulesConfig
 from streamsrv.rules.geometry import AnchorPoint, anchors, box_areas, box_diagonals
-from streamsrv.types import FrameResult
+from streamsrv.types import FrameRef, FrameResult
 
 F64 = npt.NDArray[np.float64]
 BoolArray = npt.NDArray[np.bool_]
@@ -61,13 +61,17 @@ class FrameTracks:
     labels: list[str]
     confirmed: BoolArray
     stationary: BoolArray
-    width: int
-    height: int
+    ref: FrameRef
     row_of: dict[int, int]
     _anchors: dict[tuple[AnchorPoint, bool], F64] = field(default_factory=dict, repr=False, compare=False)
 
     def __len__(self) -> int:
         return len(self.states)
+
+    @property
+    def size(self) -> tuple[int, int]:
+        """The frame's width and height: what rules given in normalised units scale by."""
+        return self.ref.width, self.ref.height
 
     def anchors(self, kind: AnchorPoint, prev: bool = False) -> F64:
         """Anchor points ``(n, 2)`` of this frame's boxes (or of each object's previous box), computed once."""
@@ -77,7 +81,7 @@ class FrameTracks:
 
     def passes(self, flt: ObjectFilter, units: str) -> BoolArray:
         """Which rows pass a rule's label, confidence and box-area filter."""
-        return filter_mask(flt, units, self.labels, self.confidence, self.xyxy, self.width, self.height)
+        return filter_mask(flt, units, self.labels, self.confidence, self.xyxy, *self.size)
 
 
 def filter_mask(
@@ -109,8 +113,9 @@ class TrackRegistry:
     def states(self) -> list[TrackState]:
         return list(self._states.values())
 
-    def update(self, result: FrameResult, now_mono: float) -> FrameTracks:
-        """Attach this frame's tracks to objects (new, known, or re-linked) and update their state."""
+    def update(self, result: FrameResult, now_mono: float, ts: float) -> FrameTracks:
+        """Attach this frame's tracks to objects (new, known, or re-linked) and update their state; ``now_mono``
+        is the frame's time for durations, ``ts`` its time for events."""
         tracks = result.tracks
         ids = [int(t) for t in tracks.track_id]
         xyxy = tracks.xyxy.astype(np.float64)
@@ -132,7 +137,7 @@ class TrackRegistry:
         confidence, confirmed = tracks.confidence.tolist(), tracks.confirmed.tolist()
         for i, s in enumerate(states):
             s.xyxy, s.label, s.confidence = xyxy[i], labels[i], confidence[i]
-            s.last_seen_mono, s.last_seen_ts = now_mono, result.capture_ts
+            s.last_seen_mono, s.last_seen_ts = now_mono, ts
             s.confirmed = s.confirmed or confirmed[i]
             if moved[i]:
                 s.rest_xy, s.rest_since_mono = centers[i], now_mono
@@ -147,8 +152,7 @@ class TrackRegistry:
             labels=labels,
             confirmed=np.array([s.confirmed for s in states], np.bool_),
             stationary=np.array([s.stationary for s in states], np.bool_),
-            width=result.width,
-            height=result.height,
+            ref=result.frame,
             row_of={k: i for i, k in enumerate(keys)},
         )
 

@@ -72,7 +72,7 @@ class Tripwire:
         """Advance every object that moved since its last observation; returns the crossings counted now."""
         if len(frame) == 0:
             return []
-        pts, line = self.geometry(frame.width, frame.height)
+        pts, line = self.geometry(*frame.size)
         rows = np.flatnonzero(frame.has_prev)
         cur = frame.anchors(self.cfg.anchor)
         net = crossings(frame.anchors(self.cfg.anchor, prev=True)[rows], cur[rows], pts)

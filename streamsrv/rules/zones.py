@@ -68,7 +68,7 @@ class Zone:
 
     def observe(self, frame: FrameTracks) -> BoolArray:
         """Which rows of the frame are inside by the zone's anchor rule and pass its filters, vectorised."""
-        shape = self.shape(frame.width, frame.height)
+        shape = self.shape(*frame.size)
         if self.cfg.anchor == "overlap":
             inside = overlap_ratios(shape, frame.xyxy) >= self.cfg.min_overlap
         else:

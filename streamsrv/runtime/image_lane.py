@@ -20,7 +20,7 @@ import numpy.typing as npt
 
 from streamsrv.errors import Busy, LaneClosed
 from streamsrv.runtime.supervisor import Lane, Supervisor
-from streamsrv.types import FrameResult, Tracks
+from streamsrv.types import FrameResult
 
 Image = npt.NDArray[np.uint8]
 IMAGE_MAX_SIDE = 4096
@@ -120,15 +120,16 @@ class ImageLane:
 
     def _on_result(self, result: FrameResult) -> None:
         with self._lock:
-            entry = self._pending.pop(result.frame_index, None)
+            entry = self._pending.pop(result.frame.frame_index, None)
         if entry is None:
             return
         fut, w, h = entry
-        if (w, h) != (result.width, result.height):  # scaled down to fit the lane: boxes back to the image's pixels
+        ref = result.frame
+        if (w, h) != (ref.width, ref.height):  # scaled down to fit the lane: boxes back to the image's pixels
             t = result.tracks
-            xyxy = (t.xyxy * np.array([w / result.width, h / result.height] * 2, np.float32)).astype(np.float32)
-            tracks = Tracks(xyxy, t.confidence, t.class_id, t.track_id, t.confirmed)
-            result = dataclasses.replace(result, tracks=tracks, width=w, height=h)
+            xyxy = (t.xyxy * np.array([w / ref.width, h / ref.height] * 2, np.float32)).astype(np.float32)
+            tracks = dataclasses.replace(t, xyxy=xyxy)
+            result = dataclasses.replace(result, tracks=tracks, frame=dataclasses.replace(ref, width=w, height=h))
         with contextlib.suppress(InvalidStateError):
             fut.set_result(result)
 

@@ -22,7 +22,6 @@ Example:
 from __future__ import annotations
 
 import contextlib
-import dataclasses
 import logging
 import math
 import queue
@@ -356,7 +355,7 @@ class JobManager:
                 cap = math.ceil(self.cfg.max_video_s * video.fps)
                 job.total_frames = min(video.total_frames, cap) if video.total_frames else None
             feeder.start()
-            engine = RuleEngine(job.id, job.rules)
+            engine = RuleEngine(job.id, job.rules, clock="video")
             lines: list[bytes] = []
             size = 0
             for record in build_records(self._results(run, results), engine, job.video):
@@ -390,14 +389,14 @@ class JobManager:
         first_pts: float | None = None
         try:
             for frame in video.source.frames():
-                first_pts = frame.pts_s if first_pts is None else first_pts
-                if frame.pts_s - first_pts >= self.cfg.max_video_s:
+                first_pts = frame.video_ts if first_pts is None else first_pts
+                if frame.video_ts - first_pts >= self.cfg.max_video_s:
                     run.stored.job.truncated = True
                     break
                 lane = run.lane
                 if run.stop.is_set() or lane is None:
                     break
-                lane.submit(frame.image, frame.pts_s, frame.frame_index, timeout_s=_INFERENCE_PATIENCE_S)
+                lane.submit(frame.image, frame.video_ts, frame.frame_index, timeout_s=_INFERENCE_PATIENCE_S)
                 submitted += 1
         except Exception as exc:  # handed to the consumer, which fails the job with it
             out.put(exc)
@@ -405,7 +404,7 @@ class JobManager:
             out.put(_End(submitted))
 
     def _results(self, run: _Run, results: queue.Queue[object]) -> Iterator[FrameResult]:
-        """The lane's results in order, as analyze makes them: the job's id as camera, video time as clock."""
+        """The lane's results in order (``build_records`` names them after the job)."""
         job = run.stored.job
         expected: int | None = None
         received = 0
@@ -428,16 +427,17 @@ class JobManager:
                     raise _Stop  # the lane was closed under the feeder
                 raise item
             assert isinstance(item, FrameResult)
-            if item.seq != received + 1:
-                raise ValueError(f"frame results were lost (got #{item.seq} after #{received}); run the job again")
+            if item.frame.seq != received + 1:
+                raise ValueError(
+                    f"frame results were lost (got #{item.frame.seq} after #{received}); run the job again"
+                )
             received += 1
             with self._cond:
                 job.frames_done = received
                 self._frames_analysed += 1
                 if job.total_frames:
                     job.progress = round(min(99.9, 100 * received / job.total_frames), 1)
-            # Lanes stamp frames with video time in capture_ts; analyze's rules measure durations in it too.
-            yield dataclasses.replace(item, camera_id=job.id, seq=item.frame_index, mono_ts=item.capture_ts)
+            yield item
 
     def _halt(self, run: _Run) -> None:
         """Stop a run's feeding and close its lane; called with the lock held."""

@@ -185,6 +185,11 @@ class _ServerCollector(Collector):
             "streamsrv_event_bus_dropped", "Events lost to the bus's outage buffer bound.", value=bus.dropped
         )
         yield GaugeMetricFamily("streamsrv_event_bus_buffered", "Events waiting for Redis now.", value=bus.buffered)
+        yield CounterMetricFamily(
+            "streamsrv_event_snapshots_missed",
+            "Events with a box stored without a snapshot: their frame had left the camera's ring.",
+            value=self.server.snapshots.stats().missed,
+        )
         yield GaugeMetricFamily("streamsrv_event_bus_subscribers", "Live event subscribers.", value=bus.subscribers)
         if bus.redis_connected is not None:
             yield GaugeMetricFamily(

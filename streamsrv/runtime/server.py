@@ -16,20 +16,31 @@ import logging
 import threading
 import time
 from collections import Counter
-
-import cv2
+from collections.abc import Mapping
+from dataclasses import dataclass
 
 from streamsrv.config.models import AppConfig, CameraConfig
 from streamsrv.config.rules import RulesConfig, resolve_rules
 from streamsrv.errors import NotFoundError
 from streamsrv.events import Event, EventBus, SnapshotStore, create_bus
-from streamsrv.rules import RuleEngine
+from streamsrv.preview.annotate import event_snapshot
+from streamsrv.rules import RuleEngine, RuleOutput
 from streamsrv.runtime.supervisor import Supervisor
 from streamsrv.types import CameraState, FrameResult
 
 log = logging.getLogger(__name__)
-SNAPSHOT_JPEG_QUALITY = 80
-_SNAPSHOT_BOX_BGR = (0, 200, 255)
+
+
+@dataclass(frozen=True, slots=True)
+class Latest:
+    """A camera's newest processed frame and what its rules made of it, taken together so they agree.
+
+    ``result`` is None before the first frame; ``output`` is then (and right after a rules edit) the rules' state
+    without a frame's events.
+    """
+
+    result: FrameResult | None
+    output: RuleOutput
 
 
 class StreamServer:
@@ -45,11 +56,10 @@ class StreamServer:
         self._engines: dict[str, RuleEngine] = {}
         self._engine_locks: dict[str, threading.Lock] = {}
         self._online: set[str] = set()
-        self._latest: dict[str, FrameResult] = {}
+        self._latest: dict[str, Latest] = {}
         self.events_by_type: Counter[tuple[str, str]] = Counter()  # (camera_id, type) -> n, for metrics
         for cam in cfg.cameras:
-            self._engines[cam.id] = RuleEngine(cam.id, resolve_rules(cam.rules, cfg.base_dir, cam.id))
-            self._engine_locks[cam.id] = threading.Lock()
+            self._register(RuleEngine(cam.id, resolve_rules(cam.rules, cfg.base_dir, cam.id)))
         self.supervisor.subscribe(self._on_result)
         self.supervisor.on_state_change(self._on_state)
 
@@ -71,8 +81,7 @@ class StreamServer:
         with self._lock:
             if cam.id in self._engines:
                 raise ValueError(f"camera {cam.id!r} already exists")
-            self._engines[cam.id] = RuleEngine(cam.id, rules)
-            self._engine_locks[cam.id] = threading.Lock()
+            self._register(RuleEngine(cam.id, rules))
         try:
             if cam.enabled:
                 self.supervisor.add_camera(cam)
@@ -114,27 +123,23 @@ class StreamServer:
         engine, lock = self._engine_and_lock(camera_id)
         with lock:
             engine.update_rules(rules)
+            self._keep(engine, None, engine.output())
 
-    def latest_result(self, camera_id: str) -> FrameResult | None:
-        """The camera's newest processed frame (tracks), or None before the first one."""
-        self._engine(camera_id)
+    def latest(self, camera_id: str) -> Latest:
+        """The camera's newest processed frame and its rules' output; NotFoundError for an unknown camera."""
         with self._lock:
-            return self._latest.get(camera_id)
+            latest = self._latest.get(camera_id)
+        if latest is None:
+            raise NotFoundError(f"camera {camera_id!r} not found")
+        return latest
 
-    def occupancy(self, camera_id: str) -> dict[str, dict[str, int]]:
-        engine, lock = self._engine_and_lock(camera_id)
-        with lock:
-            return engine.occupancy()
+    def occupancy(self, camera_id: str) -> Mapping[str, Mapping[str, int]]:
+        """Zone -> label -> confirmed objects inside in the camera's latest processed frame."""
+        return self.latest(camera_id).output.occupancy
 
-    def line_counts(self, camera_id: str) -> dict[str, dict[str, dict[str, int]]]:
-        engine, lock = self._engine_and_lock(camera_id)
-        with lock:
-            return engine.line_counts()
-
-    def stationary_track_ids(self, camera_id: str) -> set[int]:
-        engine, lock = self._engine_and_lock(camera_id)
-        with lock:
-            return engine.stationary_track_ids()
+    def line_counts(self, camera_id: str) -> Mapping[str, Mapping[str, Mapping[str, int]]]:
+        """Line -> direction name -> label -> crossings since the line was created."""
+        return self.latest(camera_id).output.line_counts
 
     def _engine(self, camera_id: str) -> RuleEngine:
         return self._engine_and_lock(camera_id)[0]
@@ -146,6 +151,20 @@ class StreamServer:
         if engine is None or lock is None:
             raise NotFoundError(f"camera {camera_id!r} not found")
         return engine, lock
+
+    def _register(self, engine: RuleEngine) -> None:
+        with self._lock:
+            self._engines[engine.camera_id] = engine
+            self._engine_locks[engine.camera_id] = threading.Lock()
+            self._latest[engine.camera_id] = Latest(None, engine.output())
+
+    def _keep(self, engine: RuleEngine, result: FrameResult | None, output: RuleOutput) -> None:
+        """Store a camera's newest output (with its result, or the previous one after a rules edit), unless the
+        camera went meanwhile; called with the engine's lock held, so outputs are stored in the order made."""
+        with self._lock:
+            previous = self._latest.get(engine.camera_id)
+            if previous is not None and self._engines.get(engine.camera_id) is engine:
+                self._latest[engine.camera_id] = Latest(result if result is not None else previous.result, output)
 
     def _forget(self, camera_id: str) -> None:
         with self._lock:
@@ -164,14 +183,13 @@ class StreamServer:
         with self._lock:
             engine = self._engines.get(result.camera_id)
             lock = self._engine_locks.get(result.camera_id)
-            if engine is not None:
-                self._latest[result.camera_id] = result
         if engine is None or lock is None:
             return
         with lock:
-            events = engine.process(result)
-        for event in events:
-            self._snapshot(event, result)
+            output = engine.process(result)
+            self._keep(engine, result, output)
+        self._snapshot(result, [e for e in output.events if e.bbox is not None])
+        for event in output.events:
             self._publish(event)
 
     def _on_state(self, camera_id: str, state: CameraState, error: str | None) -> None:
@@ -193,20 +211,20 @@ class StreamServer:
         self.events_by_type[(event.camera_id, event.type)] += 1
         self.bus.publish(event)
 
-    def _snapshot(self, event: Event, result: FrameResult) -> None:
-        if event.bbox is None:
+    def _snapshot(self, result: FrameResult, events: list[Event]) -> None:
+        """Draw each event's box on the frame the events came from, while the ring still holds it (it holds the
+        last few frames; this runs right after inference). Once the ring has moved on the snapshots are counted as
+        missed: a newer frame would show the scene after the event, not the event."""
+        if not events:
             return
         try:
-            got = self.supervisor.frame_at(result.camera_id, result.seq)
-        except NotFoundError:
+            got = self.supervisor.frame_at(result.camera_id, result.frame.seq)
+        except NotFoundError:  # the camera went meanwhile
+            got = None
+        if got is None:
+            self.snapshots.miss(len(events))
             return
-        if got is None:  # the ring moved on; a later frame is the honest fallback
-            got = self.supervisor.latest_frame(result.camera_id)
-            if got is None:
-                return
-        image = got[1]
-        x1, y1, x2, y2 = (int(v) for v in event.bbox)
-        cv2.rectangle(image, (x1, y1), (x2, y2), _SNAPSHOT_BOX_BGR, 2)
-        ok, jpeg = cv2.imencode(".jpg", image, [cv2.IMWRITE_JPEG_QUALITY, SNAPSHOT_JPEG_QUALITY])
-        if ok:
-            self.snapshots.put(event.id, jpeg.tobytes())
+        quality = self.cfg.preview.jpeg_quality
+        for event in events:
+            assert event.bbox is not None
+            self.snapshots.put(event.id, event_snapshot(got[1], event.bbox, quality))

@@ -36,8 +36,8 @@ from streamsrv.ipc.frame_ring import SHM_DIR, FrameRing, RingClosed, ring_path
 from streamsrv.ipc.messages import (
     AddCamera,
     DecoderStatus,
-    InferenceFailed,
     HeapStats,
+    InferenceFailed,
     InferenceStatus,
     RemoveCamera,
 )
@@ -100,7 +100,7 @@ class Lane:
         self.closed = False
 
     def submit(
-        self, frame: npt.NDArray[np.uint8], pts_s: float = 0.0, frame_index: int = 0, timeout_s: float = 60.0
+        self, frame: npt.NDArray[np.uint8], video_ts: float = 0.0, frame_index: int = 0, timeout_s: float = 60.0
     ) -> int:
         """Queue a BGR frame; returns its sequence number. Raises TimeoutError if inference takes nothing,
         LaneClosed once the lane is closed (also from another thread while this waits)."""
@@ -110,9 +110,8 @@ class Lane:
                 if time.monotonic() > deadline:
                     raise TimeoutError(f"inference took no frame from lane {self.id} for {timeout_s:g}s")
                 time.sleep(_LANE_POLL_S)
-            # Lane frames carry video time in capture_ts, so trackers and rules measure durations as analyze does.
             seq = self._ring.write(
-                frame, capture_ts=pts_s, mono_ts=time.monotonic(), pts_s=pts_s, frame_index=frame_index
+                frame, frame_index=frame_index, wall_ts=time.time(), mono_ts=time.monotonic(), video_ts=video_ts
             )
         except RingClosed:
             raise LaneClosed(f"lane {self.id} is closed") from None

@@ -17,7 +17,6 @@ import io
 from pathlib import Path
 from typing import Annotated
 
-import cv2
 import numpy as np
 from fastapi import APIRouter, File, HTTPException, Query, Request, Response, UploadFile, status
 from fastapi.concurrency import run_in_threadpool
@@ -29,6 +28,7 @@ from streamsrv.api.routers.jobs import JobsDep, busy
 from streamsrv.api.schemas import Message
 from streamsrv.config.models import AppConfig, JobsConfig
 from streamsrv.errors import Busy, LaneClosed
+from streamsrv.preview.annotate import detections_jpeg
 from streamsrv.runtime.image_lane import Image as BGRImage
 from streamsrv.types import FrameResult
 
@@ -36,8 +36,6 @@ router = APIRouter(tags=["detect"], dependencies=[Authenticated])
 
 # Generous: the image waits behind live camera frames, and a busy CPU may take seconds per batch.
 DETECT_TIMEOUT_S = 60.0
-JPEG_QUALITY = 85
-_BOX_BGR = (0, 200, 255)
 # Magic bytes of what we accept -> (PIL format, content type).
 _FORMATS = {"JPEG": "image/jpeg", "PNG": "image/png", "WEBP": "image/webp"}
 _GENERIC_TYPES = ("application/octet-stream", "")
@@ -128,20 +126,6 @@ def _detections(result: FrameResult, confidence: float | None, classes: list[str
     return out
 
 
-def _annotate(image: BGRImage, detections: list[Detection]) -> bytes:
-    scale = max(image.shape[:2]) / 1000
-    thickness = max(1, round(2 * scale))
-    for d in detections:
-        x1, y1, x2, y2 = (round(v) for v in d.bbox)
-        cv2.rectangle(image, (x1, y1), (x2, y2), _BOX_BGR, thickness)
-        text = f"{d.label} {d.confidence:.2f}"
-        cv2.putText(image, text, (x1, max(0, y1 - 4)), cv2.FONT_HERSHEY_SIMPLEX, 0.6 * scale + 0.2, _BOX_BGR, thickness)
-    ok, jpeg = cv2.imencode(".jpg", image, [cv2.IMWRITE_JPEG_QUALITY, JPEG_QUALITY])
-    if not ok:
-        raise HTTPException(status.HTTP_500_INTERNAL_SERVER_ERROR, "could not encode the annotated JPEG")
-    return bytes(jpeg.tobytes())
-
-
 @router.post(
     "/api/detect",
     summary="Detect objects in one image (JPEG, PNG or WebP): boxes as JSON, or with annotate=true a JPEG",
@@ -213,12 +197,13 @@ async def detect(
         raise _unavailable(exc) from None
     detections = _detections(result, confidence, wanted)
     if annotate:
-        jpeg = await run_in_threadpool(_annotate, image, detections)
+        boxes = [((d.bbox[0], d.bbox[1], d.bbox[2], d.bbox[3]), f"{d.label} {d.confidence:.2f}") for d in detections]
+        jpeg = await run_in_threadpool(detections_jpeg, image, boxes, cfg.preview.jpeg_quality)
         return JPEGResponse(jpeg, headers={"X-Detections": str(len(detections))})
     out = DetectResult(
         model=Path(cfg.model.path).name,
-        width=result.width,
-        height=result.height,
+        width=result.frame.width,
+        height=result.frame.height,
         detections=detections,
         inference_ms=round(result.inference_ms, 1),
     )
