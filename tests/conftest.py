@@ -16,6 +16,10 @@ from tests.support.processes import RedisServer, RtspServer, RtspServerFactory
 
 REPO_ROOT = Path(__file__).resolve().parent.parent
 
+# --doctest-modules imports every module under testpaths; this script imports PyGObject, which only Debian's
+# interpreter has (it runs as a child process, see tests/support/processes.py).
+collect_ignore = ["support/rtsp_server.py"]
+
 
 # --- Shared data: ../shared beside the checkout (as CI lays it out), or $STREAMSRV_SHARED. -------------------------
 
