@@ -14,7 +14,8 @@ import httpx
 import pytest
 import ultralytics
 
-from tests.support.app_server import AppServer, model_section, wait_for
+from tests.support.app_server import AppServer, AppServers, model_section
+from tests.support.waiting import wait_for
 
 pytestmark = pytest.mark.slow
 
@@ -24,16 +25,10 @@ BUS_JPG = Path(ultralytics.__file__).parent / "assets" / "bus.jpg"
 
 
 @pytest.fixture(scope="module")
-def app(tmp_path_factory: pytest.TempPathFactory, person_model: Path, clip_360p: Path) -> Iterator[AppServer]:
-    config = tmp_path_factory.mktemp("sharing") / "streamsrv.yaml"
+def app(module_app_factory: AppServers, person_model: Path, clip_360p: Path) -> AppServer:
     # One inferred frame per second per camera leaves a 1-thread CPU model room to spare, as a sized server has.
     cameras = "".join(f'  - {{id: {c}, url: "{clip_360p}", detect_fps: 1, loop: true}}\n' for c in CAMERAS)
-    config.write_text(model_section(person_model) + "cameras:\n" + cameras)
-    server = AppServer(config)
-    server.start()
-    server.wait_ready()
-    yield server
-    server.stop(timeout=30)
+    return module_app_factory(model_section(person_model) + "cameras:\n" + cameras)
 
 
 @pytest.fixture

@@ -16,7 +16,6 @@ import signal
 import threading
 import time
 from collections import Counter
-from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
@@ -27,8 +26,9 @@ import pytest
 from streamsrv.config import parse_config
 from streamsrv.runtime.supervisor import Supervisor
 from streamsrv.types import CameraState, FrameResult
-from tests.support.app_server import AppServer, model_section, wait_for
-from tests.support.processes import RtspServer
+from tests.support.app_server import AppServer, AppServers, model_section
+from tests.support.processes import RtspServerFactory
+from tests.support.waiting import wait_for
 
 pytestmark = pytest.mark.slow
 
@@ -75,14 +75,9 @@ class ApiWatcher:
 
 
 @pytest.fixture
-def app(tmp_path: Path, person_model: Path, clip_360p: Path) -> Iterator[AppServer]:
-    config = tmp_path / "streamsrv.yaml"
+def app(app_factory: AppServers, person_model: Path, clip_360p: Path) -> AppServer:
     cameras = "".join(f'  - {{id: {c}, url: "{clip_360p}", detect_fps: 2, loop: true}}\n' for c in CAMERAS)
-    config.write_text(model_section(person_model) + f"cameras:\n{cameras}")
-    server = AppServer(config)
-    server.start()
-    yield server
-    server.stop(timeout=30)
+    return app_factory(model_section(person_model) + f"cameras:\n{cameras}", ready=False)
 
 
 def test_inference_killed_is_restarted_and_cameras_resume_while_the_api_reports_it(app: AppServer) -> None:
@@ -139,9 +134,10 @@ def test_inference_killed_is_restarted_and_cameras_resume_while_the_api_reports_
 # --- a flapping camera ---------------------------------------------------------------------------------------------
 
 
-def test_a_flapping_camera_does_not_slow_the_others(clip_360p: Path, person_model: Path) -> None:
-    flapper = RtspServer(mounts={"cam": clip_360p})
-    flapper.start()
+def test_a_flapping_camera_does_not_slow_the_others(
+    rtsp_server_factory: RtspServerFactory, clip_360p: Path, person_model: Path
+) -> None:
+    flapper = rtsp_server_factory(mounts={"cam": clip_360p})
     cfg = parse_config(f"""
 model: {{path: "{person_model}", labels: {{Normal: person, Fall: person}}}}
 inference: {{threads: 1, max_batch: 4, stale_after_s: 5}}

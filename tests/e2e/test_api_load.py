@@ -11,14 +11,14 @@ from __future__ import annotations
 import asyncio
 import time
 from collections import Counter
-from collections.abc import Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 
 import httpx
 import pytest
 
-from tests.support.app_server import AppServer, model_section, wait_for
+from tests.support.app_server import AppServer, AppServers, model_section
+from tests.support.waiting import wait_for
 
 pytestmark = pytest.mark.slow
 
@@ -89,14 +89,9 @@ async def _load(base_url: str, seconds: float) -> Load:
 
 
 @pytest.fixture
-def app(tmp_path: Path, person_model: Path, clip_360p: Path) -> Iterator[AppServer]:
-    config = tmp_path / "streamsrv.yaml"
+def app(app_factory: AppServers, person_model: Path, clip_360p: Path) -> AppServer:
     cameras = "".join(f'  - {{id: {c}, url: "{clip_360p}", detect_fps: 2, loop: true}}\n' for c in CAMERAS)
-    config.write_text(model_section(person_model) + f"cameras:\n{cameras}")
-    server = AppServer(config)
-    server.start()
-    yield server
-    server.stop(timeout=30)
+    return app_factory(model_section(person_model) + f"cameras:\n{cameras}", ready=False)
 
 
 def test_api_under_load_answers_everything_and_the_pipeline_keeps_its_pace(app: AppServer) -> None:
