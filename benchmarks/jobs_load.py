@@ -9,7 +9,8 @@ the time) the clip to ``POST /api/jobs`` (with ``--job-fps``), and follows its a
   answer and of the accepted ones, and errors (anything but 2xx and 429);
 - jobs: accepted, done, failed, and turnaround p50/p95 (submit to done) of those that finished in the window
   (jobs still queued or running at the end are counted, not timed);
-- live cameras: processed fps per camera before and during the load, and their ratio (goal: >= 0.8).
+- live cameras: processed fps per camera before and during the load, and their ratio (goal: at least
+  ``LIVE_FPS_RATIO_GOAL``; exit status 1 below it).
 
     python -m benchmarks.jobs_load --clients 8 --cameras 2 --seconds 60 --out jobs_load.json
     python -m benchmarks.jobs_load --clients 4 --cameras 1 --seconds 15 --baseline 8   # a short run
@@ -43,6 +44,9 @@ DEFAULT_MODEL = SHARED / "models" / "person_yolov8s.pt"
 DEFAULT_CLIP = SHARED / "media" / "concourse_360p.mp4"
 DEFAULT_IMAGE = Path(ultralytics.__file__).parent / "assets" / "bus.jpg"
 _POLL_S = 0.5
+# Jobs run at lower priority than live cameras: while they do, each camera keeps at least this share of its
+# processed fps. A measurement on a quiet machine, so here rather than in the test suite.
+LIVE_FPS_RATIO_GOAL = 0.8
 
 
 @dataclass
@@ -230,7 +234,13 @@ def table(report: dict[str, Any]) -> str:
         lines.append(
             f"{cam}: {fps} fps before, {report['live_fps_during'][cam]} during (x{report['live_fps_ratio'][cam]})"
         )
+    lines.append(f"live fps ratio goal >= {LIVE_FPS_RATIO_GOAL}: {'met' if ratio_met(report) else 'MISSED'}")
     return "\n".join(lines)
+
+
+def ratio_met(report: dict[str, Any]) -> bool:
+    ratio = report["live_fps_ratio_min"]
+    return ratio is None or ratio >= LIVE_FPS_RATIO_GOAL
 
 
 def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
@@ -262,8 +272,7 @@ def main(argv: list[str] | None = None) -> int:
     if args.out:
         args.out.write_text(json.dumps(report, indent=2))
     print(table(report))
-    ratio = report["live_fps_ratio_min"]
-    return 0 if report["detect"]["errors"] == report["job"]["errors"] == 0 and (ratio is None or ratio >= 0.8) else 1
+    return 0 if report["detect"]["errors"] == report["job"]["errors"] == 0 and ratio_met(report) else 1
 
 
 if __name__ == "__main__":

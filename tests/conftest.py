@@ -16,6 +16,10 @@ from tests.support.processes import RedisServer, RtspServer, RtspServerFactory
 
 REPO_ROOT = Path(__file__).resolve().parent.parent
 
+# --doctest-modules imports every module under testpaths; this script imports PyGObject, which only Debian's
+# interpreter has (it runs as a child process, see tests/support/processes.py).
+collect_ignore = ["support/rtsp_server.py"]
+
 
 # --- Shared data: ../shared beside the checkout (as CI lays it out), or $STREAMSRV_SHARED. -------------------------
 
@@ -52,13 +56,20 @@ def person_model(shared_dir: Path) -> Path:
 # --- Helper servers. -----------------------------------------------------------------------------------------------
 
 
-@pytest.fixture
+@pytest.fixture(scope="module")
 def rtsp_server_factory() -> Iterator[RtspServerFactory]:
-    """Starts RtspServer(mounts={name: clip}, synthetic={name: "WxH@FPS"}) on a fresh port; all stopped at teardown."""
+    """The one way tests start GStreamer RTSP servers: ``factory(mounts={name: clip}, synthetic={name: "WxH@FPS"},
+    port=None)`` starts one (a fresh port unless given) and returns it.
+
+    Module-scoped so module-scoped servers (an app's cameras) can use it; every server still running when the
+    module ends is stopped then, and a test may ``stop()`` its own sooner.
+    """
     servers: list[RtspServer] = []
 
-    def make(mounts: Mapping[str, Path] | None = None, synthetic: Mapping[str, str] | None = None) -> RtspServer:
-        server = RtspServer(mounts=mounts, synthetic=synthetic)
+    def make(
+        mounts: Mapping[str, Path] | None = None, synthetic: Mapping[str, str] | None = None, port: int | None = None
+    ) -> RtspServer:
+        server = RtspServer(mounts=mounts, synthetic=synthetic, port=port)
         servers.append(server)
         server.start()
         return server
@@ -69,9 +80,12 @@ def rtsp_server_factory() -> Iterator[RtspServerFactory]:
 
 
 @pytest.fixture
-def rtsp_server(rtsp_server_factory: RtspServerFactory, clip_360p: Path, clip_720p: Path) -> RtspServer:
-    """Two looping cameras: `cam360` (640x360) and `cam720` (1280x720), both 25 fps."""
-    return rtsp_server_factory(mounts={"cam360": clip_360p, "cam720": clip_720p})
+def rtsp_server(rtsp_server_factory: RtspServerFactory, clip_360p: Path, clip_720p: Path) -> Iterator[RtspServer]:
+    """Two looping cameras: `cam360` (640x360) and `cam720` (1280x720), both 25 fps; stopped after the test (tests
+    kill and restart it)."""
+    server = rtsp_server_factory(mounts={"cam360": clip_360p, "cam720": clip_720p})
+    yield server
+    server.stop()
 
 
 @pytest.fixture

@@ -7,7 +7,6 @@ from __future__ import annotations
 import json
 import logging
 import threading
-import time
 from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
@@ -42,6 +41,7 @@ class Live:
     url: str
     http: httpx.Client
     server: StreamServer
+    idle_subscribers: int = 0  # the bus's own subscribers (the server's), before any client connected
 
     def history(self, **params: Any) -> dict[str, Any]:
         response = self.http.get("/api/events", params=params)
@@ -82,6 +82,7 @@ def live(clip_360p: Path, person_model: Path) -> Iterator[Live]:
         live = Live(url, http, app.state.server)
         try:
             wait_for(lambda: web.started, 60, "uvicorn to start")
+            live.idle_subscribers = live.server.bus.stats().subscribers
             wait_for(lambda: len(live.history(type="line.cross")["events"]) >= 3, 180, "three line crossings")
             yield live
         finally:
@@ -228,16 +229,12 @@ def test_sse_sends_keepalive_comments_while_nothing_matches(live: Live, monkeypa
         assert next(messages) == {"": "keep-alive"}
 
 
-def settled_subscribers(live: Live, quiet_s: float = 0.5) -> int:
-    """The bus's subscriber count once it has not changed for ``quiet_s``: a stream an earlier test closed is let
-    go a moment after its client leaves, and counting it would skew a baseline."""
-    count, since = live.server.bus.stats().subscribers, time.monotonic()
-    while time.monotonic() - since < quiet_s:
-        time.sleep(0.05)
-        now = live.server.bus.stats().subscribers
-        if now != count:
-            count, since = now, time.monotonic()
-    return count
+def settled_subscribers(live: Live) -> int:
+    """The bus's subscriber count once every client stream is gone: a stream an earlier test closed is let go a
+    moment after its client leaves, and counting it would skew a baseline."""
+    idle = live.idle_subscribers
+    wait_for(lambda: live.server.bus.stats().subscribers == idle, 10, "earlier tests' streams to be released")
+    return idle
 
 
 def test_a_client_that_leaves_releases_its_subscription_before_any_write(live: Live) -> None:

@@ -22,6 +22,7 @@ from streamsrv.events import (
     event_json_schema,
     listen,
 )
+from tests.support.buses import SubscribeSignal
 
 DOCS = Path(__file__).resolve().parents[1] / "docs" / "events.md"
 TRACK = {"track_id": 3, "label": "person", "confidence": 0.87654321, "bbox": (1.123456, 2.0, 30.5, 40.25)}
@@ -134,9 +135,10 @@ def test_listen_is_an_async_iterator_fed_from_other_threads() -> None:
 
     async def main() -> list[int]:
         got: list[int] = []
-        stream = listen(bus, types=["line.cross"])
+        signalling = SubscribeSignal(bus)
+        stream = listen(signalling, types=["line.cross"])
         reader = asyncio.ensure_future(_take(stream, 3, got))
-        await asyncio.sleep(0)  # let it subscribe
+        assert await asyncio.to_thread(signalling.subscribed.wait, 5), "listen never subscribed"
         await asyncio.to_thread(publish_three)
         await asyncio.wait_for(reader, 2)
         await stream.aclose()

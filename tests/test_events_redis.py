@@ -8,7 +8,8 @@ import asyncio
 import json
 import threading
 import time
-from collections.abc import Callable, Iterator
+from collections.abc import Iterator
+from contextlib import closing
 from typing import Any
 
 import pytest
@@ -17,7 +18,9 @@ import redis
 from streamsrv.events import EventRecord, listen
 from streamsrv.events.model import Event, EventSequencer
 from streamsrv.events.redis_bus import RedisBus
+from tests.support.buses import SubscribeSignal
 from tests.support.processes import RedisServer
+from tests.support.waiting import wait_for
 
 TRACK = {"track_id": 1, "label": "person", "confidence": 0.9, "bbox": (1.0, 2.0, 3.0, 4.0)}
 
@@ -26,19 +29,17 @@ def cross(seqr: EventSequencer, ts: float = 1.7e9) -> Event:
     return seqr.make("line.cross", ts, line="gate", direction="in", **TRACK)
 
 
-def wait_for(condition: Callable[[], bool], timeout_s: float = 10.0, what: str = "condition") -> None:
-    deadline = time.monotonic() + timeout_s
-    while not condition():
-        if time.monotonic() > deadline:
-            raise AssertionError(f"timed out waiting for {what}")
-        time.sleep(0.01)
-
-
 @pytest.fixture
 def bus(redis_server: RedisServer) -> Iterator[RedisBus]:
     b = RedisBus(redis_server.url, backoff_max_s=0.2)
     yield b
     b.close(timeout_s=1.0)
+
+
+def stream_id(cursor: str) -> tuple[int, int]:
+    """A Redis stream ID ("<ms>-<n>") as numbers: as strings, "...-10" sorts before "...-9"."""
+    ms, _, n = cursor.partition("-")
+    return int(ms), int(n)
 
 
 def stream_seqs(url: str) -> list[tuple[str, int]]:
@@ -97,20 +98,25 @@ def test_redis_killed_and_restarted_mid_run_every_event_arrives_once_in_order(re
     producer = threading.Thread(target=produce)
     producer.start()
     try:
-        wait_for(lambda: len(received) >= 150, what="events before the kill")
+        wait_for(lambda: len(received) >= 150, 10, "events before the kill", interval_s=0.01)
         redis_server.kill()
-        wait_for(lambda: publisher.stats().redis_connected is False, what="the publisher to notice")
-        wait_for(lambda: publisher.stats().buffered >= 50, what="events to buffer during the outage")
+        wait_for(lambda: publisher.stats().redis_connected is False, 10, "the publisher to notice", interval_s=0.01)
+        wait_for(lambda: publisher.stats().buffered >= 50, 10, "events to buffer during the outage", interval_s=0.01)
         redis_server.start()
         published.wait(30)
         assert publisher.flush(10.0)
-        wait_for(lambda: len(received) >= total, what="the reader to catch up")
-        time.sleep(0.3)  # anything extra (a duplicate) would arrive now
+        # A marker published after everything: the stream is ordered, so once it arrives anything extra (a
+        # duplicate) has arrived before it.
+        marker = EventSequencer("door")
+        with closing(RedisBus(redis_server.url)) as marker_bus:
+            marker_bus.publish(cross(marker))
+            assert marker_bus.flush(10.0)
+        wait_for(lambda: (marker.run_id, 1) in received, 10, "the marker after the last event", interval_s=0.01)
     finally:
         producer.join()
         publisher.close(timeout_s=1.0)
         reader.close(timeout_s=1.0)
-    assert received == [(seqr.run_id, seq) for seq in range(1, total + 1)]
+    assert received == [(seqr.run_id, seq) for seq in range(1, total + 1)] + [(marker.run_id, 1)]
     stats = publisher.stats()
     assert (stats.accepted, stats.published, stats.dropped, stats.buffered) == (total, total, 0, 0)
     assert stats.reconnects == 1 and stats.last_error is not None
@@ -158,7 +164,7 @@ def test_history_reads_the_stream_with_filters_and_cursors(bus: RedisBus) -> Non
     assert [r.event.seq for r in bus.history(type="camera.online", since=1027.0)] == [28, 29, 30]
     after = bus.history(camera_id="door", after=newest[0].cursor, limit=3)
     assert [r.event.seq for r in after] == [27, 28, 29]
-    assert all(r.cursor > newest[0].cursor for r in after)
+    assert all(stream_id(r.cursor) > stream_id(newest[0].cursor) for r in after)
 
 
 def test_subscribers_catch_up_from_a_cursor_then_follow_live(bus: RedisBus) -> None:
@@ -170,7 +176,7 @@ def test_subscribers_catch_up_from_a_cursor_then_follow_live(bus: RedisBus) -> N
     seen: list[int] = []
     sub = bus.subscribe(lambda r: seen.append(r.event.seq), after=cursor)
     bus.publish(cross(seqr))
-    wait_for(lambda: len(seen) == 4, what="catch-up and live events")
+    wait_for(lambda: len(seen) == 4, 10, "catch-up and live events", interval_s=0.01)
     sub.close()
     assert seen == [3, 4, 5, 6]
 
@@ -179,9 +185,11 @@ def test_listen_over_redis(bus: RedisBus) -> None:
     seqr = EventSequencer("door")
 
     async def main() -> list[EventRecord]:
-        stream = listen(bus, camera_id="door")
+        signalling = SubscribeSignal(bus)
+        stream = listen(signalling, camera_id="door")
         first = asyncio.ensure_future(anext(stream))
-        await asyncio.sleep(0.2)  # subscribed from "now"
+        # listen subscribes "from now" when first asked for an event: publish only once it has.
+        assert await asyncio.to_thread(signalling.subscribed.wait, 5), "listen never subscribed"
         await asyncio.to_thread(bus.publish, cross(seqr))
         record = await asyncio.wait_for(first, 5)
         await stream.aclose()

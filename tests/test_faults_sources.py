@@ -12,163 +12,33 @@ camera beside it, checks the faulty one's outcome and that ``steady`` kept being
 - a decoder hung in a native call (SIGSTOP): its heartbeat stops, the supervisor kills and restarts it.
 
 RTSP server killed/restarted, an RTSP server hung (SIGSTOP) and a decoder SIGKILLed are in
-tests/test_pipeline_rtsp.py and tests/test_pipeline.py; the fake cameras here are reused by tests/test_bad_input.py.
+tests/test_pipeline_rtsp.py and tests/test_pipeline.py; the fake cameras are in tests/support/fake_cameras.py.
 """
 
 from __future__ import annotations
 
-import contextlib
-import io
 import os
 import signal
-import socket
 import threading
-import time
 from collections import defaultdict
-from collections.abc import Callable, Iterator
+from collections.abc import Iterator
 from dataclasses import dataclass
-from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
-from typing import Any
 
-import av
 import pytest
 
 from streamsrv.config import parse_config
 from streamsrv.config.models import CameraConfig
 from streamsrv.runtime.supervisor import Supervisor
 from streamsrv.types import CameraState, FrameResult
-from tests.support.processes import RtspServer
+from tests.support.fake_cameras import HttpTsCamera, Segment, SilentServer, mpegts
+from tests.support.processes import RtspServerFactory
 from tests.support.waiting import wait_for
 
 pytestmark = pytest.mark.slow
 
-TS_PACKET = 188
 # Short timeouts and back-off so faults are noticed and retried within seconds.
 FAST = "open_timeout_s: 2, read_timeout_s: 2, stall_timeout_s: 3, reconnect: {initial_s: 0.3, max_s: 1}"
-
-
-# --- fake cameras -------------------------------------------------------------------------------------------------
-
-
-class SilentServer:
-    """A TCP server that accepts every connection and never sends a byte (a camera wedged after accept)."""
-
-    def __init__(self, port: int = 0) -> None:
-        self._listener = socket.create_server(("127.0.0.1", port))
-        self.port: int = self._listener.getsockname()[1]
-        self.accepted: list[socket.socket] = []
-        self._thread = threading.Thread(target=self._accept, name="silent-server", daemon=True)
-        self._thread.start()
-
-    def _accept(self) -> None:
-        while True:
-            try:
-                conn, _ = self._listener.accept()
-            except OSError:
-                return  # closed
-            self.accepted.append(conn)
-
-    def close(self) -> None:
-        # shutdown() wakes the blocked accept(); close() alone leaves the thread (and the port) held.
-        self._listener.shutdown(socket.SHUT_RDWR)
-        self._listener.close()
-        self._thread.join(5)
-        for conn in self.accepted:
-            conn.close()
-
-
-def mpegts(clip: Path, seconds: float | None = None, offset_s: float = 0.0) -> bytes:
-    """The clip's first ``seconds`` remuxed (not re-encoded) to MPEG-TS, timestamps shifted by ``offset_s``.
-
-    Each result carries its own SPS/PPS in-band, so two of them concatenated are a valid stream that changes
-    resolution at the join.
-    """
-    out = io.BytesIO()
-    with av.open(str(clip)) as src, av.open(out, "w", format="mpegts") as dst:
-        video = src.streams.video[0]
-        stream = dst.add_stream_from_template(video)
-        for packet in src.demux(video):
-            if packet.dts is None:
-                continue
-            assert packet.time_base is not None and packet.pts is not None
-            if seconds is not None and packet.pts * packet.time_base >= seconds:
-                break
-            shift = int(offset_s / packet.time_base)
-            packet.pts += shift
-            packet.dts += shift
-            packet.stream = stream
-            dst.mux(packet)
-    return out.getvalue()
-
-
-@dataclass(frozen=True)
-class Segment:
-    """Bytes sent at a live pace (``len(data) / seconds`` bytes/s); ``data=None`` is random bytes, forever."""
-
-    data: bytes | None
-    seconds: float
-
-
-Script = Callable[[int], list[Segment]]  # connection number (from 0) -> what that connection gets
-
-
-class HttpTsCamera:
-    """An HTTP camera streaming MPEG-TS like a live encoder; connection ``n`` plays ``script(n)``, then closes."""
-
-    CHUNK = TS_PACKET * 32
-
-    def __init__(self, script: Script) -> None:
-        self.script = script
-        self.connections = 0
-        self._stop = threading.Event()
-        camera = self
-
-        class Handler(BaseHTTPRequestHandler):
-            def do_GET(self) -> None:
-                n = camera.connections
-                camera.connections += 1
-                self.send_response(200)
-                self.send_header("Content-Type", "video/mp2t")
-                self.end_headers()
-                with contextlib.suppress(OSError):  # the client went away (reconnecting), as it may
-                    camera._play(self.wfile, camera.script(n))
-
-            def log_message(self, format: str, *args: Any) -> None:
-                pass
-
-        self._server = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
-        self._server.daemon_threads = True
-        self._thread = threading.Thread(target=self._server.serve_forever, name="http-ts-camera", daemon=True)
-        self._thread.start()
-
-    @property
-    def url(self) -> str:
-        return f"http://127.0.0.1:{self._server.server_address[1]}/live.ts"
-
-    def _play(self, out: io.BufferedIOBase, segments: list[Segment]) -> None:
-        rate = 1.0
-        for segment in segments:
-            start = time.monotonic()
-            if segment.data is not None:
-                rate = len(segment.data) / segment.seconds
-                chunks: Iterator[bytes] = (
-                    segment.data[i : i + self.CHUNK] for i in range(0, len(segment.data), self.CHUNK)
-                )
-            else:
-                chunks = iter(lambda: os.urandom(self.CHUNK), b"")
-            sent = 0
-            for chunk in chunks:
-                if self._stop.is_set():
-                    return
-                out.write(chunk)
-                sent += len(chunk)
-                time.sleep(max(0.0, start + sent / rate - time.monotonic()))
-
-    def close(self) -> None:
-        self._stop.set()
-        self._server.shutdown()
-        self._server.server_close()
 
 
 # --- the pipeline -------------------------------------------------------------------------------------------------
@@ -264,7 +134,7 @@ def camera_cleanup(pipeline: Pipeline) -> Iterator[list[str]]:
 
 
 def test_a_camera_that_accepts_and_sends_nothing_keeps_retrying_and_recovers(
-    pipeline: Pipeline, camera_cleanup: list[str], clip_360p: Path
+    pipeline: Pipeline, camera_cleanup: list[str], clip_360p: Path, rtsp_server_factory: RtspServerFactory
 ) -> None:
     silent = SilentServer()
     port = silent.port
@@ -282,8 +152,7 @@ def test_a_camera_that_accepts_and_sends_nothing_keeps_retrying_and_recovers(
     assert "no answer within 2s" in (silent_period[0][1] or ""), silent_period
 
     # A real camera appears on the same port: a later retry finds it.
-    rtsp = RtspServer(mounts={"cam": clip_360p}, port=port)
-    rtsp.start()
+    rtsp = rtsp_server_factory(mounts={"cam": clip_360p}, port=port)
     try:
         wait_for(lambda: pipeline.state("mute") == CameraState.ONLINE, 60, "mute online on the real server")
         pipeline.wait_processed("mute", 2, 60, "mute from the real server")

@@ -10,7 +10,8 @@ import pytest
 
 from streamsrv.config.rules import RulesConfig
 from streamsrv.preview.annotate import Annotator, Overlay, Trails, placeholder, preview_size
-from streamsrv.types import CameraState, FrameRef, FrameResult, Tracks
+from streamsrv.types import CameraState, FrameResult, Tracks
+from tests.support.builders import frame_result, track, tracks
 
 GREY = 128
 W, H = 1280, 720
@@ -25,22 +26,13 @@ RULES = RulesConfig.model_validate(
 )
 
 
-def tracks(rows: list[tuple[float, float, float, float, int, bool]]) -> Tracks:
+def people(rows: list[tuple[float, float, float, float, int, bool]]) -> Tracks:
     """Tracks from (x1, y1, x2, y2, track_id, confirmed)."""
-    if not rows:
-        return Tracks.empty()
-    a = np.array(rows, np.float64)
-    return Tracks(
-        xyxy=a[:, :4].astype(np.float32),
-        confidence=np.full(len(rows), 0.9, np.float32),
-        class_id=np.zeros(len(rows), np.int32),
-        track_id=a[:, 4].astype(np.int32),
-        confirmed=a[:, 5].astype(bool),
-    )
+    return tracks(*(track(tid, (x1, y1, x2, y2), confirmed=ok) for x1, y1, x2, y2, tid, ok in rows))
 
 
 def result(t: Tracks, seq: int = 1, mono_ts: float = 10.0) -> FrameResult:
-    return FrameResult(FrameRef("cam", seq, seq, W, H, 1.7e9 + seq, mono_ts, 0.0), t, {0: "person"})
+    return frame_result("cam", t, ts=mono_ts, index=seq, size=(W, H), wall_ts=1.7e9 + seq)
 
 
 def overlay(res: FrameResult | None = None, **kw: object) -> Overlay:
@@ -103,7 +95,7 @@ def test_tripwire_is_drawn_across_the_frame(frame: np.ndarray) -> None:
 
 
 def test_confirmed_tentative_and_loitering_boxes(frame: np.ndarray) -> None:
-    t = tracks([(400, 200, 500, 400, 1, True), (700, 100, 800, 300, 2, False), (900, 200, 1000, 400, 3, True)])
+    t = people([(400, 200, 500, 400, 1, True), (700, 100, 800, 300, 2, False), (900, 200, 1000, 400, 3, True)])
     out = Annotator(960, 540).draw(frame, overlay(result(t), loitering_ids=frozenset({3})))
     confirmed_edge = px(out, 400, 350)
     tentative_edge = px(out, 700, 250)
@@ -118,7 +110,7 @@ def test_confirmed_tentative_and_loitering_boxes(frame: np.ndarray) -> None:
 def test_boxes_are_scaled_from_the_result_frame_size() -> None:
     # The pixels come at 640x360 while the result's coordinates are for 1280x720.
     small = np.full((360, 640, 3), GREY, np.uint8)
-    t = tracks([(400, 200, 500, 400, 1, True)])
+    t = people([(400, 200, 500, 400, 1, True)])
     out = Annotator(960, 540).draw(small, overlay(result(t), rules=RulesConfig()))
     assert np.ptp(out[175, 200].astype(int)) > 60, "left edge of the box at x=400/2"
     assert (out[175, 225] == GREY).all()
@@ -128,21 +120,21 @@ def test_trails_follow_confirmed_tracks_and_forget_vanished_ones(frame: np.ndarr
     annotator = Annotator(960, 540, trail_s=2.0)
     for i in range(5):
         y = 200 + 40 * i
-        t = tracks([(400, y - 100, 440, y, 7, True), (1100, 100, 1140, 200, 8, False)])
+        t = people([(400, y - 100, 440, y, 7, True), (1100, 100, 1140, 200, 8, False)])
         out = annotator.draw(frame, overlay(result(t, seq=i + 1, mono_ts=10.0 + 0.2 * i), rules=RulesConfig()))
     assert len(annotator.trails) == 1, "tentative tracks leave no trail"
     assert len(annotator.trails.points(7)) == 5
     assert np.ptp(px(out, 420, 250)) > 60, "the trail runs along the path of the box's bottom centre"
-    annotator.draw(frame, overlay(result(tracks([]), seq=6, mono_ts=11.2), rules=RulesConfig()))
+    annotator.draw(frame, overlay(result(people([]), seq=6, mono_ts=11.2), rules=RulesConfig()))
     assert len(annotator.trails) == 0
 
 
 def test_trails_keep_only_their_time_window() -> None:
     trails = Trails(seconds=1.0)
     for i in range(10):
-        trails.update(result(tracks([(0, 0, 10, 10 + i, 1, True)]), seq=i + 1, mono_ts=float(i) * 0.5))
+        trails.update(result(people([(0, 0, 10, 10 + i, 1, True)]), seq=i + 1, mono_ts=float(i) * 0.5))
     assert len(trails.points(1)) == 3  # 3.5, 4.0, 4.5 s: within 1 s of the newest
-    trails.update(result(tracks([(0, 0, 10, 50, 1, True)]), seq=10, mono_ts=99.0))  # same seq: ignored
+    trails.update(result(people([(0, 0, 10, 50, 1, True)]), seq=10, mono_ts=99.0))  # same seq: ignored
     assert len(trails.points(1)) == 3
 
 
@@ -166,8 +158,8 @@ def test_placeholder_names_the_camera_and_state() -> None:
 def test_real_frame_of_the_sample_clip(clip_360p: Path) -> None:
     with av.open(str(clip_360p)) as container:
         image = np.asarray(next(container.decode(video=0)).to_ndarray(format="bgr24"), np.uint8)
-    t = tracks([(100, 100, 140, 200, 1, True)])
-    res = FrameResult(FrameRef("cam", 1, 1, 640, 360, 1.7e9, 1.0, 0.0), t, {0: "person"})
+    t = people([(100, 100, 140, 200, 1, True)])
+    res = frame_result("cam", t, ts=1.0, index=1, size=(640, 360), wall_ts=1.7e9)
     out = Annotator(960, 540).draw(image, overlay(res, rules=RulesConfig()))
     assert out.shape == (360, 640, 3)
     assert not np.array_equal(out, image)

@@ -8,20 +8,15 @@ import pytest
 from streamsrv.config.rules import RulesConfig
 from streamsrv.events.model import Event
 from streamsrv.rules.engine import RuleEngine
-from streamsrv.types import FrameRef, FrameResult, Tracks
+from streamsrv.types import FrameResult
+from tests.support.builders import frame_result, track, tracks
 
-LABELS = {0: "person"}
 ZONE = {"name": "lobby", "polygon": [[100, 100], [600, 100], [600, 600], [100, 600]], "loiter_s": 10.0}
 
 
-def frame(t: float, *tracks: tuple[int, float]) -> FrameResult:
-    """Tracks given as (track id, x) of a 40x100 box standing at y=400."""
-    n = len(tracks)
-    xyxy = np.array([[x - 20, 300, x + 20, 400] for _, x in tracks], np.float32).reshape(n, 4)
-    t_ids = np.array([tid for tid, _ in tracks], np.int32)
-    ones = np.ones(n, np.float32)
-    tr = Tracks(xyxy, ones * 0.9, np.zeros(n, np.int32), t_ids, np.ones(n, np.bool_))
-    return FrameResult(FrameRef("cam", int(t * 1000), int(t * 1000), 1280, 720, 1.7e9 + t, t, 0.0), tr, LABELS)
+def frame(t: float, *people: tuple[int, float]) -> FrameResult:
+    """People given as (track id, x) of a 40x100 box standing at y=400."""
+    return frame_result("cam", tracks(*(track(tid, (x - 20, 300, x + 20, 400)) for tid, x in people)), ts=t)
 
 
 def engine(**zone: object) -> RuleEngine:

@@ -11,7 +11,8 @@ import pytest
 from streamsrv.config.rules import RulesConfig
 from streamsrv.events.model import Event
 from streamsrv.rules.engine import RuleEngine
-from streamsrv.types import FrameRef, FrameResult, Tracks
+from streamsrv.types import FrameResult
+from tests.support.builders import Track, frame_result, track, tracks
 
 LABELS = {0: "person", 1: "car"}
 CLASS = {name: cid for cid, name in LABELS.items()}
@@ -19,23 +20,13 @@ CLASS = {name: cid for cid, name in LABELS.items()}
 GATE = {"name": "gate", "points": [[200, 400], [1000, 400]], "left_to_right": "in", "right_to_left": "out"}
 
 
-def obj(
-    tid: int, x: float, y: float, label: str = "person", confirmed: bool = True
-) -> tuple[int, list[float], str, bool]:
+def obj(tid: int, x: float, y: float, label: str = "person", confirmed: bool = True) -> Track:
     """A 40x100 box with its bottom centre (the default anchor) at (x, y): its diagonal is about 108 px."""
-    return tid, [x - 20, y - 100, x + 20, y], label, confirmed
+    return track(tid, (x - 20, y - 100, x + 20, y), class_id=CLASS[label], confidence=0.8, confirmed=confirmed)
 
 
-def frame(t: float, *objs: tuple[int, list[float], str, bool]) -> FrameResult:
-    n = len(objs)
-    tracks = Tracks(
-        xyxy=np.array([o[1] for o in objs], np.float32).reshape(n, 4),
-        confidence=np.full(n, 0.8, np.float32),
-        class_id=np.array([CLASS[o[2]] for o in objs], np.int32),
-        track_id=np.array([o[0] for o in objs], np.int32),
-        confirmed=np.array([o[3] for o in objs], np.bool_),
-    )
-    return FrameResult(FrameRef("cam", int(t * 100), int(t * 100), 1280, 720, 1.7e9 + t, t, 0.0), tracks, LABELS)
+def frame(t: float, *objs: Track) -> FrameResult:
+    return frame_result("cam", tracks(*objs), ts=t, labels=LABELS)
 
 
 def engine(**line: object) -> RuleEngine:

@@ -5,7 +5,6 @@ from __future__ import annotations
 
 from pathlib import Path
 
-import numpy as np
 import pytest
 
 from streamsrv.config.loader import parse_config
@@ -13,7 +12,8 @@ from streamsrv.config.rules import RulesConfig, load_rules, parse_rules, resolve
 from streamsrv.errors import ConfigError
 from streamsrv.events.model import Event
 from streamsrv.rules.engine import RuleEngine
-from streamsrv.types import Clock, FrameRef, FrameResult, Tracks
+from streamsrv.types import Clock, FrameRef, FrameResult
+from tests.support.builders import Track, frame_result, track, tracks
 
 REPO = Path(__file__).resolve().parents[1]
 LABELS = {0: "person", 1: "car"}
@@ -23,21 +23,14 @@ SQUARE = [[100, 100], [300, 100], [300, 300], [100, 300]]
 
 def obj(
     tid: int, x: float, y: float, label: str = "person", conf: float = 0.9, confirmed: bool = True, size: float = 40
-) -> tuple[int, list[float], str, float, bool]:
+) -> Track:
     """A track whose bottom-centre anchor is at (x, y); boxes are size wide and 2*size tall."""
-    return tid, [x - size / 2, y - 2 * size, x + size / 2, y], label, conf, confirmed
+    box = (x - size / 2, y - 2 * size, x + size / 2, y)
+    return track(tid, box, class_id=CLASS[label], confidence=conf, confirmed=confirmed)
 
 
-def frame(t: float, *objs: tuple[int, list[float], str, float, bool], w: int = 1280, h: int = 720) -> FrameResult:
-    n = len(objs)
-    tracks = Tracks(
-        xyxy=np.array([o[1] for o in objs], np.float32).reshape(n, 4),
-        confidence=np.array([o[3] for o in objs], np.float32),
-        class_id=np.array([CLASS[o[2]] for o in objs], np.int32),
-        track_id=np.array([o[0] for o in objs], np.int32),
-        confirmed=np.array([o[4] for o in objs], np.bool_),
-    )
-    return FrameResult(FrameRef("cam", int(t * 100), int(t * 100), w, h, 1.7e9 + t, t, 0.0), tracks, LABELS)
+def frame(t: float, *objs: Track, w: int = 1280, h: int = 720) -> FrameResult:
+    return frame_result("cam", tracks(*objs), ts=t, size=(w, h), labels=LABELS)
 
 
 def engine(**zone: object) -> RuleEngine:

@@ -1,7 +1,8 @@
-"""The real server for API tests: ``streamsrv serve`` as a child process on a free port, driven over HTTP.
+"""The real server for end-to-end tests: ``streamsrv serve`` as a child process on a free port, driven over HTTP.
 
 Its whole output is kept (not just the last lines) so tests can check what it logged. It is stopped by PID
-(SIGTERM, then SIGKILL) like every helper server; its decoder and inference processes exit with it.
+(SIGTERM, then SIGKILL) like every helper server; its decoder and inference processes exit with it. Tests get
+servers from the ``app_factory`` / ``module_app_factory`` fixtures of tests/e2e/conftest.py (an ``AppServers``).
 """
 
 from __future__ import annotations
@@ -10,16 +11,17 @@ import os
 import subprocess
 import sys
 import threading
-import time
-from collections.abc import Callable, Mapping
+from collections.abc import Mapping
 from pathlib import Path
 
 import httpx
 import psutil
 
 from tests.support.processes import ManagedProcess, free_port
+from tests.support.waiting import wait_for
 
 READY_TIMEOUT_S = 120.0  # loading the model on a busy 2-core machine
+STOP_TIMEOUT_S = 30.0  # a graceful stop flushes events and joins the decoders; SIGKILL only after this
 
 
 class AppServer(ManagedProcess):
@@ -69,23 +71,38 @@ class AppServer(ManagedProcess):
                 self._lines.append(line)
 
 
-def wait_for(predicate: Callable[[], bool], timeout_s: float, what: str, server: ManagedProcess | None = None) -> None:
-    """Poll ``predicate`` until it holds; fail naming ``what`` (and ``server``'s last output) after ``timeout_s``."""
-    deadline = time.monotonic() + timeout_s
-    while time.monotonic() < deadline:
-        try:
-            if predicate():
-                return
-        except httpx.TransportError:
-            pass  # not listening yet, or restarting
-        time.sleep(0.25)
-    tail = f"\n{type(server).__name__} output:\n{server.output()}" if server is not None else ""
-    raise AssertionError(f"timed out after {timeout_s:.0f}s waiting for {what}{tail}")
-
-
 def model_section(model: Path) -> str:
     """The config lines for the shared person model on one CPU thread (the machine is shared)."""
     return (
         f'model: {{path: "{model}", labels: {{Normal: person, Fall: person}}}}\n'
         "inference: {threads: 1, max_batch: 4, stale_after_s: 5}\n"
     )
+
+
+class AppServers:
+    """Starts ``streamsrv serve`` processes, each from its own config; ``close`` stops every one still running."""
+
+    def __init__(self, workdir: Path) -> None:
+        self._workdir = workdir
+        self._servers: list[AppServer] = []
+
+    def __call__(self, config: str | Path, *, env: Mapping[str, str] | None = None, ready: bool = True) -> AppServer:
+        """A started server for ``config`` (YAML text, written to a fresh folder, or a file that exists already).
+
+        ``ready`` waits for ``/readyz`` (model loaded, cameras started); without it the server only listens.
+        """
+        if isinstance(config, str):
+            folder = self._workdir / f"app{len(self._servers)}"
+            folder.mkdir()
+            (folder / "streamsrv.yaml").write_text(config)
+            config = folder / "streamsrv.yaml"
+        server = AppServer(config, env=env)
+        self._servers.append(server)
+        server.start()
+        if ready:
+            server.wait_ready()
+        return server
+
+    def close(self) -> None:
+        for server in reversed(self._servers):
+            server.stop(timeout=STOP_TIMEOUT_S)

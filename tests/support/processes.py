@@ -174,7 +174,7 @@ class RtspServer(ManagedProcess):
         return f"rtsp://127.0.0.1:{self.port}/{mount}"
 
 
-# The conftest `rtsp_server_factory` fixture: (mounts=None, synthetic=None) -> a started RtspServer.
+# The conftest `rtsp_server_factory` fixture: (mounts=None, synthetic=None, port=None) -> a started RtspServer.
 RtspServerFactory = Callable[..., RtspServer]
 
 

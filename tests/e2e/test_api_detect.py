@@ -14,7 +14,7 @@ import numpy as np
 import pytest
 import ultralytics
 
-from tests.support.app_server import AppServer, model_section
+from tests.support.app_server import AppServer, AppServers, model_section
 
 pytestmark = pytest.mark.slow
 
@@ -25,18 +25,12 @@ MAX_IMAGE_PIXELS = 4_000_000
 
 
 @pytest.fixture(scope="module")
-def app(tmp_path_factory: pytest.TempPathFactory, person_model: Path) -> Iterator[AppServer]:
-    config = tmp_path_factory.mktemp("detect") / "streamsrv.yaml"
-    config.write_text(
+def app(module_app_factory: AppServers, person_model: Path) -> AppServer:
+    return module_app_factory(
         model_section(person_model)
         + f"server: {{api_key: {API_KEY}}}\n"
         + f"jobs: {{max_image_bytes: {MAX_IMAGE_BYTES}, max_image_pixels: {MAX_IMAGE_PIXELS}}}\n"
     )
-    server = AppServer(config)
-    server.start()
-    server.wait_ready()
-    yield server
-    server.stop(timeout=30)
 
 
 @pytest.fixture

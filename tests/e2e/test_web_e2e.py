@@ -16,8 +16,9 @@ import pytest
 from playwright.sync_api import Browser, Page, Route, sync_playwright
 
 from tests.conftest import REPO_ROOT
-from tests.support.app_server import AppServer, model_section, wait_for
+from tests.support.app_server import AppServer, AppServers, model_section
 from tests.support.processes import TurnServer
+from tests.support.waiting import wait_for
 
 pytestmark = [pytest.mark.browser, pytest.mark.slow]
 
@@ -37,11 +38,10 @@ PAGE_TIMEOUT_MS = 120_000  # the model loads and the first crossings happen on a
 
 
 @pytest.fixture(scope="module")
-def server(tmp_path_factory: pytest.TempPathFactory, clip_360p: Path, person_model: Path) -> Iterator[AppServer]:
+def server(module_app_factory: AppServers, clip_360p: Path, person_model: Path) -> AppServer:
     if not Path(CHROMIUM).exists():
         pytest.skip("Debian chromium is not installed")
-    config = tmp_path_factory.mktemp("web") / "streamsrv.yaml"
-    config.write_text(
+    return module_app_factory(
         model_section(person_model)
         + f"server: {{api_key: {API_KEY}}}\n"
         # aioice never offers 127.0.0.1 by itself: the browser and the server meet on loopback.
@@ -51,13 +51,6 @@ def server(tmp_path_factory: pytest.TempPathFactory, clip_360p: Path, person_mod
         + "      rules: {lines: [{name: midline, points: [[0, 0.55], [1, 0.55]], units: norm,\n"
         + "                       left_to_right: down, right_to_left: up}]}}\n"
     )
-    app = AppServer(config)
-    app.start()
-    try:
-        app.wait_ready()
-        yield app
-    finally:
-        app.stop()
 
 
 @pytest.fixture(scope="module")
@@ -213,27 +206,22 @@ def test_dashboard_plays_streams_shows_events_and_edits_rules(server: AppServer,
 
 
 def test_page_works_without_an_api_key_prompt_when_none_is_set(
-    tmp_path: Path, clip_360p: Path, person_model: Path, browser: Browser
+    app_factory: AppServers, clip_360p: Path, person_model: Path, browser: Browser
 ) -> None:
     """Without server.api_key the page never asks for one; an unknown camera in the URL falls back to the grid."""
-    config = tmp_path / "streamsrv.yaml"
-    config.write_text(
+    app = app_factory(
         model_section(person_model)
         + "preview: {host_addresses: ['127.0.0.1']}\n"
-        + f"cameras:\n  - {{id: c1, url: '{clip_360p}', loop: true, detect_fps: 2}}\n"
+        + f"cameras:\n  - {{id: c1, url: '{clip_360p}', loop: true, detect_fps: 2}}\n",
+        ready=False,
     )
-    app = AppServer(config)
-    app.start()
-    try:
-        page = browser.new_page()
-        page.goto(f"{app.base_url}/#/camera/missing")
-        page.wait_for_selector(".tile[data-camera='c1']", timeout=PAGE_TIMEOUT_MS)
-        assert not page.is_visible("#key-dialog")
-        assert page.is_visible("#grid-view") and not page.is_visible("#detail-view")
-        assert httpx.get(f"{app.base_url}/static/style.css").status_code == 200
-        page.close()
-    finally:
-        app.stop()
+    page = browser.new_page()
+    page.goto(f"{app.base_url}/#/camera/missing")
+    page.wait_for_selector(".tile[data-camera='c1']", timeout=PAGE_TIMEOUT_MS)
+    assert not page.is_visible("#key-dialog")
+    assert page.is_visible("#grid-view") and not page.is_visible("#detail-view")
+    assert httpx.get(f"{app.base_url}/static/style.css").status_code == 200
+    page.close()
 
 
 def test_page_falls_back_to_mjpeg_when_webrtc_is_refused_or_cannot_connect(server: AppServer, browser: Browser) -> None:
@@ -268,7 +256,7 @@ def is_relay(candidate: str) -> bool:
 
 
 def test_webrtc_plays_through_a_turn_relay_when_no_direct_path_exists(
-    tmp_path: Path, clip_360p: Path, person_model: Path, browser: Browser
+    app_factory: AppServers, clip_360p: Path, person_model: Path, browser: Browser
 ) -> None:
     """preview.ice_servers with a real TURN server (coturn): the page hands the server's TURN settings to the
     browser, both sides gather relay candidates, and with every other candidate removed from the offer and the
@@ -276,34 +264,27 @@ def test_webrtc_plays_through_a_turn_relay_when_no_direct_path_exists(
     if shutil.which("turnserver") is None:
         pytest.skip("coturn is not installed")
     with TurnServer() as turn:
-        config = tmp_path / "streamsrv.yaml"
-        config.write_text(
+        app = app_factory(
             model_section(person_model)
             + "preview:\n  host_addresses: ['127.0.0.1']\n  ice_servers:\n"
             + f"    - {{urls: ['{turn.url}'], username: {turn.USER}, credential: {turn.PASSWORD}}}\n"
             + f"cameras:\n  - {{id: c1, url: '{clip_360p}', loop: true, detect_fps: 2}}\n"
         )
-        app = AppServer(config)
-        app.start()
-        try:
-            app.wait_ready()
-            context = browser.new_context()
-            context.set_default_timeout(PAGE_TIMEOUT_MS)
-            relay_only = CandidateFilter(keep=is_relay)
-            context.route("**/webrtc", relay_only)
-            page = context.new_page()
-            page.goto(app.base_url)
-            wait_until_video_plays(page)
-            assert page.text_content(".tile .mode") == "WebRTC"
-            # both sides had relay candidates from the TURN server, and those were all that was left
-            offer, answer = relay_only.offers[0], relay_only.answers[0]
-            assert " typ relay" in offer and " typ relay" in answer
-            assert "typ host" in answer and "typ host" not in keep_candidates(answer, is_relay)
-            # and the TURN server relays for both: allocations granted, channels bound to the peers' relays
-            relayed = ("ALLOCATE processed, success", "CHANNEL_BIND processed, success")
-            wait_for(lambda: all(line in turn.output() for line in relayed), 10, f"coturn to log {relayed}", turn)
-            page.screenshot(path=str(ARTIFACTS / "web-turn-relay.png"))
-            page.close()
-            context.close()
-        finally:
-            app.stop()
+        context = browser.new_context()
+        context.set_default_timeout(PAGE_TIMEOUT_MS)
+        relay_only = CandidateFilter(keep=is_relay)
+        context.route("**/webrtc", relay_only)
+        page = context.new_page()
+        page.goto(app.base_url)
+        wait_until_video_plays(page)
+        assert page.text_content(".tile .mode") == "WebRTC"
+        # both sides had relay candidates from the TURN server, and those were all that was left
+        offer, answer = relay_only.offers[0], relay_only.answers[0]
+        assert " typ relay" in offer and " typ relay" in answer
+        assert "typ host" in answer and "typ host" not in keep_candidates(answer, is_relay)
+        # and the TURN server relays for both: allocations granted, channels bound to the peers' relays
+        relayed = ("ALLOCATE processed, success", "CHANNEL_BIND processed, success")
+        wait_for(lambda: all(line in turn.output() for line in relayed), 10, f"coturn to log {relayed}", turn)
+        page.screenshot(path=str(ARTIFACTS / "web-turn-relay.png"))
+        page.close()
+        context.close()

@@ -16,8 +16,9 @@ from typing import Any
 import httpx
 import pytest
 
-from tests.support.app_server import AppServer, model_section, wait_for
-from tests.support.processes import RtspServer, free_port
+from tests.support.app_server import AppServer, AppServers, model_section
+from tests.support.processes import RtspServer, RtspServerFactory, free_port
+from tests.support.waiting import wait_for
 
 pytestmark = [pytest.mark.slow, pytest.mark.rtsp]
 
@@ -27,17 +28,13 @@ PATH_VALUES = {"camera_id": "gate", "name": "mid", "event_id": "1", "session_id"
 
 
 @pytest.fixture(scope="module")
-def rtsp(clip_360p: Path) -> Iterator[RtspServer]:
-    server = RtspServer(mounts={"cam360": clip_360p})
-    server.start()
-    yield server
-    server.stop()
+def rtsp(rtsp_server_factory: RtspServerFactory, clip_360p: Path) -> RtspServer:
+    return rtsp_server_factory(mounts={"cam360": clip_360p})
 
 
 @pytest.fixture(scope="module")
-def app(tmp_path_factory: pytest.TempPathFactory, person_model: Path, rtsp: RtspServer) -> Iterator[AppServer]:
-    config = tmp_path_factory.mktemp("security") / "streamsrv.yaml"
-    config.write_text(
+def app(module_app_factory: AppServers, person_model: Path, rtsp: RtspServer) -> AppServer:
+    return module_app_factory(
         model_section(person_model)
         + f"""server: {{api_key: "${{STREAMSRV_TEST_API_KEY}}", log_json: true}}
 cameras:
@@ -45,12 +42,10 @@ cameras:
   - id: dead
     url: rtsp://admin:{SECRET}@127.0.0.1:{free_port()}/cam
     reconnect: {{initial_s: 0.2, max_s: 1}}
-"""
+""",
+        env={"STREAMSRV_TEST_API_KEY": API_KEY},
+        ready=False,
     )
-    server = AppServer(config, env={"STREAMSRV_TEST_API_KEY": API_KEY})
-    server.start()
-    yield server
-    server.stop(timeout=30)
 
 
 @pytest.fixture

@@ -15,7 +15,8 @@ import pytest
 import yaml
 
 from streamsrv.config.rules import load_rules
-from tests.support.app_server import AppServer, model_section, wait_for
+from tests.support.app_server import AppServer, AppServers, model_section
+from tests.support.waiting import wait_for
 
 pytestmark = pytest.mark.slow
 
@@ -48,14 +49,8 @@ def root(tmp_path_factory: pytest.TempPathFactory, person_model: Path, clip_360p
 
 
 @pytest.fixture(scope="module")
-def app(root: Path) -> Iterator[AppServer]:
-    server = AppServer(root / "streamsrv.yaml")
-    server.start()
-    try:
-        server.wait_ready()
-        yield server
-    finally:
-        server.stop(timeout=30)
+def app(module_app_factory: AppServers, root: Path) -> AppServer:
+    return module_app_factory(root / "streamsrv.yaml")
 
 
 @pytest.fixture

@@ -9,8 +9,8 @@ the server keeps running.
 - Camera credentials: cameras with a password that fail in every way we can stage (login wanted, not found,
   silent, garbage, unknown host) never show it in the API, /metrics or the log.
 
-The schema-driven fuzzing is tests/test_api_fuzz.py; missing/wrong API keys and refused connections are
-tests/test_api_security.py; oversized camera bodies are tests/test_api_cameras.py.
+The schema-driven fuzzing is tests/e2e/test_api_fuzz.py; missing/wrong API keys and refused connections are
+tests/e2e/test_api_security.py; oversized camera bodies are tests/e2e/test_api_cameras.py.
 """
 
 from __future__ import annotations
@@ -19,9 +19,7 @@ import json
 import socket
 import subprocess
 import sys
-import threading
 from collections.abc import Iterator
-from http.server import ThreadingHTTPServer
 from pathlib import Path
 from typing import Any
 
@@ -29,10 +27,10 @@ import httpx
 import numpy as np
 import pytest
 
-from tests.support.app_server import AppServer, model_section, wait_for
+from tests.support.app_server import AppServer, AppServers, model_section
+from tests.support.fake_cameras import HttpTsCamera, LoginCamera, Segment, SilentServer, mpegts
 from tests.support.processes import free_port
-from tests.test_api_probe import _LoginRequired
-from tests.test_faults_sources import HttpTsCamera, Segment, SilentServer, mpegts
+from tests.support.waiting import wait_for
 
 pytestmark = pytest.mark.slow
 
@@ -92,14 +90,12 @@ def test_a_bad_config_is_an_error_naming_the_field(tmp_path: Path, command: str,
 @pytest.fixture(scope="module")
 def cameras(clip_360p: Path) -> Iterator[dict[str, str]]:
     """Failing cameras, each URL with a password: a login-wanting HTTP camera, a 404, a silent one, garbage."""
-    login = ThreadingHTTPServer(("127.0.0.1", 0), _LoginRequired)
-    threading.Thread(target=login.serve_forever, daemon=True).start()
+    login = LoginCamera()
     silent = SilentServer()
     head = mpegts(clip_360p, seconds=2)
     garbage = HttpTsCamera(lambda n: [Segment(head, 2.0), Segment(None, 2.0)])
-    host = f"127.0.0.1:{login.server_address[1]}"
     yield {
-        "login": f"http://admin:{SECRET}@{host}/video.mjpg",
+        "login": f"http://admin:{SECRET}@{login.host}/video.mjpg",
         "missing": f"rtsp://admin:{SECRET}@127.0.0.1:{free_port()}/none",
         "silent": f"rtsp://admin:{SECRET}@127.0.0.1:{silent.port}/cam",
         "garbage": garbage.url.replace("http://", f"http://admin:{SECRET}@"),
@@ -107,29 +103,22 @@ def cameras(clip_360p: Path) -> Iterator[dict[str, str]]:
     }
     garbage.close()
     silent.close()
-    login.shutdown()
-    login.server_close()
+    login.close()
 
 
 @pytest.fixture(scope="module")
-def app(
-    tmp_path_factory: pytest.TempPathFactory, person_model: Path, clip_360p: Path, cameras: dict[str, str]
-) -> Iterator[AppServer]:
-    config = tmp_path_factory.mktemp("bad-input") / "streamsrv.yaml"
+def app(module_app_factory: AppServers, person_model: Path, clip_360p: Path, cameras: dict[str, str]) -> AppServer:
     fast = "open_timeout_s: 2, read_timeout_s: 2, reconnect: {initial_s: 0.5, max_s: 2}"
     failing = "".join(f'  - {{id: {cid}, url: "{url}", detect_fps: 1, {fast}}}\n' for cid, url in cameras.items())
-    config.write_text(
+    return module_app_factory(
         model_section(person_model)
         + f"""server: {{api_key: "{API_KEY}", log_json: true}}
 cameras:
   - {{id: gate, url: "{clip_360p}", detect_fps: 1, loop: true}}
   - {{id: hall, url: "rtsp://127.0.0.1:1/hall", enabled: false}}
-{failing}"""
+{failing}""",
+        ready=False,
     )
-    server = AppServer(config)
-    server.start()
-    yield server
-    server.stop(timeout=30)
 
 
 @pytest.fixture

@@ -13,7 +13,6 @@ shrink it at the cost of many more requests) and reported with a curl command th
 from __future__ import annotations
 
 from collections import Counter, defaultdict
-from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
@@ -24,7 +23,7 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis.errors import Unsatisfiable
 from schemathesis import GenerationMode
 
-from tests.support.app_server import AppServer, model_section
+from tests.support.app_server import AppServer, AppServers, model_section
 
 pytestmark = pytest.mark.slow
 
@@ -36,14 +35,8 @@ EXAMPLES_PER_OPERATION_AND_MODE = 6
 
 
 @pytest.fixture(scope="module")
-def app(tmp_path_factory: pytest.TempPathFactory, person_model: Path) -> Iterator[AppServer]:
-    config = tmp_path_factory.mktemp("fuzz") / "streamsrv.yaml"
-    config.write_text(model_section(person_model) + f'server: {{api_key: "{API_KEY}"}}\n')
-    server = AppServer(config)
-    server.start()
-    server.wait_ready()
-    yield server
-    server.stop(timeout=30)
+def app(module_app_factory: AppServers, person_model: Path) -> AppServer:
+    return module_app_factory(model_section(person_model) + f'server: {{api_key: "{API_KEY}"}}\n')
 
 
 def _streams(operation: Any) -> bool:

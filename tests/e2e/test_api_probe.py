@@ -4,37 +4,28 @@ from __future__ import annotations
 
 import socket
 import subprocess
-import threading
 from collections.abc import Iterator
-from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
 from typing import Any
 
 import httpx
 import pytest
 
-from tests.support.app_server import AppServer, model_section
-from tests.support.processes import RtspServer, free_port
+from tests.support.app_server import AppServer, AppServers, model_section
+from tests.support.fake_cameras import LoginCamera
+from tests.support.processes import RtspServer, RtspServerFactory, free_port
 
 pytestmark = pytest.mark.rtsp
 
 
 @pytest.fixture(scope="module")
-def rtsp(clip_360p: Path) -> Iterator[RtspServer]:
-    server = RtspServer(mounts={"cam360": clip_360p})
-    server.start()
-    yield server
-    server.stop()
+def rtsp(rtsp_server_factory: RtspServerFactory, clip_360p: Path) -> RtspServer:
+    return rtsp_server_factory(mounts={"cam360": clip_360p})
 
 
 @pytest.fixture(scope="module")
-def app(tmp_path_factory: pytest.TempPathFactory, person_model: Path) -> Iterator[AppServer]:
-    config = tmp_path_factory.mktemp("probe") / "streamsrv.yaml"
-    config.write_text(model_section(person_model))
-    server = AppServer(config)
-    server.start()
-    yield server
-    server.stop(timeout=30)
+def app(module_app_factory: AppServers, person_model: Path) -> AppServer:
+    return module_app_factory(model_section(person_model), ready=False)
 
 
 @pytest.fixture
@@ -44,26 +35,12 @@ def http(app: AppServer) -> Iterator[httpx.Client]:
         yield client
 
 
-class _LoginRequired(BaseHTTPRequestHandler):
-    def do_GET(self) -> None:
-        self.send_response(401)
-        self.send_header("WWW-Authenticate", 'Basic realm="camera"')
-        self.send_header("Content-Length", "0")
-        self.end_headers()
-
-    def log_message(self, format: str, *args: Any) -> None:
-        pass
-
-
 @pytest.fixture
 def login_server() -> Iterator[str]:
     """An HTTP camera that wants credentials."""
-    server = ThreadingHTTPServer(("127.0.0.1", 0), _LoginRequired)
-    thread = threading.Thread(target=server.serve_forever, daemon=True)
-    thread.start()
-    yield f"http://127.0.0.1:{server.server_address[1]}/video.mjpg"
-    server.shutdown()
-    server.server_close()
+    camera = LoginCamera()
+    yield camera.url
+    camera.close()
 
 
 @pytest.fixture

@@ -18,8 +18,9 @@ import yaml
 from prometheus_client.parser import text_string_to_metric_families
 from prometheus_client.samples import Sample
 
-from tests.support.app_server import AppServer, model_section, wait_for
-from tests.support.processes import RtspServer
+from tests.support.app_server import AppServer, AppServers, model_section
+from tests.support.processes import RtspServer, RtspServerFactory
+from tests.support.waiting import wait_for
 
 pytestmark = [pytest.mark.slow, pytest.mark.rtsp]
 
@@ -29,11 +30,8 @@ PROCESS_TIMEOUT_S = 90.0
 
 
 @pytest.fixture(scope="module")
-def rtsp(clip_360p: Path) -> Iterator[RtspServer]:
-    server = RtspServer(mounts={"cam360": clip_360p})
-    server.start()
-    yield server
-    server.stop()
+def rtsp(rtsp_server_factory: RtspServerFactory, clip_360p: Path) -> RtspServer:
+    return rtsp_server_factory(mounts={"cam360": clip_360p})
 
 
 @pytest.fixture(scope="module")
@@ -63,14 +61,8 @@ def env(clip_360p: Path) -> dict[str, str]:
 
 
 @pytest.fixture(scope="module")
-def app(config_file: Path, env: dict[str, str]) -> Iterator[AppServer]:
-    server = AppServer(config_file, env=env)
-    server.start()
-    try:
-        server.wait_ready()
-        yield server
-    finally:
-        server.stop(timeout=30)
+def app(module_app_factory: AppServers, config_file: Path, env: dict[str, str]) -> AppServer:
+    return module_app_factory(config_file, env=env)
 
 
 @pytest.fixture

@@ -20,7 +20,8 @@ import numpy as np
 import psutil
 import pytest
 
-from tests.support.app_server import AppServer, model_section, wait_for
+from tests.support.app_server import AppServer, AppServers, model_section
+from tests.support.waiting import wait_for
 
 pytestmark = pytest.mark.slow
 
@@ -30,9 +31,8 @@ BOUNDARY = b"--streamsrv-frame"
 
 
 @pytest.fixture(scope="module")
-def server(tmp_path_factory: pytest.TempPathFactory, clip_360p: Path, person_model: Path) -> Iterator[AppServer]:
-    config = tmp_path_factory.mktemp("preview") / "streamsrv.yaml"
-    config.write_text(
+def server(module_app_factory: AppServers, clip_360p: Path, person_model: Path) -> AppServer:
+    app = module_app_factory(
         model_section(person_model)
         + f"server: {{api_key: {API_KEY}}}\n"
         + "preview: {fps: 10, jpeg_quality: 70}\n"
@@ -42,15 +42,9 @@ def server(tmp_path_factory: pytest.TempPathFactory, clip_360p: Path, person_mod
         + f"  - {{id: idle, url: '{clip_360p}', loop: true, detect_fps: 1}}\n"
         + f"  - {{id: spare, url: '{clip_360p}', enabled: false}}\n"
     )
-    app = AppServer(config)
-    app.start()
-    try:
-        app.wait_ready()
-        with app.client(API_KEY) as http:
-            wait_for(lambda: http.get("/api/cameras/cam/stats").json()["frames_processed"] > 0, 60, "first results")
-        yield app
-    finally:
-        app.stop()
+    with app.client(API_KEY) as http:
+        wait_for(lambda: http.get("/api/cameras/cam/stats").json()["frames_processed"] > 0, 60, "first results")
+    return app
 
 
 @pytest.fixture

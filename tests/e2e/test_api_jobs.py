@@ -17,8 +17,9 @@ from prometheus_client.parser import text_string_to_metric_families
 
 from streamsrv.cli import main
 from streamsrv.runtime.job_store import ResultStore
-from tests.support.app_server import AppServer, model_section, wait_for
+from tests.support.app_server import AppServer, AppServers, model_section
 from tests.support.processes import RedisServer, free_port
+from tests.support.waiting import wait_for
 
 pytestmark = pytest.mark.slow
 
@@ -33,20 +34,12 @@ def spool(tmp_path_factory: pytest.TempPathFactory) -> Path:
 
 
 @pytest.fixture(scope="module")
-def app(
-    tmp_path_factory: pytest.TempPathFactory, person_model: Path, clip_360p: Path, spool: Path
-) -> Iterator[AppServer]:
-    config = tmp_path_factory.mktemp("jobs") / "streamsrv.yaml"
-    config.write_text(
+def app(module_app_factory: AppServers, person_model: Path, clip_360p: Path, spool: Path) -> AppServer:
+    return module_app_factory(
         model_section(person_model)
         + f"jobs: {{max_concurrent: 1, max_queued: 2, max_upload_bytes: 3000000, result_ttl_s: {RESULT_TTL_S}, "
         f'spool_dir: "{spool}", allowed_file_dir: "{clip_360p.parent}"}}\n'
     )
-    server = AppServer(config)
-    server.start()
-    server.wait_ready()
-    yield server
-    server.stop(timeout=30)
 
 
 @pytest.fixture
@@ -332,7 +325,7 @@ def test_result_store_keeps_within_bytes_and_age() -> None:
 
 
 def test_jobs_survive_a_killed_server_with_redis(
-    tmp_path: Path, person_model: Path, clip_360p: Path, redis_server: RedisServer
+    app_factory: AppServers, tmp_path: Path, person_model: Path, clip_360p: Path, redis_server: RedisServer
 ) -> None:
     config = tmp_path / "streamsrv.yaml"
     spool = tmp_path / "spool"
@@ -346,39 +339,34 @@ def test_jobs_survive_a_killed_server_with_redis(
         )
 
     write_config(10_000_000)
-    app = AppServer(config)
-    try:
-        app.start()
-        app.wait_ready()
-        with app.client(timeout_s=120) as http:
-            finished = created(upload(http, clip_360p, detect_fps="1"))
-            assert wait_state(http, finished, "done", "failed")["state"] == "done"
-            finished_records = records_of(http, finished)
-            finished_bytes = job(http, finished)["result_bytes"]
-            running = created(upload(http, clip_360p))
-            wait_for(lambda: job(http, running)["frames_done"] > 0, JOB_TIMEOUT_S, "the long job to make progress")
-            from_url = created(http.post("/api/jobs", data={"url": clip_360p.name, "detect_fps": "1"}))
-            uploaded = created(upload(http, clip_360p, detect_fps="2", rules=json.dumps(TRIPWIRE)))
-            assert job(http, uploaded)["state"] == "queued"
-        app.kill()  # a crash: nothing gets to tidy up
-        assert len(list(spool.glob("upload-*"))) == 2  # the unfinished uploads wait for the next run
+    app = app_factory(config)
+    with app.client(timeout_s=120) as http:
+        finished = created(upload(http, clip_360p, detect_fps="1"))
+        assert wait_state(http, finished, "done", "failed")["state"] == "done"
+        finished_records = records_of(http, finished)
+        finished_bytes = job(http, finished)["result_bytes"]
+        running = created(upload(http, clip_360p))
+        wait_for(lambda: job(http, running)["frames_done"] > 0, JOB_TIMEOUT_S, "the long job to make progress")
+        from_url = created(http.post("/api/jobs", data={"url": clip_360p.name, "detect_fps": "1"}))
+        uploaded = created(upload(http, clip_360p, detect_fps="2", rules=json.dumps(TRIPWIRE)))
+        assert job(http, uploaded)["state"] == "queued"
+    app.kill()  # a crash: nothing gets to tidy up
+    assert len(list(spool.glob("upload-*"))) == 2  # the unfinished uploads wait for the next run
 
-        # Room for three and a half results like the first: the two resumed jobs' results (about three) evict it.
-        write_config(int(3.5 * finished_bytes))
-        app.start()
-        app.wait_ready()
-        with app.client(timeout_s=120) as http:
-            assert records_of(http, finished) == finished_records
-            assert job(http, running)["state"] in ("queued", "running")  # from its first frame again
-            assert job(http, from_url)["state"] == job(http, uploaded)["state"] == "queued"
-            assert http.delete(f"/api/jobs/{running}").status_code == 204
-            assert wait_state(http, from_url, "done", "failed")["state"] == "done"
-            assert records_of(http, from_url)[-1]["frames"] == 14
-            assert wait_state(http, uploaded, "done", "failed")["state"] == "done"
-            summary = records_of(http, uploaded)[-1]
-            assert summary["frames"] == 28 and summary["events"].get("line.cross", 0) > 0
-            assert http.get(f"/api/jobs/{finished}").status_code == 404  # evicted for the newer results
-            assert http.get("/api/jobs").json()["stats"]["evicted"] == 1
-        assert not list(spool.glob("upload-*"))
-    finally:
-        app.stop(timeout=30)
+    # Room for three and a half results like the first: the two resumed jobs' results (about three) evict it.
+    write_config(int(3.5 * finished_bytes))
+    app.start()
+    app.wait_ready()
+    with app.client(timeout_s=120) as http:
+        assert records_of(http, finished) == finished_records
+        assert job(http, running)["state"] in ("queued", "running")  # from its first frame again
+        assert job(http, from_url)["state"] == job(http, uploaded)["state"] == "queued"
+        assert http.delete(f"/api/jobs/{running}").status_code == 204
+        assert wait_state(http, from_url, "done", "failed")["state"] == "done"
+        assert records_of(http, from_url)[-1]["frames"] == 14
+        assert wait_state(http, uploaded, "done", "failed")["state"] == "done"
+        summary = records_of(http, uploaded)[-1]
+        assert summary["frames"] == 28 and summary["events"].get("line.cross", 0) > 0
+        assert http.get(f"/api/jobs/{finished}").status_code == 404  # evicted for the newer results
+        assert http.get("/api/jobs").json()["stats"]["evicted"] == 1
+    assert not list(spool.glob("upload-*"))

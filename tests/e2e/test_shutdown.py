@@ -22,8 +22,9 @@ import pytest
 import redis
 
 from streamsrv.events import Event
-from tests.support.app_server import AppServer, model_section, wait_for
+from tests.support.app_server import AppServers, model_section
 from tests.support.processes import RedisServer, RtspServerFactory
+from tests.support.waiting import wait_for
 
 pytestmark = pytest.mark.slow
 
@@ -57,16 +58,15 @@ def mapped_semaphores(pids: set[int]) -> set[str]:
 
 @pytest.mark.rtsp
 def test_sigterm_stops_everything_flushes_buffered_events_and_frees_shared_memory(
-    tmp_path: Path,
+    app_factory: AppServers,
     person_model: Path,
     clip_360p: Path,
     redis_server: RedisServer,
     rtsp_server_factory: RtspServerFactory,
 ) -> None:
     rtsp = rtsp_server_factory(mounts={"door": clip_360p})
-    config = tmp_path / "streamsrv.yaml"
     # No rules: the only events are the camera's online/offline ones, which this test causes one by one.
-    config.write_text(
+    app = app_factory(
         model_section(person_model)
         + f"""events: {{redis_url: "{redis_server.url}"}}
 cameras:
@@ -78,40 +78,34 @@ cameras:
     reconnect: {{initial_s: 0.2, max_s: 1}}
 """
     )
-    app = AppServer(config)
-    app.start()
-    try:
-        app.wait_ready()
-        with app.client() as http:
+    with app.client() as http:
 
-            def state() -> str:
-                return str(http.get("/api/cameras/door/stats").json()["state"])
+        def state() -> str:
+            return str(http.get("/api/cameras/door/stats").json()["state"])
 
-            wait_for(lambda: bool(redis_events(redis_server.url)), 60, "camera.online in Redis", app)
-            (online,) = redis_events(redis_server.url)
-            assert online.type == "camera.online"
+        wait_for(lambda: bool(redis_events(redis_server.url)), 60, "camera.online in Redis", app)
+        (online,) = redis_events(redis_server.url)
+        assert online.type == "camera.online"
 
-            # Redis goes away; the camera drops and comes back: its offline/online events wait in the buffer.
-            redis_server.kill()
-            rtsp.kill()
-            wait_for(lambda: state() == "reconnecting", 30, "door reconnecting", app)
-            rtsp.start()
-            wait_for(lambda: state() == "online", 60, "door online again", app)
-            wait_for(lambda: buffered(http) == 2, 30, "the two events to be buffered", app)
-        server_pid = app.pid
-        assert server_pid is not None
-        children = [psutil.Process(pid) for pid in app.child_pids()]
-        assert len(children) >= 3, "a decoder, the inference process and multiprocessing's resource tracker"
-        semaphores = mapped_semaphores({server_pid} | {p.pid for p in children})
-        assert semaphores, "the frame-ready semaphore at least"
-        assert list(SHM.glob(f"streamsrv-{server_pid}-*"))
+        # Redis goes away; the camera drops and comes back: its offline/online events wait in the buffer.
+        redis_server.kill()
+        rtsp.kill()
+        wait_for(lambda: state() == "reconnecting", 30, "door reconnecting", app)
+        rtsp.start()
+        wait_for(lambda: state() == "online", 60, "door online again", app)
+        wait_for(lambda: buffered(http) == 2, 30, "the two events to be buffered", app)
+    server_pid = app.pid
+    assert server_pid is not None
+    children = [psutil.Process(pid) for pid in app.child_pids()]
+    assert len(children) >= 3, "a decoder, the inference process and multiprocessing's resource tracker"
+    semaphores = mapped_semaphores({server_pid} | {p.pid for p in children})
+    assert semaphores, "the frame-ready semaphore at least"
+    assert list(SHM.glob(f"streamsrv-{server_pid}-*"))
 
-        os.kill(server_pid, signal.SIGTERM)
-        redis_server.start()  # back while the server shuts down: the buffer must be delivered, not dropped
-        assert app._proc is not None
-        exit_code = app._proc.wait(60)
-    finally:
-        app.stop(timeout=30)
+    os.kill(server_pid, signal.SIGTERM)
+    redis_server.start()  # back while the server shuts down: the buffer must be delivered, not dropped
+    assert app._proc is not None
+    exit_code = app._proc.wait(60)
 
     log = app.log()
     assert exit_code == 0, log[-3000:]
@@ -158,30 +152,23 @@ class StreamReader:
 
 
 def test_sigterm_ends_open_event_and_mjpeg_streams_cleanly_and_promptly(
-    tmp_path: Path, person_model: Path, clip_360p: Path
+    app_factory: AppServers, person_model: Path, clip_360p: Path
 ) -> None:
-    config = tmp_path / "streamsrv.yaml"
-    config.write_text(
+    app = app_factory(
         model_section(person_model)
         + f"""cameras:
   - {{id: lobby, url: "{clip_360p}", loop: true, detect_fps: 2}}
 """
     )
-    app = AppServer(config)
-    app.start()
-    try:
-        app.wait_ready()
-        readers = [StreamReader(app.base_url, p) for p in ("/api/events/stream", "/api/cameras/lobby/mjpeg")]
-        for reader in readers:
-            assert reader.opened.wait(60), f"{reader.path} sent nothing: {reader.error!r}\n{app.output()}"
-        assert app.pid is not None and app._proc is not None
-        signalled = time.monotonic()
-        os.kill(app.pid, signal.SIGTERM)
-        exit_code = app._proc.wait(60)
-        for reader in readers:
-            assert reader.ended(10), f"{reader.path} still open after the server exited"
-    finally:
-        app.stop(timeout=30)
+    readers = [StreamReader(app.base_url, p) for p in ("/api/events/stream", "/api/cameras/lobby/mjpeg")]
+    for reader in readers:
+        assert reader.opened.wait(60), f"{reader.path} sent nothing: {reader.error!r}\n{app.output()}"
+    assert app.pid is not None and app._proc is not None
+    signalled = time.monotonic()
+    os.kill(app.pid, signal.SIGTERM)
+    exit_code = app._proc.wait(60)
+    for reader in readers:
+        assert reader.ended(10), f"{reader.path} still open after the server exited"
 
     log = app.log()
     assert exit_code == 0, log[-3000:]
