@@ -227,7 +227,7 @@ class Snapshot:
 
 
 def process_pids(sup: Supervisor) -> dict[str, list[int]]:
-    infer = sup._infer_proc
+    infer = sup.inference_process.process
     decoders = [rt.process.pid for rt in sup._cameras.values() if rt.process is not None and rt.process.pid]
     return {
         "main": [os.getpid()],
