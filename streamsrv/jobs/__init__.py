@@ -6,5 +6,5 @@
 - ``store``: the job model, results bounded in bytes and by age, and jobs kept in Redis for a restart.
 - ``sources``: where a job may read (checked URLs and paths) and the spool of uploaded clips.
 - ``images``: ``ImageLane``, single images (``POST /api/detect``) through one shared untracked lane.
-- ``inference``: ``InferenceLoop``, what all of these need of the server: open a lane, know the model is loaded.
+- ``shared``: ``SharedInference``, what all of these need of the server: open a lane, know the model is loaded.
 """

@@ -24,7 +24,7 @@ import numpy as np
 import numpy.typing as npt
 
 from streamsrv.errors import Busy, LaneClosed
-from streamsrv.jobs.inference import InferenceLoop
+from streamsrv.jobs.shared import SharedInference
 from streamsrv.runtime.lanes import Lane
 from streamsrv.types import FrameResult, Tracks
 
@@ -51,8 +51,8 @@ class ImageLane:
     another image's request.
     """
 
-    def __init__(self, loop: InferenceLoop, max_inflight: int) -> None:
-        self._loop = loop
+    def __init__(self, inference: SharedInference, max_inflight: int) -> None:
+        self._inference = inference
         self.max_inflight = max_inflight
         self._lock = threading.Lock()
         self._pending: dict[int, tuple[Future[FrameResult], int, int]] = {}  # number -> (future, width, height)
@@ -122,7 +122,9 @@ class ImageLane:
                     entry[0].set_exception(exc)
 
     def _open(self) -> Lane:
-        lane = self._loop.open_lane(self._on_result, track=False, max_width=IMAGE_MAX_SIDE, max_height=IMAGE_MAX_SIDE)
+        lane = self._inference.open_lane(
+            self._on_result, track=False, max_width=IMAGE_MAX_SIDE, max_height=IMAGE_MAX_SIDE
+        )
         with self._lock:
             self._lane = lane
         return lane

@@ -34,8 +34,8 @@ from streamsrv.config.models import AppConfig, redact_url
 from streamsrv.config.rules import RulesConfig
 from streamsrv.errors import Busy, NotFoundError, StreamsrvError
 from streamsrv.jobs.images import ImageLane
-from streamsrv.jobs.inference import InferenceLoop
 from streamsrv.jobs.run import JobRun, JobStopped
+from streamsrv.jobs.shared import SharedInference
 from streamsrv.jobs.sources import Spool, check_source
 from streamsrv.jobs.store import (
     CANCELLED,
@@ -59,14 +59,14 @@ _FIRST_GUESS_JOB_S = 10.0  # for Retry-After before any job has finished
 class JobManager:
     """The job queue, its workers and the result store, and the shared lane for single images; thread-safe."""
 
-    def __init__(self, loop: InferenceLoop, cfg: AppConfig) -> None:
+    def __init__(self, inference: SharedInference, cfg: AppConfig) -> None:
         self.cfg = cfg.jobs
-        self._loop = loop
+        self._inference = inference
         client = redis_client(cfg.events.redis_url) if cfg.events.redis_url else None
         self._ledger = JobLedger(client, self.cfg.result_ttl_s) if client is not None else None
         self._store = ResultStore(self.cfg.result_store_bytes, self.cfg.result_ttl_s, client)
         self._spool = Spool(self.cfg.spool_dir)
-        self.images = ImageLane(loop, self.cfg.max_detect_inflight)
+        self.images = ImageLane(inference, self.cfg.max_detect_inflight)
         self._cond = threading.Condition()
         self._jobs: dict[str, StoredJob] = {}
         self._queue: deque[str] = deque()
@@ -232,7 +232,7 @@ class JobManager:
                 if self._stopping:
                     return
                 stored = self._jobs[self._queue.popleft()]
-                run = JobRun(stored, self._loop, self.cfg, self._store.max_bytes, self._cond, self._count_frame)
+                run = JobRun(stored, self._inference, self.cfg, self._store.max_bytes, self._cond, self._count_frame)
                 self._running[stored.job.id] = run
                 stored.job.state, stored.job.started_ts = JobState.RUNNING, time.time()
             self._persist(stored)

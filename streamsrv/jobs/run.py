@@ -19,8 +19,8 @@ from dataclasses import dataclass
 
 from streamsrv.analyze import OpenVideo, open_video
 from streamsrv.config.models import JobsConfig
-from streamsrv.jobs.inference import InferenceLoop
 from streamsrv.jobs.records import build_records, jsonl_line
+from streamsrv.jobs.shared import SharedInference
 from streamsrv.jobs.store import StoredJob
 from streamsrv.rules import RuleEngine
 from streamsrv.runtime.lanes import Lane
@@ -46,7 +46,7 @@ class JobRun:
     def __init__(
         self,
         stored: StoredJob,
-        loop: InferenceLoop,
+        inference: SharedInference,
         cfg: JobsConfig,
         max_result_bytes: int,
         lock: threading.Condition,
@@ -56,7 +56,7 @@ class JobRun:
         self.stop = threading.Event()
         self.deleted = False
         self.lane: Lane | None = None
-        self._loop = loop
+        self._inference = inference
         self._cfg = cfg
         self._max_result_bytes = max_result_bytes
         self._lock = lock
@@ -74,7 +74,7 @@ class JobRun:
             with self._lock:
                 if self.stop.is_set():
                     raise JobStopped
-                self.lane = self._loop.open_lane(results.put, True, video.fps, cam.max_width, cam.max_height)
+                self.lane = self._inference.open_lane(results.put, True, video.fps, cam.max_width, cam.max_height)
                 cap = math.ceil(self._cfg.max_video_s * video.fps)
                 job.total_frames = min(video.total_frames, cap) if video.total_frames else None
             feeder.start()
@@ -106,7 +106,7 @@ class JobRun:
 
     def _wait_for_model(self) -> None:
         deadline = time.monotonic() + INFERENCE_PATIENCE_S
-        while not self._loop.inference_health().model_loaded:
+        while not self._inference.inference_health().model_loaded:
             if self.stop.wait(_POLL_S):
                 raise JobStopped
             if time.monotonic() > deadline:

@@ -13,7 +13,7 @@ from streamsrv.runtime.inference import InferenceHealth
 from streamsrv.runtime.lanes import Lane, ResultCallback
 
 
-class InferenceLoop(Protocol):
+class SharedInference(Protocol):
     """Background lanes into the shared inference loop, and the loop's health."""
 
     def open_lane(
