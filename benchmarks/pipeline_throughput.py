@@ -112,10 +112,11 @@ def run_streamsrv(cfg: AppConfig, seconds: float, warmup_s: float) -> dict[str, 
 def process_rss(sup: Supervisor) -> dict[str, float]:
     """RSS in MB of the main process, the inference process and each decoder."""
     out = {"main": psutil.Process().memory_info().rss / 2**20}
-    infer = sup._infer_proc
+    infer = sup.inference_process.process
     if infer is not None and infer.pid:
         out["inference"] = psutil.Process(infer.pid).memory_info().rss / 2**20
-    decoders = [rt.process.pid for rt in sup._cameras.values() if rt.process is not None and rt.process.pid]
+    procs = [sup.decoders.process(camera_id) for camera_id in sup.decoders.ids()]
+    decoders = [p.pid for p in procs if p is not None and p.pid]
     rss = [psutil.Process(pid).memory_info().rss / 2**20 for pid in decoders]
     if rss:
         out["decoder_max"] = max(rss)

@@ -47,7 +47,7 @@ import httpx
 import numpy as np
 import psutil
 
-from streamsrv.runtime.supervisor import ring_camera_id
+from streamsrv.runtime.rings import ring_camera_id
 from tests.support.app_server import READY_TIMEOUT_S, AppServer
 from tests.support.processes import RedisServer, RtspServer
 

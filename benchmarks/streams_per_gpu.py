@@ -227,8 +227,9 @@ class Snapshot:
 
 
 def process_pids(sup: Supervisor) -> dict[str, list[int]]:
-    infer = sup._infer_proc
-    decoders = [rt.process.pid for rt in sup._cameras.values() if rt.process is not None and rt.process.pid]
+    infer = sup.inference_process.process
+    procs = [sup.decoders.process(camera_id) for camera_id in sup.decoders.ids()]
+    decoders = [p.pid for p in procs if p is not None and p.pid]
     return {
         "main": [os.getpid()],
         "inference": [infer.pid] if infer is not None and infer.pid else [],

@@ -4,8 +4,8 @@ Same decoder (``VideoSource``), detector, trackers and frame results as ``serve`
 pacing and no dropping: a decode thread feeds a bounded queue that blocks, and inference takes
 whole batches from it. Output is one JSON line per processed frame.
 
-``build_records`` turns results into the frame, event and summary records; the jobs API (``runtime/jobs.py``)
-builds its records with it too, from results of the shared live inference loop.
+The records themselves (frame, event, summary) are built by ``streamsrv.jobs.records``, which the jobs API shares
+for results of the shared live inference loop.
 
 Example:
     >>> for result in Analyzer(cfg).run("clip.mp4"): print(result.to_dict())  # doctest: +SKIP
@@ -13,10 +13,8 @@ Example:
 
 from __future__ import annotations
 
-import json
 import queue
 import threading
-from collections import Counter
 from collections.abc import Iterable, Iterator
 from dataclasses import dataclass
 from typing import IO, TYPE_CHECKING, Any
@@ -25,6 +23,7 @@ from streamsrv.config.models import AppConfig, CameraConfig
 from streamsrv.config.rules import resolve_rules
 from streamsrv.decode.source import DecodedFrame, VideoSource
 from streamsrv.infer.backend import create_backend
+from streamsrv.jobs.records import build_records, jsonl_line
 from streamsrv.rules import RuleEngine
 from streamsrv.track import Tracker, create_tracker
 from streamsrv.types import FrameRef, FrameResult
@@ -150,35 +149,6 @@ def open_video(path: str, camera: CameraConfig | None = None, detect_fps: float 
     frames = source.frame_count
     total = int(frames * min(1.0, fps / source.fps)) if frames and source.fps else None
     return OpenVideo(cam, source, fps, total)
-
-
-def build_records(results: Iterable[FrameResult], engine: RuleEngine, video: str) -> Iterator[dict[str, Any]]:
-    """The frame, event and summary records of ``streamsrv analyze``: one frame record per result, each followed
-    by the events ``engine`` raised on it, and a summary with counts at the end. Records name the engine's camera."""
-    frames = 0
-    by_type: Counter[str] = Counter()
-    output = engine.output()
-    for result in results:
-        frames += 1
-        yield {"type": "frame", **result.to_dict(), "camera_id": engine.camera_id}
-        output = engine.process(result)
-        for event in output.events:
-            by_type[event.type] += 1
-            yield {"type": "event", "event": json.loads(event.to_json())}
-    yield {
-        "type": "summary",
-        "camera_id": engine.camera_id,
-        "video": video,
-        "frames": frames,
-        "events": dict(by_type),
-        "line_counts": output.line_counts,
-        "occupancy": output.occupancy,
-    }
-
-
-def jsonl_line(record: dict[str, Any]) -> str:
-    """One record as a line of ``streamsrv analyze`` output."""
-    return json.dumps(record, separators=(",", ":")) + "\n"
 
 
 def write_jsonl(records: Iterable[dict[str, Any]], out: IO[str]) -> dict[str, Any]:

@@ -17,7 +17,7 @@
 Exceptions that belong to one module live there, each a ``StreamsrvError`` unless noted:
 
 - ``streamsrv.runtime.registry.PersistError``: a change applied live could not be written to the config file.
-- ``streamsrv.runtime.jobs.JobStoreUnavailable``: Redis, where jobs are kept, cannot be reached.
+- ``streamsrv.jobs.store.JobStoreUnavailable``: Redis, where jobs are kept, cannot be reached.
 - ``streamsrv.preview.webrtc.BadOffer``, ``PeerLimitReached``: a WebRTC offer that cannot be used, or too many
   viewers.
 - ``streamsrv.ipc.frame_ring.RingClosed`` (a ``RuntimeError``): a frame ring closed in this process.

@@ -233,14 +233,14 @@ def test_a_file_that_ends_goes_offline_and_is_not_restarted(
     pipeline.add(f'{{id: tape, url: "{clip_360p}", detect_fps: 2, realtime: false}}')
     camera_cleanup.append("tape")
     wait_for(lambda: pipeline.state("tape") == CameraState.OFFLINE, 60, "tape offline at the end of the file")
-    process = pipeline.sup._cameras["tape"].process
+    process = pipeline.sup.decoders.process("tape")
     assert process is not None
     process.join(10)
     assert process.exitcode == 0
     # A few watchdog rounds later it is still the same finished process: an ended file is not restarted.
     rounds = pipeline.sup.camera_stats("steady").frames_processed
     wait_for(lambda: pipeline.sup.camera_stats("steady").frames_processed >= rounds + 2, 60, "steady to go on")
-    assert pipeline.sup._cameras["tape"].process is process
+    assert pipeline.sup.decoders.process("tape") is process
     stats = pipeline.sup.camera_stats("tape")
     assert stats.state == CameraState.OFFLINE and stats.error == "end of file", stats
     assert stats.decoder_restarts == 0 and stats.reconnects == 0, stats
@@ -253,7 +253,7 @@ def test_removing_a_camera_whose_decoder_is_stuck_does_not_stall_the_others(
     pipeline.add(f'{{id: stuck, url: "{clip_360p}", detect_fps: 2, loop: true, {FAST}}}')
     camera_cleanup.append("stuck")
     pipeline.wait_processed("stuck", 1, 60, "stuck")
-    decoder = pipeline.sup._cameras["stuck"].process
+    decoder = pipeline.sup.decoders.process("stuck")
     assert decoder is not None and decoder.pid is not None
     os.kill(decoder.pid, signal.SIGSTOP)  # like a decoder inside FFmpeg: it only goes with SIGKILL, seconds later
     remover = threading.Thread(target=pipeline.sup.remove_camera, args=("stuck",))
@@ -278,7 +278,7 @@ def test_a_decoder_hung_in_a_native_call_is_killed_and_restarted(
     pipeline.add(f'{{id: frozen, url: "{clip_360p}", detect_fps: 2, loop: true, {FAST}}}')
     camera_cleanup.append("frozen")
     pipeline.wait_processed("frozen", 2, 60, "frozen")
-    hung = pipeline.sup._cameras["frozen"].process
+    hung = pipeline.sup.decoders.process("frozen")
     assert hung is not None and hung.pid is not None
     # SIGSTOP: alive but silent, like a decoder stuck in FFmpeg; only the heartbeat watchdog can notice.
     os.kill(hung.pid, signal.SIGSTOP)
@@ -289,7 +289,7 @@ def test_a_decoder_hung_in_a_native_call_is_killed_and_restarted(
         if hung.is_alive():
             os.kill(hung.pid, signal.SIGCONT)
     assert hung.exitcode == -signal.SIGKILL
-    restarted = pipeline.sup._cameras["frozen"].process
+    restarted = pipeline.sup.decoders.process("frozen")
     assert restarted is not None and restarted.pid != hung.pid
     pipeline.wait_processed("frozen", 2, 60, "frozen after its restart")
     assert pipeline.state("frozen") == CameraState.ONLINE

@@ -10,8 +10,8 @@ from pathlib import Path
 import pytest
 
 from streamsrv.config import parse_config
-from streamsrv.runtime.job_store import JobState, StoredJob
-from streamsrv.runtime.jobs import JobManager
+from streamsrv.jobs.manager import JobManager
+from streamsrv.jobs.store import JobState, StoredJob
 from streamsrv.runtime.supervisor import Supervisor
 from tests.support.waiting import wait_for
 

@@ -16,7 +16,8 @@ from streamsrv.analyze import Analyzer
 from streamsrv.config import parse_config
 from streamsrv.config.models import AppConfig
 from streamsrv.errors import LaneClosed
-from streamsrv.runtime.supervisor import Lane, Supervisor
+from streamsrv.runtime.lanes import Lane
+from streamsrv.runtime.supervisor import Supervisor
 from streamsrv.types import FrameResult
 from tests.support.waiting import wait_for
 

@@ -128,11 +128,11 @@ def test_bad_url_errors_without_disturbing_the_others(pipeline: tuple[Supervisor
 
 def test_a_killed_decoder_is_restarted(pipeline: tuple[Supervisor, Recorder]) -> None:
     sup, recorder = pipeline
-    proc = sup._cameras["south"].process
+    proc = sup.decoders.process("south")
     assert proc is not None and proc.pid is not None
     os.kill(proc.pid, signal.SIGKILL)
     wait_for(lambda: sup.camera_stats("south").decoder_restarts == 1, 30, "a decoder restart")
-    restarted = sup._cameras["south"].process
+    restarted = sup.decoders.process("south")
     assert restarted is not None and restarted.pid != proc.pid
     count = len(recorder.of("south"))
     wait_for(lambda: len(recorder.of("south")) > count + 3, 60, "frames from the restarted decoder")
@@ -147,7 +147,7 @@ def test_a_camera_can_be_added_and_removed_while_others_run(
     sup, recorder = pipeline
     sup.add_camera(CameraConfig(id="extra", url=str(clip_360p), detect_fps=5, loop=True))
     wait_for(lambda: len(recorder.of("extra")) >= 3, 60, "the added camera to be processed")
-    proc = sup._cameras["extra"].process
+    proc = sup.decoders.process("extra")
     assert proc is not None
     before = len(recorder.of("north"))
     sup.remove_camera("extra")
@@ -159,7 +159,7 @@ def test_a_camera_can_be_added_and_removed_while_others_run(
 def test_decoders_stay_small_yield_the_cpu_and_never_load_torch(pipeline: tuple[Supervisor, Recorder]) -> None:
     sup, _ = pipeline
     for camera_id in ("north", "south"):
-        proc = sup._cameras[camera_id].process
+        proc = sup.decoders.process(camera_id)
         assert proc is not None and proc.pid is not None
         # they yield the CPU to the model (inference.decoder_niceness) and decode on one thread each
         assert psutil.Process(proc.pid).nice() == min(19, psutil.Process().nice() + 19)

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from streamsrv.ipc.frame_ring import ring_path
-from streamsrv.runtime.supervisor import camera_ring_name, ring_camera_id
+from streamsrv.runtime.rings import camera_ring_name, ring_camera_id
 
 
 def test_each_incarnation_gets_its_own_ring_and_names_its_camera() -> None:

@@ -19,7 +19,7 @@ from streamsrv import __version__
 from streamsrv.api.middleware import BodySizeLimit, redacted_validation_error
 from streamsrv.api.routers import cameras, detect, events, health, jobs, metrics, preview, probe, rules
 from streamsrv.config.models import AppConfig
-from streamsrv.runtime.jobs import JobManager
+from streamsrv.jobs.manager import JobManager
 from streamsrv.runtime.metrics import ServerMetrics
 from streamsrv.runtime.registry import CameraRegistry, ConfigFileStore
 from streamsrv.runtime.server import StreamServer
@@ -34,7 +34,7 @@ def create_app(cfg: AppConfig, server: StreamServer | None = None, config_path: 
     srv = server or StreamServer(cfg)
     store = ConfigFileStore(config_path) if config_path is not None and cfg.server.persist else None
     registry = CameraRegistry(srv, store)
-    job_manager = JobManager(srv.supervisor, cfg)
+    job_manager = JobManager(srv, cfg)
     server_metrics = ServerMetrics(srv, job_manager)
 
     @asynccontextmanager

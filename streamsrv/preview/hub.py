@@ -213,14 +213,14 @@ class _Renderer:
         return result if now - self._result_seen_at < RESULT_STALE_S else None
 
     def _pixels(self, result: FrameResult | None) -> tuple[FrameRef, Image] | None:
-        sup = self.hub.server.supervisor
+        server = self.hub.server
         try:
             if result is not None:
                 # the frame this result was computed on, while the ring still holds it (it holds the last few)
-                got = sup.frame_at(self.camera_id, result.frame.seq)
+                got = server.frame_at(self.camera_id, result.frame.seq)
                 if got is not None:
                     return got
-            return sup.latest_frame(self.camera_id)
+            return server.latest_frame(self.camera_id)
         except NotFoundError:  # registered but not running (disabled)
             return None
 
@@ -388,7 +388,7 @@ class PreviewHub:
 
 def _camera_stats(server: StreamServer, camera_id: str) -> CameraStats | None:
     try:
-        return server.supervisor.camera_stats(camera_id)
+        return server.camera_stats(camera_id)
     except NotFoundError:
         return None
 

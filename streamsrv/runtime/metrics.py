@@ -24,8 +24,8 @@ from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, Metri
 from prometheus_client.registry import Collector
 
 from streamsrv.errors import NotFoundError
-from streamsrv.runtime.job_store import JobState
-from streamsrv.runtime.jobs import JobManager
+from streamsrv.jobs.manager import JobManager
+from streamsrv.jobs.store import JobState
 from streamsrv.runtime.server import StreamServer
 from streamsrv.types import CameraState, FrameResult
 

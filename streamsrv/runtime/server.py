@@ -25,6 +25,10 @@ from streamsrv.errors import NotFoundError
 from streamsrv.events import Event, EventBus, SnapshotStore, create_bus
 from streamsrv.preview.annotate import event_snapshot
 from streamsrv.rules import RuleEngine, RuleOutput
+from streamsrv.runtime.decoders import Frame
+from streamsrv.runtime.inference import InferenceHealth
+from streamsrv.runtime.lanes import Lane, ResultCallback
+from streamsrv.runtime.stats import CameraStats
 from streamsrv.runtime.supervisor import Supervisor
 from streamsrv.types import CameraState, FrameResult
 
@@ -140,6 +144,47 @@ class StreamServer:
     def line_counts(self, camera_id: str) -> Mapping[str, Mapping[str, Mapping[str, int]]]:
         """Line -> direction name -> label -> crossings since the line was created."""
         return self.latest(camera_id).output.line_counts
+
+    # -- the pipeline, as the API and the preview read it ------------------------------------
+    def running_camera_ids(self) -> list[str]:
+        """The cameras whose decoders run (registered and enabled)."""
+        return self.supervisor.camera_ids()
+
+    def camera_stats(self, camera_id: str) -> CameraStats:
+        """A running camera's stats; NotFoundError for an unknown or disabled camera."""
+        return self.supervisor.camera_stats(camera_id)
+
+    def all_camera_stats(self) -> list[CameraStats]:
+        """The stats of every running camera."""
+        return self.supervisor.all_stats()
+
+    def latest_frame(self, camera_id: str) -> Frame | None:
+        """A copy of a running camera's newest decoded frame; NotFoundError for an unknown or disabled camera."""
+        return self.supervisor.latest_frame(camera_id)
+
+    def frame_at(self, camera_id: str, seq: int) -> Frame | None:
+        """Frame ``seq`` of a running camera if its ring still holds it (it holds the last few)."""
+        return self.supervisor.frame_at(camera_id, seq)
+
+    def inference_health(self) -> InferenceHealth:
+        """A consistent copy of the inference process's health."""
+        return self.supervisor.inference_health()
+
+    @property
+    def ready(self) -> bool:
+        """Model loaded and every enabled camera's decoder started."""
+        return self.supervisor.ready
+
+    def open_lane(
+        self,
+        on_result: ResultCallback,
+        track: bool = True,
+        detect_fps: float = 25.0,
+        max_width: int = 3840,
+        max_height: int = 2160,
+    ) -> Lane:
+        """A background input to the inference loop (clip jobs, uploaded images): see ``Supervisor.open_lane``."""
+        return self.supervisor.open_lane(on_result, track, detect_fps, max_width, max_height)
 
     def _engine(self, camera_id: str) -> RuleEngine:
         return self._engine_and_lock(camera_id)[0]

@@ -16,7 +16,7 @@ import pytest
 from prometheus_client.parser import text_string_to_metric_families
 
 from streamsrv.cli import main
-from streamsrv.runtime.job_store import ResultStore
+from streamsrv.jobs.store import ResultStore
 from tests.support.app_server import AppServer, AppServers, model_section
 from tests.support.processes import RedisServer, free_port
 from tests.support.waiting import wait_for

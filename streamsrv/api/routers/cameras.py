@@ -58,14 +58,14 @@ def camera_out(cam: CameraConfig, stats: CameraStats | None) -> CameraOut:
 
 def running_stats(server: StreamServer, camera_id: str) -> CameraStats | None:
     try:
-        return server.supervisor.camera_stats(camera_id)
+        return server.camera_stats(camera_id)
     except NotFoundError:
         return None
 
 
 @router.get("", summary="All registered cameras")
 def list_cameras(registry: RegistryDep, server: ServerDep) -> list[CameraOut]:
-    running = {s.camera_id: s for s in server.supervisor.all_stats()}
+    running = {s.camera_id: s for s in server.all_camera_stats()}
     return [camera_out(cam, running.get(cam.id)) for cam in registry.cameras()]
 
 

@@ -28,8 +28,8 @@ from streamsrv.api.routers.jobs import JobsDep, busy
 from streamsrv.api.schemas import Message
 from streamsrv.config.models import AppConfig, JobsConfig
 from streamsrv.errors import Busy, LaneClosed
+from streamsrv.jobs.images import Image as BGRImage
 from streamsrv.preview.annotate import detections_jpeg
-from streamsrv.runtime.image_lane import Image as BGRImage
 from streamsrv.types import FrameResult
 
 router = APIRouter(tags=["detect"], dependencies=[Authenticated])
@@ -157,7 +157,7 @@ async def detect(
     annotate: Annotated[bool, Query(description="Return the image as a JPEG with the boxes drawn.")] = False,
 ) -> Response:
     cfg: AppConfig = request.app.state.config
-    inference = server.supervisor.inference
+    inference = server.inference_health()
     wanted = [c.strip() for value in classes or [] for c in value.split(",") if c.strip()]
     _check_query(cfg, list(inference.labels.values()), confidence, wanted, model)
     name = file.filename or "upload"
@@ -180,13 +180,17 @@ async def detect(
     if not inference.model_loaded:
         raise HTTPException(status.HTTP_503_SERVICE_UNAVAILABLE, "the model is not loaded yet", {"Retry-After": "5"})
     try:
-        jobs.images.check_room()  # refuse before the costly decode; detect() decides
-        image = await run_in_threadpool(_decode, data, fmt, name, cfg.jobs)
-        future = jobs.images.detect(image)
+        ticket = jobs.images.reserve()  # before the costly decode: a refused request costs none
     except Busy as exc:
         raise busy(exc) from None
     except LaneClosed as exc:
         raise _unavailable(exc) from None
+    try:
+        image = await run_in_threadpool(_decode, data, fmt, name, cfg.jobs)
+    except BaseException:
+        ticket.result.cancel()  # gives the place back
+        raise
+    future = jobs.images.detect(ticket, image)
     try:
         result = await asyncio.wait_for(asyncio.wrap_future(future), DETECT_TIMEOUT_S)
     except TimeoutError:

@@ -37,9 +37,8 @@ def healthz() -> Health:
     responses={503: {"model": Readiness}},
 )
 def readyz(server: ServerDep, response: Response) -> Readiness:
-    sup = server.supervisor
-    h = sup.inference
-    ready = sup.ready
+    h = server.inference_health()
+    ready = server.ready
     if not ready:
         response.status_code = status.HTTP_503_SERVICE_UNAVAILABLE
     return Readiness(
@@ -50,5 +49,5 @@ def readyz(server: ServerDep, response: Response) -> Readiness:
         inference_alive=h.alive,
         inference_restarts=h.restarts,
         inference_error=h.error,
-        cameras=len(sup.camera_ids()),
+        cameras=len(server.running_camera_ids()),
     )

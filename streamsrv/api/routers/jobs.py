@@ -23,8 +23,8 @@ from streamsrv.config.models import CameraConfig, JobsConfig
 from streamsrv.config.rules import RulesConfig
 from streamsrv.decode.source import VideoSource
 from streamsrv.errors import Busy, NotFoundError, SourceError
-from streamsrv.runtime.job_store import Job
-from streamsrv.runtime.jobs import JobManager, JobStats, JobStoreUnavailable
+from streamsrv.jobs.manager import JobManager
+from streamsrv.jobs.store import Job, JobStats, JobStoreUnavailable
 
 router = APIRouter(prefix="/api/jobs", tags=["jobs"], dependencies=[Authenticated])
 

@@ -5,6 +5,8 @@ given a client; either way it keeps every result's size here, so the byte bound 
 one place: a new result evicts the oldest finished ones until everything fits, and ``expire`` removes those older
 than the TTL. Redis keys also carry the TTL, so results of a server that stays down expire by themselves.
 
+``JobStats`` counts the queue and the store for the API and metrics.
+
 ``JobLedger`` is the Redis record of every job (its spec and state), from which a restarted server resumes queued
 work. Keys (prefix ``streamsrv:jobs:``): ``job:{id}`` (the job's JSON) and ``result:{id}`` (its JSON lines).
 
@@ -20,16 +22,21 @@ from __future__ import annotations
 
 import contextlib
 import enum
+import logging
 import threading
 from collections import OrderedDict
 from dataclasses import dataclass
 
 import redis
-from pydantic import BaseModel, Field
+from pydantic import BaseModel, Field, ValidationError
 
 from streamsrv.config.rules import RulesConfig
+from streamsrv.errors import StreamsrvError
 
+log = logging.getLogger(__name__)
 KEY_PREFIX = "streamsrv:jobs:"
+# How a job can end: in one of the two finished states, or deleted before it got there.
+CANCELLED = "cancelled"
 
 
 class JobState(enum.StrEnum):
@@ -64,6 +71,35 @@ class StoredJob(BaseModel):
     job: Job
     source: str
     spooled: bool
+
+
+JOB_OUTCOMES = (JobState.DONE.value, JobState.FAILED.value, CANCELLED)
+
+
+class JobStoreUnavailable(StreamsrvError):
+    """Redis, where jobs are kept, cannot be reached."""
+
+
+class JobStats(BaseModel):
+    """Counts of the job queue and result store since the server started."""
+
+    queued: int
+    running: int
+    done: int
+    failed: int
+    rejected: int = Field(description="Submissions refused with 429 because the queue was full.")
+    completed: int = Field(description="Jobs finished (done or failed) since the server started.")
+    finished: dict[str, int] = Field(
+        description="Jobs that ended since the server started, by outcome: done, failed, or cancelled (deleted while "
+        "queued or running)."
+    )
+    frames_analysed: int = Field(
+        description="Frames jobs analysed since the server started, those of cancelled and interrupted jobs included."
+    )
+    evicted: int = Field(description="Finished jobs removed early to keep the store within jobs.result_store_bytes.")
+    expired: int = Field(description="Finished jobs removed after jobs.result_ttl_s.")
+    result_bytes: int
+    result_store_bytes: int
 
 
 @dataclass(frozen=True, slots=True)
@@ -184,8 +220,22 @@ class JobLedger:
     def delete(self, job_id: str) -> None:
         self._redis.delete(f"{self._prefix}job:{job_id}")
 
-    def load_all(self) -> list[bytes]:
+    def load_all(self) -> list[StoredJob]:
+        """Every job recorded, in the order they finished or else were created; those this version cannot read
+        are skipped with a warning."""
         keys = list(self._redis.scan_iter(match=f"{self._prefix}job:*", count=500))
-        if not keys:
-            return []
-        return [v for v in self._redis.mget(keys) if isinstance(v, bytes)]
+        found = []
+        for data in self._redis.mget(keys) if keys else []:
+            if not isinstance(data, bytes):
+                continue
+            try:
+                found.append(StoredJob.model_validate_json(data))
+            except ValidationError as exc:
+                log.warning("ignoring a job in Redis this version cannot read: %s", exc.errors()[0]["msg"])
+        found.sort(key=lambda s: s.job.finished_ts or s.job.created_ts)
+        return found
+
+
+def redis_client(url: str) -> redis.Redis:
+    """A client for the job store, quick to give up: Redis errors fail one request or get retried later."""
+    return redis.Redis.from_url(url, socket_timeout=2.0, socket_connect_timeout=2.0)

@@ -1,20 +1,18 @@
-"""Clip analysis jobs on the live inference loop, at lower priority than the cameras.
+"""``JobManager``: clip analysis jobs in a bounded queue, run a few at once, their results kept for a while.
 
-A ``JobManager`` keeps a bounded queue of jobs and runs ``jobs.max_concurrent`` of them at once, one worker thread
-each. A job decodes its clip exactly as ``streamsrv analyze`` does (``open_video``: every frame, or frames spaced to
-``detect_fps``), feeds the frames through its own tracked background lane of the supervisor (lossless, and live
-cameras always go first: see ``Supervisor.open_lane``), and turns the in-order results into analyze's frame, event
-and summary records with a fresh ``RuleEngine`` over the job's rules (``build_records``). The records, as JSON
-lines, go to a ``ResultStore`` bounded in bytes and by age.
+The manager keeps a bounded queue of jobs (``jobs.max_queued``; a full one answers ``Busy``) and runs
+``jobs.max_concurrent`` of them at once, one worker thread each; a worker runs a job with ``JobRun``
+(``streamsrv.jobs.run``) and keeps its records, as JSON lines, in a ``ResultStore`` bounded in bytes and by age.
+Deleting a job cancels it wherever it is in its life.
 
 With ``events.redis_url`` set every job is also recorded in Redis (``JobLedger``), so a restarted server resumes the
 jobs that were queued or running (from their start; uploaded clips wait in ``jobs.spool_dir``).
 
 Single images (``POST /api/detect``) go through one shared untracked lane, the manager's ``ImageLane``
-(``streamsrv.runtime.image_lane``).
+(``streamsrv.jobs.images``).
 
 Example:
-    >>> manager = JobManager(supervisor, cfg); manager.start()  # doctest: +SKIP
+    >>> manager = JobManager(server, cfg); manager.start()  # doctest: +SKIP
     >>> job = manager.submit("clip.mp4", video="clip.mp4")  # doctest: +SKIP
     >>> manager.get(job.id).state, manager.result(job.id)  # doctest: +SKIP
 """
@@ -24,106 +22,55 @@ from __future__ import annotations
 import contextlib
 import logging
 import math
-import queue
-import shutil
-import tempfile
 import threading
 import time
 import uuid
 from collections import deque
-from collections.abc import Iterator
-from dataclasses import dataclass, field
 from pathlib import Path
-from urllib.parse import urlsplit
 
 import redis
-from pydantic import BaseModel, Field, ValidationError
 
-from streamsrv.analyze import OpenVideo, build_records, jsonl_line, open_video
-from streamsrv.config.models import AppConfig, CameraConfig, redact_url
+from streamsrv.config.models import AppConfig, redact_url
 from streamsrv.config.rules import RulesConfig
 from streamsrv.errors import Busy, NotFoundError, StreamsrvError
-from streamsrv.rules import RuleEngine
-from streamsrv.runtime.image_lane import ImageLane
-from streamsrv.runtime.job_store import Job, JobLedger, JobState, ResultStore, StoredJob
-from streamsrv.runtime.supervisor import Lane, Supervisor
-from streamsrv.types import FrameResult
+from streamsrv.jobs.images import ImageLane
+from streamsrv.jobs.run import JobRun, JobStopped
+from streamsrv.jobs.shared import SharedInference
+from streamsrv.jobs.sources import Spool, check_source
+from streamsrv.jobs.store import (
+    CANCELLED,
+    JOB_OUTCOMES,
+    Job,
+    JobLedger,
+    JobState,
+    JobStats,
+    JobStoreUnavailable,
+    ResultStore,
+    StoredJob,
+    redis_client,
+)
 
 log = logging.getLogger(__name__)
 
-STREAM_SCHEMES = ("http", "https", "rtsp", "rtsps")
-# A job waits this long for inference before failing: the live cameras may keep it busy, but the background lane's
-# starvation guard still takes a frame every inference.background_max_wait_s.
-_INFERENCE_PATIENCE_S = 300.0
-_POLL_S = 0.25
 _JANITOR_INTERVAL_S = 5.0
 _FIRST_GUESS_JOB_S = 10.0  # for Retry-After before any job has finished
-# The shared image lane's slots are this big on each side (tmpfs allocates only what images use); larger images
-# are scaled down to fit, which the network, at inference.imgsz, never notices.
-# How a job can end: in one of the two finished states, or deleted before it got there.
-CANCELLED = "cancelled"
-JOB_OUTCOMES = (JobState.DONE.value, JobState.FAILED.value, CANCELLED)
-
-
-class JobStats(BaseModel):
-    """Counts of the job queue and result store since the server started."""
-
-    queued: int
-    running: int
-    done: int
-    failed: int
-    rejected: int = Field(description="Submissions refused with 429 because the queue was full.")
-    completed: int = Field(description="Jobs finished (done or failed) since the server started.")
-    finished: dict[str, int] = Field(
-        description="Jobs that ended since the server started, by outcome: done, failed, or cancelled (deleted while "
-        "queued or running)."
-    )
-    frames_analysed: int = Field(
-        description="Frames jobs analysed since the server started, those of cancelled and interrupted jobs included."
-    )
-    evicted: int = Field(description="Finished jobs removed early to keep the store within jobs.result_store_bytes.")
-    expired: int = Field(description="Finished jobs removed after jobs.result_ttl_s.")
-    result_bytes: int
-    result_store_bytes: int
-
-
-class JobStoreUnavailable(StreamsrvError):
-    """Redis, where jobs are kept, cannot be reached."""
-
-
-class _Stop(Exception):
-    """The job was deleted, or the server is stopping."""
-
-
-@dataclass(eq=False)
-class _Run:
-    stored: StoredJob
-    stop: threading.Event = field(default_factory=threading.Event)
-    deleted: bool = False
-    lane: Lane | None = None
-
-
-@dataclass(frozen=True, slots=True)
-class _End:
-    submitted: int
 
 
 class JobManager:
     """The job queue, its workers and the result store, and the shared lane for single images; thread-safe."""
 
-    def __init__(self, supervisor: Supervisor, cfg: AppConfig) -> None:
+    def __init__(self, inference: SharedInference, cfg: AppConfig) -> None:
         self.cfg = cfg.jobs
-        self._sup = supervisor
-        client = _redis(cfg.events.redis_url) if cfg.events.redis_url else None
+        self._inference = inference
+        client = redis_client(cfg.events.redis_url) if cfg.events.redis_url else None
         self._ledger = JobLedger(client, self.cfg.result_ttl_s) if client is not None else None
         self._store = ResultStore(self.cfg.result_store_bytes, self.cfg.result_ttl_s, client)
-        self._own_spool = self.cfg.spool_dir is None
-        self.spool_dir = Path(self.cfg.spool_dir or tempfile.gettempdir())  # made our own in start() when unset
-        self.images = ImageLane(supervisor, self.cfg.max_detect_inflight)
+        self._spool = Spool(self.cfg.spool_dir)
+        self.images = ImageLane(inference, self.cfg.max_detect_inflight)
         self._cond = threading.Condition()
         self._jobs: dict[str, StoredJob] = {}
         self._queue: deque[str] = deque()
-        self._running: dict[str, _Run] = {}
+        self._running: dict[str, JobRun] = {}
         self._stopping = False
         self._janitor_stop = threading.Event()
         self._restored = self._ledger is None
@@ -134,11 +81,9 @@ class JobManager:
 
     # -- life cycle -----------------------------------------------------------------------------------------------
     def start(self) -> None:
-        if self._own_spool:
-            self.spool_dir = Path(tempfile.mkdtemp(prefix="streamsrv-jobs-"))
-        self.spool_dir.mkdir(parents=True, exist_ok=True)
+        self._spool.open()
         if self._ledger is None:
-            self._sweep_spool(keep=set())  # nothing can resume what an earlier run left
+            self._spool.sweep(keep=set())  # nothing can resume what an earlier run left
         else:
             self._try_restore()
         for i in range(self.cfg.max_concurrent):
@@ -151,13 +96,12 @@ class JobManager:
             self._stopping = True
             self._janitor_stop.set()
             for run in self._running.values():
-                self._halt(run)
+                run.halt()
             self._cond.notify_all()
         self.images.close()
         for t in self._threads:
             t.join(timeout=10)
-        if self._own_spool:
-            shutil.rmtree(self.spool_dir, ignore_errors=True)
+        self._spool.close()
 
     # -- the API's calls ------------------------------------------------------------------------------------------
     def check_room(self) -> None:
@@ -172,28 +116,11 @@ class JobManager:
 
     def new_spool_file(self, suffix: str) -> Path:
         """A fresh path in the spool directory for an uploaded clip (the caller writes it)."""
-        clean = suffix.lower() if suffix[1:].isascii() and suffix[1:].isalnum() and len(suffix) <= 9 else ""
-        return self.spool_dir / f"upload-{uuid.uuid4().hex}{clean}"
+        return self._spool.new_file(suffix)
 
     def check_source(self, url: str) -> str:
         """The URL or server path a job may read; ValueError naming what is wrong otherwise."""
-        try:
-            CameraConfig(id="job", url=url)  # what a camera's URL may be, a job's may be
-        except ValidationError as exc:
-            raise ValueError(str(exc.errors()[0]["msg"]).removeprefix("Value error, ")) from None
-        scheme = urlsplit(url).scheme.lower() if "://" in url else ""
-        if scheme in STREAM_SCHEMES:
-            return url
-        allowed = self.cfg.allowed_file_dir
-        if allowed is None:
-            raise ValueError("this server reads no files for jobs (jobs.allowed_file_dir is not set); upload the clip")
-        root = Path(allowed).resolve()
-        path = (root / url.removeprefix("file://")).resolve()  # an absolute path replaces root
-        if not path.is_relative_to(root):
-            raise ValueError(f"{url!r} is outside the directory jobs may read (jobs.allowed_file_dir)")
-        if not path.is_file():
-            raise ValueError(f"{url!r} is not a file in the directory jobs may read")
-        return str(path)
+        return check_source(url, self.cfg.allowed_file_dir)
 
     def submit(
         self,
@@ -267,7 +194,7 @@ class JobManager:
             run = self._running.get(job_id)
             if run is not None:
                 run.deleted = True
-                self._halt(run)
+                run.halt()
         if run is None:  # a running job cleans up after itself
             self._forget(stored)
         log.info("job %s deleted (%s)", job_id, stored.job.state)
@@ -305,7 +232,7 @@ class JobManager:
                 if self._stopping:
                     return
                 stored = self._jobs[self._queue.popleft()]
-                run = _Run(stored)
+                run = JobRun(stored, self._inference, self.cfg, self._store.max_bytes, self._cond, self._count_frame)
                 self._running[stored.job.id] = run
                 stored.job.state, stored.job.started_ts = JobState.RUNNING, time.time()
             self._persist(stored)
@@ -322,12 +249,12 @@ class JobManager:
                 if deleted:
                     self._forget(stored)
 
-    def _execute(self, run: _Run) -> None:
+    def _execute(self, run: JobRun) -> None:
         job = run.stored.job
         started = time.monotonic()
         try:
-            data = self._analyse(run)
-        except _Stop:
+            data = run.analyse()
+        except JobStopped:
             self._stopped(run)
             return
         except (StreamsrvError, TimeoutError, ValueError) as exc:
@@ -340,116 +267,14 @@ class JobManager:
         with self._cond:
             self._mean_job_s = 0.8 * self._mean_job_s + 0.2 * (time.monotonic() - started)
 
-    def _analyse(self, run: _Run) -> bytes:
-        job = run.stored.job
-        self._wait_for_model(run)
-        video = open_video(run.stored.source, None, job.detect_fps)
-        results: queue.Queue[object] = queue.Queue()
-        feeder = threading.Thread(target=self._feed, args=(run, video, results), name=f"streamsrv-job-feed-{job.id}")
-        try:
-            cam = video.camera
-            with self._cond:
-                if run.stop.is_set():
-                    raise _Stop
-                run.lane = self._sup.open_lane(results.put, True, video.fps, cam.max_width, cam.max_height)
-                cap = math.ceil(self.cfg.max_video_s * video.fps)
-                job.total_frames = min(video.total_frames, cap) if video.total_frames else None
-            feeder.start()
-            engine = RuleEngine(job.id, job.rules, clock="video")
-            lines: list[bytes] = []
-            size = 0
-            for record in build_records(self._results(run, results), engine, job.video):
-                line = jsonl_line(record).encode()
-                size += len(line)
-                if size > self._store.max_bytes:
-                    raise ValueError(
-                        f"the result grew past jobs.result_store_bytes ({self._store.max_bytes} bytes); "
-                        "analyse fewer frames (detect_fps) or a shorter clip"
-                    )
-                lines.append(line)
-            return b"".join(lines)
-        finally:
-            with self._cond:
-                self._halt(run)
-            if feeder.is_alive():
-                feeder.join(timeout=30)
-            video.source.close()
-
-    def _wait_for_model(self, run: _Run) -> None:
-        deadline = time.monotonic() + _INFERENCE_PATIENCE_S
-        while not self._sup.inference.model_loaded:
-            if run.stop.wait(_POLL_S):
-                raise _Stop
-            if time.monotonic() > deadline:
-                raise TimeoutError(f"the model was not loaded within {_INFERENCE_PATIENCE_S:g}s")
-
-    def _feed(self, run: _Run, video: OpenVideo, out: queue.Queue[object]) -> None:
-        """Decode and hand frames to the job's lane, which waits for room (lossless); runs on its own thread."""
-        submitted = 0
-        first_pts: float | None = None
-        try:
-            for frame in video.source.frames():
-                first_pts = frame.video_ts if first_pts is None else first_pts
-                if frame.video_ts - first_pts >= self.cfg.max_video_s:
-                    run.stored.job.truncated = True
-                    break
-                lane = run.lane
-                if run.stop.is_set() or lane is None:
-                    break
-                lane.submit(frame.image, frame.video_ts, frame.frame_index, timeout_s=_INFERENCE_PATIENCE_S)
-                submitted += 1
-        except Exception as exc:  # handed to the consumer, which fails the job with it
-            out.put(exc)
-        finally:
-            out.put(_End(submitted))
-
-    def _results(self, run: _Run, results: queue.Queue[object]) -> Iterator[FrameResult]:
-        """The lane's results in order (``build_records`` names them after the job)."""
-        job = run.stored.job
-        expected: int | None = None
-        received = 0
-        last = time.monotonic()
-        while expected is None or received < expected:
-            if run.stop.is_set():
-                raise _Stop
-            try:
-                item = results.get(timeout=_POLL_S)
-            except queue.Empty:
-                if time.monotonic() - last > _INFERENCE_PATIENCE_S:
-                    raise TimeoutError(f"inference returned no frame for {_INFERENCE_PATIENCE_S:g}s") from None
-                continue
-            last = time.monotonic()
-            if isinstance(item, _End):
-                expected = item.submitted
-                continue
-            if isinstance(item, Exception):
-                if run.stop.is_set():
-                    raise _Stop  # the lane was closed under the feeder
-                raise item
-            assert isinstance(item, FrameResult)
-            if item.frame.seq != received + 1:
-                raise ValueError(
-                    f"frame results were lost (got #{item.frame.seq} after #{received}); run the job again"
-                )
-            received += 1
-            with self._cond:
-                job.frames_done = received
-                self._frames_analysed += 1
-                if job.total_frames:
-                    job.progress = round(min(99.9, 100 * received / job.total_frames), 1)
-            yield item
-
-    def _halt(self, run: _Run) -> None:
-        """Stop a run's feeding and close its lane; called with the lock held."""
-        run.stop.set()
-        if run.lane is not None:
-            run.lane.close()
+    def _count_frame(self) -> None:
+        self._frames_analysed += 1
 
     # -- finishing and forgetting ----------------------------------------------------------------------------------
-    def _finish(self, run: _Run, data: bytes = b"", error: str | None = None) -> None:
+    def _finish(self, run: JobRun, data: bytes = b"", error: str | None = None) -> None:
         stored = run.stored
         job = stored.job
-        self._drop_spool(stored)
+        self._spool.drop(stored)
         if run.deleted:  # the worker forgets it
             return
         finished_ts = time.time()
@@ -480,7 +305,7 @@ class JobManager:
         self._persist(stored)
         log.info("job %s %s%s", job.id, job.state, f": {job.error}" if job.error else "")
 
-    def _stopped(self, run: _Run) -> None:
+    def _stopped(self, run: JobRun) -> None:
         stored = run.stored
         if run.deleted:
             return
@@ -490,11 +315,11 @@ class JobManager:
             job.state, job.started_ts, job.frames_done, job.progress = JobState.QUEUED, None, 0, None
         self._persist(stored)
         if self._ledger is None:
-            self._drop_spool(stored)
+            self._spool.drop(stored)
 
     def _forget(self, stored: StoredJob) -> None:
         self._store.delete(stored.job.id)
-        self._drop_spool(stored)
+        self._spool.drop(stored)
         if self._ledger is not None:
             try:
                 self._ledger.delete(stored.job.id)
@@ -506,10 +331,6 @@ class JobManager:
             gone = [s for s in (self._jobs.pop(i, None) for i in job_ids) if s is not None]
         for stored in gone:
             self._forget(stored)
-
-    def _drop_spool(self, stored: StoredJob) -> None:
-        if stored.spooled:
-            Path(stored.source).unlink(missing_ok=True)
 
     def _persist(self, stored: StoredJob, raise_errors: bool = False) -> None:
         if self._ledger is None:
@@ -534,14 +355,7 @@ class JobManager:
         """Take back the jobs Redis holds: finished ones with their results, unfinished ones into the queue."""
         assert self._ledger is not None
         try:
-            raw = self._ledger.load_all()
-            found = []
-            for data in raw:
-                try:
-                    found.append(StoredJob.model_validate_json(data))
-                except ValidationError as exc:
-                    log.warning("ignoring a job in Redis this version cannot read: %s", exc.errors()[0]["msg"])
-            found.sort(key=lambda s: s.job.finished_ts or s.job.created_ts)
+            found = self._ledger.load_all()
             for stored in found:
                 self._restore(stored)
         except redis.RedisError as exc:
@@ -552,7 +366,7 @@ class JobManager:
             keep = {Path(s.source).name for s in self._jobs.values() if s.spooled}
             queued = len(self._queue)
             self._cond.notify_all()
-        self._sweep_spool(keep)
+        self._spool.sweep(keep)
         log.info("restored %d job(s) from Redis, %d of them queued", len(found), queued)
 
     def _restore(self, stored: StoredJob) -> None:
@@ -576,12 +390,3 @@ class JobManager:
         with self._cond:
             self._jobs[job.id] = stored
             self._queue.append(job.id)
-
-    def _sweep_spool(self, keep: set[str]) -> None:
-        for path in self.spool_dir.glob("upload-*"):
-            if path.name not in keep:
-                path.unlink(missing_ok=True)
-
-
-def _redis(url: str) -> redis.Redis:
-    return redis.Redis.from_url(url, socket_timeout=2.0, socket_connect_timeout=2.0)

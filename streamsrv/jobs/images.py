@@ -1,8 +1,12 @@
-"""Single images (``POST /api/detect``) through one shared untracked background lane of the supervisor.
+"""Single images (``POST /api/detect``) through one shared untracked background lane of the inference loop.
+
+At most ``jobs.max_detect_inflight`` images are in flight; a request takes its place (``reserve``) before its upload
+is decoded, so the limit is checked once, here, and a refused request costs no decoding.
 
 Example:
-    >>> images = ImageLane(supervisor, max_inflight=4)  # doctest: +SKIP
-    >>> images.detect(bgr_image).result(timeout=30).tracks  # doctest: +SKIP
+    >>> images = ImageLane(server, max_inflight=4)  # doctest: +SKIP
+    >>> ticket = images.reserve()  # doctest: +SKIP
+    >>> images.detect(ticket, bgr_image).result(timeout=30).tracks  # doctest: +SKIP
 """
 
 from __future__ import annotations
@@ -12,6 +16,7 @@ import dataclasses
 import queue
 import threading
 from concurrent.futures import Future, InvalidStateError
+from dataclasses import dataclass, field
 from typing import cast
 
 import cv2
@@ -19,7 +24,8 @@ import numpy as np
 import numpy.typing as npt
 
 from streamsrv.errors import Busy, LaneClosed
-from streamsrv.runtime.supervisor import Lane, Supervisor
+from streamsrv.jobs.shared import SharedInference
+from streamsrv.runtime.lanes import Lane
 from streamsrv.types import FrameResult
 
 Image = npt.NDArray[np.uint8]
@@ -27,17 +33,26 @@ IMAGE_MAX_SIDE = 4096
 _IMAGE_SUBMIT_TIMEOUT_S = 60.0
 
 
+@dataclass(eq=False)
+class ImageTicket:
+    """One image's place among those in flight, held until its ``result`` is done; cancelling ``result`` gives the
+    place back (a request whose upload turned out unusable)."""
+
+    number: int
+    result: Future[FrameResult] = field(default_factory=Future)
+
+
 class ImageLane:
     """Single images through one shared untracked background lane, opened on first use; thread-safe.
 
-    ``detect`` returns a future of the image's FrameResult, boxes in the image's own pixels. One thread writes the
-    images into the lane (a lane has one writer), numbering them through ``frame_index``; results come back on the
-    supervisor's results thread and find their future by that number, so a lost result can never answer another
-    image's request.
+    ``detect`` resolves a ticket's future with the image's FrameResult, boxes in the image's own pixels. One thread
+    writes the images into the lane (a lane has one writer), numbering them through ``frame_index``; results come
+    back on the supervisor's results thread and find their future by that number, so a lost result can never answer
+    another image's request.
     """
 
-    def __init__(self, supervisor: Supervisor, max_inflight: int) -> None:
-        self._sup = supervisor
+    def __init__(self, inference: SharedInference, max_inflight: int) -> None:
+        self._inference = inference
         self.max_inflight = max_inflight
         self._lock = threading.Lock()
         self._pending: dict[int, tuple[Future[FrameResult], int, int]] = {}  # number -> (future, width, height)
@@ -46,39 +61,33 @@ class ImageLane:
         self._lane: Lane | None = None
         self._writer: threading.Thread | None = None
         self._closed = False
-        self.rejected = 0
 
-    def detect(self, image: Image) -> Future[FrameResult]:
-        """Queue a BGR image; raises Busy when ``max_inflight`` images are in flight already."""
-        h, w = image.shape[:2]
-        fut: Future[FrameResult] = Future()
+    def reserve(self) -> ImageTicket:
+        """A place for one image. Raises Busy, the one answer to too many images at once, when ``max_inflight``
+        are in flight already; LaneClosed while the server stops."""
         with self._lock:
             if self._closed:
                 raise LaneClosed("the server is stopping")
-            self._check_room()
+            if len(self._pending) >= self.max_inflight:
+                raise Busy(f"{self.max_inflight} images are being detected already (jobs.max_detect_inflight)", 1)
             self._count += 1
-            number = self._count
-            self._pending[number] = (fut, w, h)
+            ticket = ImageTicket(self._count)
+            self._pending[ticket.number] = (ticket.result, 0, 0)
             if self._writer is None:
                 self._writer = threading.Thread(target=self._write, name="streamsrv-image-lane", daemon=True)
                 self._writer.start()
-        fut.add_done_callback(lambda _: self._forget(number))
-        self._todo.put((number, image))
-        return fut
+        ticket.result.add_done_callback(lambda _: self._forget(ticket.number))
+        return ticket
 
-    def check_room(self) -> None:
-        """Raise Busy (and count it) when ``max_inflight`` images are in flight: a cheap check before decoding."""
+    def detect(self, ticket: ImageTicket, image: Image) -> Future[FrameResult]:
+        """Queue the BGR image for a reserved place; its result (or error) arrives at the returned future."""
+        h, w = image.shape[:2]
         with self._lock:
-            self._check_room()
-
-    def _check_room(self) -> None:
-        if len(self._pending) >= self.max_inflight:
-            self.rejected += 1
-            raise Busy(f"{self.max_inflight} images are being detected already (jobs.max_detect_inflight)", 1)
-
-    def inflight(self) -> int:
-        with self._lock:
-            return len(self._pending)
+            if ticket.number not in self._pending:  # cancelled, or failed by close()
+                return ticket.result
+            self._pending[ticket.number] = (ticket.result, w, h)
+        self._todo.put((ticket.number, image))
+        return ticket.result
 
     def close(self) -> None:
         with self._lock:
@@ -113,7 +122,9 @@ class ImageLane:
                     entry[0].set_exception(exc)
 
     def _open(self) -> Lane:
-        lane = self._sup.open_lane(self._on_result, track=False, max_width=IMAGE_MAX_SIDE, max_height=IMAGE_MAX_SIDE)
+        lane = self._inference.open_lane(
+            self._on_result, track=False, max_width=IMAGE_MAX_SIDE, max_height=IMAGE_MAX_SIDE
+        )
         with self._lock:
             self._lane = lane
         return lane

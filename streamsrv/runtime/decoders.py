@@ -1,0 +1,308 @@
+"""The cameras' decoder processes: spawning them, watching them, restarting them with back-off, and their stats.
+
+Each camera has a decoder process writing to its own frame ring (one ring per decoder incarnation, see
+``camera_ring_name``) and a pipe on which it reports its state. A decoder that dies is restarted after a back-off;
+one that stops beating its heartbeat (hung in a native call) is killed first. A file that ended is not restarted.
+"""
+
+from __future__ import annotations
+
+import logging
+import threading
+import time
+from collections.abc import Callable
+from dataclasses import dataclass
+from multiprocessing.connection import Connection, wait
+from multiprocessing.context import SpawnContext
+from multiprocessing.process import BaseProcess
+from typing import cast
+
+import numpy as np
+import numpy.typing as npt
+
+from streamsrv.config.models import AppConfig, CameraConfig, redact_url
+from streamsrv.decode.process import run_decoder
+from streamsrv.errors import NotFoundError
+from streamsrv.ipc.frame_ring import FrameRing
+from streamsrv.ipc.messages import AddCamera, CameraCounters, DecoderStatus, RemoveCamera
+from streamsrv.ipc.signals import FramesReady, StopFlag
+from streamsrv.runtime.inference import restart_delay
+from streamsrv.runtime.rings import camera_ring_name
+from streamsrv.runtime.stats import RING_COUNTERS, CameraStats, CameraStatsTracker
+from streamsrv.types import CameraState, FrameRef, FrameResult
+
+log = logging.getLogger(__name__)
+StateCallback = Callable[[str, CameraState, str | None], None]
+ControlSend = Callable[[AddCamera | RemoveCamera], None]
+Frame = tuple[FrameRef, npt.NDArray[np.uint8]]
+
+STATUS_POLL_S = 0.25
+_JOIN_TIMEOUT_S = 5.0
+_HANG_MARGIN_S = 5.0
+
+
+@dataclass
+class _Camera:
+    cfg: CameraConfig
+    ring: FrameRing
+    stats: CameraStatsTracker
+    process: BaseProcess | None = None
+    status_conn: Connection | None = None
+    stop: StopFlag | None = None
+    restart_at: float | None = None
+    finished: bool = False  # a file that ended: not restarted
+
+    @property
+    def hang_timeout_s(self) -> float:
+        c = self.cfg
+        return c.open_timeout_s + c.read_timeout_s + c.stall_timeout_s + _HANG_MARGIN_S
+
+    @property
+    def attach(self) -> AddCamera:
+        return AddCamera(self.cfg.id, str(self.ring.path), self.cfg.detect_fps)
+
+
+class Decoders:
+    """The running cameras, each with its decoder process, ring and stats; thread-safe under the supervisor's lock.
+
+    ``send`` hands attach and detach messages to the inference process. Removing a camera takes two steps,
+    ``detach`` under the lock and ``retire`` outside it: a decoder blocked in FFmpeg ignores SIGTERM, and waiting
+    seconds for it to be killed must not stall results, stats and the API for every other camera.
+    """
+
+    def __init__(
+        self,
+        cfg: AppConfig,
+        instance: str,
+        ctx: SpawnContext,
+        frames_ready: FramesReady,
+        lock: threading.RLock,
+        send: ControlSend,
+    ) -> None:
+        self.cfg = cfg
+        self._instance = instance
+        self._ctx = ctx
+        self._frames_ready = frames_ready
+        self._lock = lock
+        self._send = send
+        self._cameras: dict[str, _Camera] = {}
+        self._state_listeners: list[StateCallback] = []
+
+    # -- the camera set ---------------------------------------------------------------------------------------------
+    def ids(self) -> list[str]:
+        with self._lock:
+            return list(self._cameras)
+
+    def add(self, cam: CameraConfig) -> None:
+        """Start a camera's decoder and attach its ring; called with the lock held."""
+        ring = FrameRing.create(camera_ring_name(self._instance, cam.id), cam.max_width, cam.max_height)
+        rt = _Camera(cam, ring, CameraStatsTracker(cam.id))
+        self._cameras[cam.id] = rt
+        self._spawn(rt)
+        self._send(rt.attach)
+
+    def detach(self, camera_id: str) -> _Camera:
+        """Take a camera out of the pipeline (NotFoundError if it is not in); called with the lock held.
+        ``retire`` then stops it."""
+        rt = self._get(camera_id)
+        del self._cameras[camera_id]
+        self._send(RemoveCamera(camera_id))
+        return rt
+
+    def detach_all(self) -> list[_Camera]:
+        with self._lock:
+            return [self.detach(camera_id) for camera_id in list(self._cameras)]
+
+    def retire(self, detached: list[_Camera]) -> None:
+        """Stop detached cameras' decoders, all at once, and release their rings; called without the lock."""
+        for rt in detached:
+            self._signal(rt)
+        for rt in detached:
+            self._reap(rt)
+            rt.ring.close()
+            rt.ring.unlink()
+
+    def attachments(self) -> list[AddCamera]:
+        """What a new inference process must be told to read every camera's ring; called with the lock held."""
+        return [rt.attach for rt in self._cameras.values()]
+
+    @property
+    def all_started(self) -> bool:
+        """Every camera's decoder process has been started."""
+        with self._lock:
+            return all(rt.process is not None for rt in self._cameras.values())
+
+    # -- what the API reads -----------------------------------------------------------------------------------------
+    def stats(self, camera_id: str) -> CameraStats:
+        rt = self._get(camera_id)
+        with self._lock:
+            return rt.stats.snapshot()
+
+    def all_stats(self) -> list[CameraStats]:
+        with self._lock:
+            return [rt.stats.snapshot() for rt in self._cameras.values()]
+
+    def latest_frame(self, camera_id: str) -> Frame | None:
+        """A copy of the camera's newest decoded frame (for previews and snapshots)."""
+        return self._get(camera_id).ring.read_latest(0, camera_id)
+
+    def frame_at(self, camera_id: str, seq: int) -> Frame | None:
+        """Frame ``seq`` of a camera if its ring still holds it (for event snapshots)."""
+        return self._get(camera_id).ring.read_seq(seq, camera_id)
+
+    def process(self, camera_id: str) -> BaseProcess | None:
+        """The camera's current decoder process (None between a death and its restart)."""
+        return self._get(camera_id).process
+
+    def on_state_change(self, callback: StateCallback) -> None:
+        """Call ``callback(camera_id, state, error)`` whenever a camera's state changes."""
+        with self._lock:
+            self._state_listeners.append(callback)
+
+    # -- what inference reports -------------------------------------------------------------------------------------
+    def on_result(self, result: FrameResult) -> bool:
+        """Count a result in its camera's stats; False when the camera is gone. Called with the lock held."""
+        rt = self._cameras.get(result.camera_id)
+        if rt is None:
+            return False
+        rt.stats.on_result(result)
+        return True
+
+    def on_inference_counters(self, counters: dict[str, CameraCounters]) -> None:
+        """Take the inference process's per-camera counters; called with the lock held."""
+        for camera_id, c in counters.items():
+            rt = self._cameras.get(camera_id)
+            if rt is not None:
+                rt.stats.on_inference_counters(c)
+
+    def on_inference_restart(self) -> None:
+        """Keep what the dying inference process counted; called with the lock held."""
+        for rt in self._cameras.values():
+            rt.stats.on_inference_restart()
+
+    # -- watching ---------------------------------------------------------------------------------------------------
+    def check(self, now: float) -> None:
+        """The watchdog's round: restart dead or hung decoders, sample the rings' counters; with the lock held."""
+        for rt in self._cameras.values():
+            self._check(rt, now)
+            s = rt.stats
+            for k in RING_COUNTERS:
+                s.ring_counts[k] = rt.ring.counter(k)
+            last = rt.ring.time_value("last_frame_mono")
+            s.last_frame_mono = last or None
+            s.sample_rates(now)
+
+    def read_status(self, stopping: threading.Event) -> None:
+        """Read the decoders' state reports until ``stopping`` is set; the status thread's loop."""
+        while not stopping.is_set():
+            with self._lock:
+                conns = {rt.status_conn: rt for rt in self._cameras.values() if rt.status_conn is not None}
+            if not conns:
+                time.sleep(STATUS_POLL_S)
+                continue
+            try:
+                ready_conns = wait(list(conns), timeout=STATUS_POLL_S)
+            except OSError:  # a camera removed meanwhile closed its connection: look again
+                continue
+            for ready in ready_conns:
+                conn = cast(Connection, ready)
+                self._receive(conns[conn], conn)
+
+    def _receive(self, rt: _Camera, conn: Connection) -> None:
+        try:
+            msg: DecoderStatus = conn.recv()
+        except (EOFError, OSError):
+            with self._lock:
+                if rt.status_conn is conn:
+                    rt.status_conn.close()
+                    rt.status_conn = None
+            return
+        with self._lock:
+            if self._cameras.get(rt.cfg.id) is not rt:  # removed or replaced since: its news is old
+                return
+            if msg.codec:
+                rt.stats.codec, rt.stats.width, rt.stats.height = msg.codec, msg.width, msg.height
+                rt.stats.source_fps, rt.stats.decoder = msg.source_fps, msg.decoder
+            self._set_state(rt, msg.state, msg.error)
+
+    def _get(self, camera_id: str) -> _Camera:
+        with self._lock:
+            rt = self._cameras.get(camera_id)
+        if rt is None:
+            raise NotFoundError(f"camera {camera_id!r} not found")
+        return rt
+
+    def _set_state(self, rt: _Camera, state: CameraState, error: str | None) -> None:
+        changed = rt.stats.state != state
+        rt.stats.state = state
+        rt.stats.error = redact_url(error) if error else (None if state == CameraState.ONLINE else rt.stats.error)
+        if changed:
+            log.info("camera %s: %s%s", rt.cfg.id, state.value, f" ({rt.stats.error})" if error else "")
+            for listener in list(self._state_listeners):
+                listener(rt.cfg.id, state, rt.stats.error)
+
+    def _check(self, rt: _Camera, now: float) -> None:
+        proc = rt.process
+        if proc is not None and proc.is_alive():
+            if rt.ring.seconds_since_heartbeat() > rt.hang_timeout_s:
+                log.warning("camera %s: decoder hung for %.0fs, killing it", rt.cfg.id, rt.hang_timeout_s)
+                proc.kill()
+                proc.join(_JOIN_TIMEOUT_S)
+            return
+        if rt.finished:
+            return
+        if rt.restart_at is None:
+            code = proc.exitcode if proc is not None else None
+            if code == 0 and rt.stats.state == CameraState.OFFLINE:
+                rt.finished = True
+                return
+            delay = restart_delay(rt.stats.decoder_restarts)
+            self._set_state(rt, CameraState.RECONNECTING, f"decoder process exited (code {code}); restarting")
+            rt.restart_at = now + delay
+        elif now >= rt.restart_at:
+            self._signal(rt)
+            self._reap(rt)
+            rt.stats.decoder_restarts += 1
+            self._spawn(rt)
+
+    # -- the processes ----------------------------------------------------------------------------------------------
+    def _spawn(self, rt: _Camera) -> None:
+        reader, writer = self._ctx.Pipe(duplex=False)
+        rt.stop = StopFlag(self._ctx)
+        rt.status_conn = reader
+        rt.ring.set_time("heartbeat_mono", time.monotonic())
+        rt.process = self._ctx.Process(
+            target=run_decoder,
+            args=(
+                rt.cfg.model_dump_json(),
+                str(rt.ring.path),
+                self._frames_ready,
+                writer,
+                rt.stop,
+                self.cfg.inference.decoder_niceness,
+            ),
+            name=f"streamsrv-decoder-{rt.cfg.id}",
+            daemon=True,
+        )
+        rt.process.start()
+        writer.close()  # the child holds the only write end, so a dead child reads as EOF
+        rt.restart_at = None
+
+    def _signal(self, rt: _Camera) -> None:
+        proc = rt.process
+        if proc is not None and proc.is_alive():
+            assert rt.stop is not None
+            rt.stop.set()
+            proc.terminate()
+
+    def _reap(self, rt: _Camera) -> None:
+        proc = rt.process
+        if proc is not None:
+            proc.join(_JOIN_TIMEOUT_S)
+            if proc.is_alive():
+                proc.kill()
+                proc.join(_JOIN_TIMEOUT_S)
+        with self._lock:  # the status thread closes it too, when the decoder's end reads as EOF
+            conn, rt.status_conn, rt.process = rt.status_conn, None, None
+        if conn is not None:
+            conn.close()
