@@ -358,6 +358,9 @@ class JobsConfig(StrictModel):
         None,
         description="Jobs may read file:// URLs and server paths only inside this directory; none when unset.",
     )
+    allow_link_local_urls: bool = Field(
+        False, description="Let job URLs reach link-local addresses (169.254.0.0/16, fe80::/10): cloud metadata."
+    )
 
 
 class AppConfig(StrictModel):

@@ -30,6 +30,7 @@ import numpy.typing as npt
 from av.codec.hwaccel import HWAccel, hwdevices_available
 
 from streamsrv.config.models import CameraConfig, redact_url
+from streamsrv.decode.protocols import ffmpeg_input
 from streamsrv.errors import SourceError, SourceTimeout, SourceUnavailable
 
 log = logging.getLogger(__name__)
@@ -224,8 +225,8 @@ class VideoSource:
 
     def open(self) -> None:
         cam = self.cam
-        url = cam.url.removeprefix("file://")
         options: dict[str, str] = {}
+        url, options["protocol_whitelist"] = ffmpeg_input(cam.url)  # a URL reaches nothing its scheme does not
         kwargs: dict[str, Any] = {"timeout": (cam.open_timeout_s, cam.read_timeout_s)}
         if url.startswith(("rtsp://", "rtsps://")):
             options["rtsp_transport"] = cam.rtsp_transport

@@ -176,6 +176,8 @@ def test_url_jobs_read_only_what_the_server_allows(http: httpx.Client, clip_360p
         ("missing.mp4", "not a file"),
         ("ftp://example.com/clip.mp4", "unsupported URL scheme 'ftp'"),
         ("http://example.com/a\x00b.mp4", "control characters"),
+        ("http://169.254.169.254/latest/meta-data/", "jobs.allow_link_local_urls"),
+        ("http://metadata.google.internal/computeMetadata/v1/", "cloud metadata"),
     ]:
         response = http.post("/api/jobs", data={"url": url})
         assert response.status_code == 422 and message in response.json()["detail"], (url, response.text)
