@@ -111,3 +111,17 @@ def test_the_latest_result_and_rules_output_are_kept_together() -> None:
     assert latest.result is not None and latest.result.frame.seq == 3
     assert latest.output.occupancy == {"left": {"person": 1}} == server.occupancy("door")
     assert [e.type for e in latest.output.events] == []  # the enter came with frame 2
+
+
+def test_the_server_reports_how_full_its_caches_are() -> None:
+    server, store = serve()
+    empty = {c.cache: c for c in server.cache_sizes()}
+    assert (empty["snapshots"].items, empty["snapshots"].bytes, empty["events"].items) == (0, 0, 0)
+    assert empty["snapshots"].max_bytes == 64 * 2**20 and empty["events"].max_items == 1000
+
+    event_id = enter(server, store, keep=lambda seq: True)
+
+    sizes = {c.cache: c for c in server.cache_sizes()}
+    jpeg = server.snapshots.get(event_id)
+    assert jpeg is not None and (sizes["snapshots"].items, sizes["snapshots"].bytes) == (1, len(jpeg))
+    assert sizes["events"].items == len(server.bus.history(limit=1000)) >= 1

@@ -79,6 +79,8 @@ class PreviewStats(BaseModel):
     feeds: int = Field(description="Cameras with a running annotate loop (one thread each).")
     viewers: int = Field(description="Open viewers over all cameras.")
     cameras: dict[str, CameraPreviewStats] = Field(default_factory=dict)
+    buffered_frames: int = Field(0, description="Frames held: each feed's latest and WebRTC viewers' queues.")
+    buffered_bytes: int = Field(0, description="Memory those frames hold (pixels and encodings).")
 
 
 class Viewer:
@@ -162,8 +164,7 @@ class _Renderer:
         self._key = None
 
     def render(self, seq: int) -> PreviewFrame | None:
-        """A new frame if anything changed since the last call (None if not); NotFoundError once the camera is
-        removed."""
+        """A new frame if anything changed since the last call, else None; NotFoundError once the camera is gone."""
         server, cam_id = self.hub.server, self.camera_id
         cam = server.camera_config(cam_id)
         latest = server.latest(cam_id)
@@ -356,10 +357,13 @@ class PreviewHub:
                     width=latest.width if latest else 0,
                     height=latest.height if latest else 0,
                 )
+            held = [f.latest for f in feeds if f.latest] + [p for f in feeds for v in f.viewers for p in v._queue]
             return PreviewStats(
                 feeds=sum(f.thread.is_alive() for f in feeds),
                 viewers=sum(len(f.viewers) for f in feeds),
                 cameras=cameras,
+                buffered_frames=len(held),
+                buffered_bytes=sum(p.nbytes for p in held),
             )
 
     def close(self) -> None:

@@ -25,6 +25,7 @@ from streamsrv.errors import NotFoundError
 from streamsrv.events import Event, EventBus, SnapshotStore, create_bus
 from streamsrv.preview.annotate import event_snapshot
 from streamsrv.rules import RuleEngine, RuleOutput
+from streamsrv.runtime.caches import CacheSize
 from streamsrv.runtime.decoders import Frame
 from streamsrv.runtime.inference import InferenceHealth
 from streamsrv.runtime.lanes import Lane, ResultCallback
@@ -169,6 +170,20 @@ class StreamServer:
     def inference_health(self) -> InferenceHealth:
         """A consistent copy of the inference process's health."""
         return self.supervisor.inference_health()
+
+    def cache_sizes(self) -> list[CacheSize]:
+        """How full the event snapshots and the events held in memory are (``streamsrv.runtime.caches``)."""
+        snaps, bus, ev = self.snapshots.stats(), self.bus.stats(), self.cfg.events
+        return [
+            CacheSize(
+                cache="snapshots",
+                items=snaps.count,
+                bytes=snaps.bytes,
+                max_items=ev.snapshot_max_count,
+                max_bytes=ev.snapshot_max_bytes,
+            ),
+            CacheSize(cache="events", items=bus.held, max_items=bus.held_max),
+        ]
 
     @property
     def ready(self) -> bool:
