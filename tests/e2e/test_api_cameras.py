@@ -112,7 +112,7 @@ def test_cameras_from_the_config_file_run(http: httpx.Client, app: AppServer) ->
 def test_every_process_says_what_it_is(app: AppServer) -> None:
     # What `ps` shows (/proc/<pid>/cmdline): the server, its inference process and a decoder per camera.
     assert app.pid is not None
-    titles = {pid: " ".join(psutil.Process(pid).cmdline()) for pid in [app.pid, *app.child_pids()]}
+    titles = {pid: " ".join(psutil.Process(pid).cmdline()).strip() for pid in [app.pid, *app.child_pids()]}
     assert titles[app.pid] == "streamsrv: api"
     named = sorted(t for t in titles.values() if t.startswith("streamsrv: ") and t != "streamsrv: api")
     assert named == ["streamsrv: decoder north", "streamsrv: decoder south", "streamsrv: inference"], titles
