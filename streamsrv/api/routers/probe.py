@@ -23,7 +23,7 @@ from streamsrv.config.file_access import check_file_access
 from streamsrv.config.models import AppConfig, CameraConfig, redact_url
 from streamsrv.decode.source import VideoSource
 from streamsrv.errors import SourceError, SourceTimeout, SourceUnavailable
-from streamsrv.runtime.registry import field_error
+from streamsrv.runtime.registry import absolute_url, field_error
 
 log = logging.getLogger(__name__)
 router = APIRouter(tags=["probe"], dependencies=[Authenticated])
@@ -87,7 +87,9 @@ async def probe(body: ProbeRequest, request: Request) -> ProbeResult:
             open_timeout_s=body.timeout_s,
             read_timeout_s=body.timeout_s,
         )
-        check_file_access(cam.url, cfg.server.allowed_file_dirs, cfg.base_dir or Path.cwd())  # as a camera may
+        base_dir = cfg.base_dir or Path.cwd()
+        cam = cam.model_copy(update={"url": absolute_url(cam.url, base_dir)})  # opened where it was checked
+        check_file_access(cam.url, cfg.server.allowed_file_dirs, base_dir)  # what a camera may read, a probe may
     except ValidationError as err:
         raise request_error(err, "body") from None
     except ValueError as exc:
