@@ -28,12 +28,11 @@ import time
 from collections import Counter, deque
 from typing import Literal
 
-from pydantic import BaseModel, Field
-
 from streamsrv.config.models import PreviewConfig
 from streamsrv.errors import NotFoundError
 from streamsrv.preview.annotate import Annotator, Image, Overlay, placeholder, preview_size
 from streamsrv.preview.frame import EncodeCounts, PreviewFrame
+from streamsrv.preview.stats import CameraPreviewStats, PreviewStats
 from streamsrv.preview.vp8 import VIDEO_CLOCK_HZ, Vp8Stream
 from streamsrv.runtime.server import StreamServer
 from streamsrv.runtime.stats import CameraStats
@@ -62,25 +61,6 @@ def yield_cpu(niceness: int) -> None:
         os.setpriority(os.PRIO_PROCESS, tid, min(19, os.getpriority(os.PRIO_PROCESS, tid) + niceness))
     except OSError as exc:  # not Linux, or a sandbox that forbids it: the preview then runs at normal priority
         log.debug("cannot lower the preview thread's priority: %s", exc)
-
-
-class CameraPreviewStats(BaseModel):
-    viewers: dict[str, int] = Field(description="Open viewers by kind (mjpeg, webrtc).")
-    frames: int = Field(description="Annotated frames made since the feed started.")
-    jpeg_encodes: int = Field(description="JPEG encodings since the feed started (one per frame for all viewers).")
-    vp8_encodes: int = Field(description="VP8 encodings since the feed started (one per frame for all viewers).")
-    width: int = 0
-    height: int = 0
-
-
-class PreviewStats(BaseModel):
-    """What the preview is doing now; every number is zero when nobody watches."""
-
-    feeds: int = Field(description="Cameras with a running annotate loop (one thread each).")
-    viewers: int = Field(description="Open viewers over all cameras.")
-    cameras: dict[str, CameraPreviewStats] = Field(default_factory=dict)
-    buffered_frames: int = Field(0, description="Frames held: each feed's latest and WebRTC viewers' queues.")
-    buffered_bytes: int = Field(0, description="Memory those frames hold (pixels and encodings).")
 
 
 class Viewer:
@@ -357,13 +337,15 @@ class PreviewHub:
                     width=latest.width if latest else 0,
                     height=latest.height if latest else 0,
                 )
-            held = [f.latest for f in feeds if f.latest] + [p for f in feeds for v in f.viewers for p in v._queue]
+            # Each feed's latest frame and its WebRTC viewers' queues, each frame once (a queue holds frames that were
+            # the latest). [*queue] copies in one step: the viewers' event loop changes their queues meanwhile.
+            held = {id(p): p for f in feeds for p in [f.latest, *(q for v in f.viewers for q in [*v._queue])] if p}
             return PreviewStats(
                 feeds=sum(f.thread.is_alive() for f in feeds),
                 viewers=sum(len(f.viewers) for f in feeds),
                 cameras=cameras,
                 buffered_frames=len(held),
-                buffered_bytes=sum(p.nbytes for p in held),
+                buffered_bytes=sum(p.nbytes for p in held.values()),
             )
 
     def close(self) -> None:
