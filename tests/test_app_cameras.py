@@ -74,9 +74,10 @@ def test_add_get_and_remove_a_camera(app: tuple[TestClient, FakeServer]) -> None
 
 
 def test_a_disabled_camera_is_listed_without_stats(http: TestClient) -> None:
-    assert http.post("/api/cameras", json={"id": "spare", "url": "rtsp://cam/x", "enabled": False}).json()[
-        "state"
-    ] == "disabled"
+    assert (
+        http.post("/api/cameras", json={"id": "spare", "url": "rtsp://cam/x", "enabled": False}).json()["state"]
+        == "disabled"
+    )
     stats = http.get("/api/cameras/spare/stats")
     assert stats.status_code == 404 and "disabled" in stats.json()["detail"]
 
@@ -205,8 +206,7 @@ def test_oversized_bodies_are_refused(http: TestClient) -> None:
 
 def write_config(path: Path, persist: bool) -> Path:
     path.write_text(
-        f"server: {{persist: {str(persist).lower()}}}\n"
-        "cameras:\n  - {id: north, url: 'rtsp://cam/north'}\n"
+        f"server: {{persist: {str(persist).lower()}}}\ncameras:\n  - {{id: north, url: 'rtsp://cam/north'}}\n"
     )
     return path
 
@@ -218,7 +218,10 @@ def test_without_persist_changes_stay_in_memory(tmp_path: Path) -> None:
 
     with serve_in_process(cfg, config_path=config) as (http, _):
         assert http.post("/api/cameras", json={"id": "east", "url": "rtsp://cam/east"}).status_code == 201
-        assert http.post("/api/cameras/north/zones", json={"name": "z", "polygon": [[0, 0], [9, 0], [0, 9]]}).status_code == 201
+        assert (
+            http.post("/api/cameras/north/zones", json={"name": "z", "polygon": [[0, 0], [9, 0], [0, 9]]}).status_code
+            == 201
+        )
 
     assert config.read_text() == before
     assert not config.with_name("streamsrv.yaml.bak").exists()

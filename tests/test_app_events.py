@@ -28,7 +28,11 @@ SIZE = (640, 360)
 def app(tmp_path: Any) -> Iterator[tuple[TestClient, FakeServer]]:
     cfg = app_config(
         cameras=[
-            {"id": CAMERA, "url": "rtsp://cam/lobby", "rules": {"lines": [{"name": "mid", "points": [[0, 180], [640, 180]]}]}},
+            {
+                "id": CAMERA,
+                "url": "rtsp://cam/lobby",
+                "rules": {"lines": [{"name": "mid", "points": [[0, 180], [640, 180]]}]},
+            },
             {"id": "quiet", "url": "rtsp://cam/quiet"},
         ],
         jobs={"spool_dir": str(tmp_path / "spool")},
@@ -71,7 +75,10 @@ def test_history_lists_events_oldest_first_and_filters_them(app: tuple[TestClien
     everything = history(http, limit=1000)["events"]
     crossings = history(http, type="line.cross")["events"]
 
-    assert {(e["type"], e["camera_id"]) for e in everything[:2]} == {("camera.online", CAMERA), ("camera.online", "quiet")}
+    assert {(e["type"], e["camera_id"]) for e in everything[:2]} == {
+        ("camera.online", CAMERA),
+        ("camera.online", "quiet"),
+    }
     assert len(crossings) == 3
     assert all(e["line"] == "mid" and e["label"] == "person" for e in crossings)
     assert [e["direction"] for e in crossings] == ["in", "out", "in"]
@@ -121,7 +128,9 @@ def test_history_refuses_bad_filters_naming_the_field(
 
 
 def sse_events(text: str) -> list[tuple[str, Event]]:
-    messages = [dict(line.split(": ", 1) for line in block.splitlines() if ": " in line) for block in text.split("\n\n")]
+    messages = [
+        dict(line.split(": ", 1) for line in block.splitlines() if ": " in line) for block in text.split("\n\n")
+    ]
     return [(m["id"], Event.from_json(m["data"])) for m in messages if "data" in m]
 
 
@@ -199,4 +208,3 @@ def test_snapshot_is_404_without_one_and_422_for_a_malformed_id(app: tuple[TestC
     assert response.status_code == 422
     assert response.json()["detail"][0]["loc"] == ["path", "event_id"]
     assert server.snapshots.stats().missed == 1
-

@@ -31,7 +31,9 @@ MIDLINE = {
 def root(tmp_path: Path) -> Path:
     (tmp_path / "zones").mkdir()
     for name in ("hall", "annex"):
-        (tmp_path / "zones" / f"{name}.yaml").write_text("zones: [{name: left, polygon: [[0, 0], [640, 0], [640, 720], [0, 720]]}]\n")
+        (tmp_path / "zones" / f"{name}.yaml").write_text(
+            "zones: [{name: left, polygon: [[0, 0], [640, 0], [640, 720], [0, 720]]}]\n"
+        )
     return tmp_path
 
 

@@ -84,7 +84,9 @@ def test_every_api_operation_refuses_a_missing_or_wrong_key(http: TestClient, cr
 def test_the_right_key_is_accepted_as_a_header_or_a_token_parameter(http: TestClient) -> None:
     assert http.get("/api/cameras", headers=AUTH).status_code == 200
     assert http.get("/api/events", params={"token": API_KEY}).status_code == 200
-    created = http.post("/api/cameras", headers=AUTH, json={"id": "tmp", "url": "rtsp://127.0.0.1:1/x", "enabled": False})
+    created = http.post(
+        "/api/cameras", headers=AUTH, json={"id": "tmp", "url": "rtsp://127.0.0.1:1/x", "enabled": False}
+    )
     assert created.status_code == 201
     assert http.delete("/api/cameras/tmp", headers=AUTH).status_code == 204
 

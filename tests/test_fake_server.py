@@ -23,7 +23,7 @@ def protocol_members(protocol: type) -> set[str]:
     return {
         name
         for cls in protocol.__mro__
-        if cls not in (Protocol, object) and issubclass(cls, Protocol)  # type: ignore[arg-type]
+        if cls not in (Protocol, object) and issubclass(cls, Protocol)
         for name in vars(cls)
         if not name.startswith("_")
     }
@@ -51,9 +51,10 @@ def test_the_fake_has_every_member_with_the_same_signature(name: str) -> None:
         return
     for implementation in (FakeServer, StreamServer):
         assert parameters(getattr(implementation, name)) == parameters(declared), f"{implementation.__name__}.{name}"
-        assert inspect.signature(getattr(implementation, name)).return_annotation == inspect.signature(
-            declared
-        ).return_annotation, f"{implementation.__name__}.{name} returns something else"
+        assert (
+            inspect.signature(getattr(implementation, name)).return_annotation
+            == inspect.signature(declared).return_annotation
+        ), f"{implementation.__name__}.{name} returns something else"
 
 
 def test_the_fake_adds_only_test_controls() -> None:
@@ -63,7 +64,9 @@ def test_the_fake_adds_only_test_controls() -> None:
 
 
 def test_the_fake_behaves_like_the_server_where_the_api_looks(tmp_path: Path) -> None:
-    fake = FakeServer(app_config(cameras=[{"id": "door", "url": "rtsp://cam/1"}, {"id": "off", "url": "x.mp4", "enabled": False}]))
+    fake = FakeServer(
+        app_config(cameras=[{"id": "door", "url": "rtsp://cam/1"}, {"id": "off", "url": "x.mp4", "enabled": False}])
+    )
 
     assert fake.running_camera_ids() == ["door"]
     with pytest.raises(NotFoundError):

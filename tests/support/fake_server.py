@@ -30,7 +30,6 @@ from typing import Any
 from fastapi.testclient import TestClient
 
 from streamsrv.api.app import create_app
-
 from streamsrv.config.models import AppConfig, CameraConfig
 from streamsrv.config.rules import RulesConfig, resolve_rules
 from streamsrv.errors import LaneClosed, NotFoundError
@@ -50,7 +49,13 @@ LOADED = InferenceHealth(alive=True, model_loaded=True, backend="fake", device="
 def online_stats(camera_id: str) -> CameraStats:
     """What a running camera's stats say in the fake: online, 720p at 25 frames/s, nothing counted yet."""
     return CameraStats(
-        camera_id=camera_id, state=CameraState.ONLINE, codec="h264", decoder="cpu", width=1280, height=720, source_fps=25
+        camera_id=camera_id,
+        state=CameraState.ONLINE,
+        codec="h264",
+        decoder="cpu",
+        width=1280,
+        height=720,
+        source_fps=25,
     )
 
 
