@@ -14,9 +14,8 @@ from __future__ import annotations
 import os
 import socket
 import time
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from pathlib import Path
-from typing import Any
 
 import httpx
 import psutil
@@ -125,7 +124,7 @@ def base_url(cli: str, name: str) -> str:
     return f"http://{mapping}"
 
 
-def wait_for(predicate: Any, timeout_s: float, what: str, cli: str, name: str) -> None:
+def wait_for(predicate: Callable[[], bool], timeout_s: float, what: str, cli: str, name: str) -> None:
     deadline = time.monotonic() + timeout_s
     while time.monotonic() < deadline:
         try:
