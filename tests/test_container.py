@@ -37,6 +37,7 @@ BUILD_TIMEOUT_S = 40 * 60  # cold: debootstrap, ~3 GB of wheels, bytecode compil
 READY_TIMEOUT_S = 300.0
 EVENT_TIMEOUT_S = 240.0
 STOP_TIMEOUT_S = 10
+HEALTHY_TIMEOUT_S = 60.0  # the first check runs 15 s after the start
 
 
 def torch_index() -> str:
@@ -162,6 +163,10 @@ def test_image_serves_a_camera_added_over_the_api_and_stops_cleanly(cli: str, co
             return page.status_code == 200 and len(page.json()["events"]) > 0
 
         wait_for(crossed, EVENT_TIMEOUT_S, "line.cross event", cli, container)
+
+    # The image's HEALTHCHECK (python -> /healthz) works in it: Docker sees the container healthy.
+    health = ["inspect", "-f", "{{.State.Health.Status}}", container]
+    wait_for(lambda: docker(cli, *health).stdout.strip() == "healthy", HEALTHY_TIMEOUT_S, "healthy", cli, container)
 
     # Not root, both as the image declares it and as the running server sees itself.
     assert docker(cli, "inspect", "-f", "{{.Config.User}}", container).stdout.strip() == "10001:10001"
