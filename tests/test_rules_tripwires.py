@@ -184,3 +184,24 @@ def test_state_of_lost_tracks_is_pruned_so_memory_stays_flat() -> None:
     assert eng.output().line_counts["gate"]["in"] == {"person": 600}
     assert eng.tracked_objects() <= 3
     assert eng.state_size() <= 6
+
+
+def test_a_track_confirmed_on_the_far_side_counts_the_crossing_it_began_tentative() -> None:
+    # Trackers give ids on confirmation: tentative -7 in one frame is confirmed 1 in the next.
+    eng = engine()
+    events = [
+        *eng.process(frame(0.0, obj(-7, 600, 380, confirmed=False))).events,
+        *eng.process(frame(0.2, obj(1, 600, 430))).events,
+        *eng.process(frame(0.4, obj(1, 600, 480))).events,
+    ]
+    assert crossed(events) == [(1, "in")]
+    assert eng.relinks == 0, "a confirmation is not an id switch"
+
+
+def test_a_tentative_track_is_not_taken_over_later_nor_by_another_tentative_one() -> None:
+    eng = engine()
+    eng.process(frame(0.0, obj(-7, 600, 380, confirmed=False)))
+    eng.process(frame(0.2, obj(-8, 600, 430, confirmed=False)))  # another tentative track: not the same object
+    eng.process(frame(0.4))
+    events = [*eng.process(frame(0.6, obj(1, 600, 440))).events, *eng.process(frame(0.8, obj(1, 600, 490))).events]
+    assert crossed(events) == [], "a track first seen past the line has crossed nothing"

@@ -104,6 +104,11 @@ class RuleEngine:
             loitering_ids=loitering_ids,
         )
 
+    @property
+    def relinks(self) -> int:
+        """New tracker ids taken for an object the rules already followed (tracker id switches), so far."""
+        return self._registry.relinks
+
     def tracked_objects(self) -> int:
         """Objects the engine follows (seen lately, or vanished within their grace time)."""
         return len(self._registry)
