@@ -27,6 +27,7 @@ from streamsrv.errors import NotFoundError
 from streamsrv.runtime.job_store import JobState
 from streamsrv.runtime.jobs import JobManager
 from streamsrv.runtime.server import StreamServer
+from streamsrv.runtime.track_metrics import track_quality_metrics
 from streamsrv.types import CameraState, FrameResult
 
 log = logging.getLogger(__name__)
@@ -50,6 +51,7 @@ class _ServerCollector(Collector):
 
     def collect(self) -> Iterator[Metric]:
         yield from self._cameras()
+        yield from track_quality_metrics(self.server)
         yield from self._inference()
         yield from self._events()
         yield from self._rules()

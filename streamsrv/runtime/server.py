@@ -141,6 +141,10 @@ class StreamServer:
         """Line -> direction name -> label -> crossings since the line was created."""
         return self.latest(camera_id).output.line_counts
 
+    def relinks(self, camera_id: str) -> int:
+        """Tracker id switches the camera's rule engine re-linked to the object they belong to, so far."""
+        return self._engine(camera_id).relinks
+
     def _engine(self, camera_id: str) -> RuleEngine:
         return self._engine_and_lock(camera_id)[0]
 
