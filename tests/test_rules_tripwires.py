@@ -205,3 +205,14 @@ def test_a_tentative_track_is_not_taken_over_later_nor_by_another_tentative_one(
     eng.process(frame(0.4))
     events = [*eng.process(frame(0.6, obj(1, 600, 440))).events, *eng.process(frame(0.8, obj(1, 600, 490))).events]
     assert crossed(events) == [], "a track first seen past the line has crossed nothing"
+
+
+def test_after_an_id_switch_events_name_the_object_by_its_confirmed_id_until_the_new_track_confirms() -> None:
+    eng = engine()
+    walk(eng, 3, [360, 390])
+    # The tracker lost #3 and found it again as tentative -40, which crosses; it confirms as #4 a frame later.
+    tentative = eng.process(frame(0.4, obj(-40, 600, 420, confirmed=False))).events
+    events = [*tentative, *eng.process(frame(0.6, obj(4, 600, 470))).events]
+    assert crossed(events) == [(3, "in")]
+    assert eng.relinks == 1
+    assert crossed(walk(eng, 4, [420, 380, 330], t0=3.0)) == [(4, "out")]

@@ -198,4 +198,6 @@ class RuleEngine:
     def _track_event(self, type: EventType, s: TrackState, ts: float, **fields: Any) -> Event:
         fields.setdefault("label", s.label)
         bbox = tuple(float(v) for v in s.xyxy)
-        return self.events.make(type, ts, track_id=s.track_id, confidence=s.confidence, bbox=bbox, **fields)
+        # An object re-linked to a still tentative track keeps the id it was confirmed with until that one confirms.
+        track_id = s.confirmed_id or s.track_id
+        return self.events.make(type, ts, track_id=track_id, confidence=s.confidence, bbox=bbox, **fields)

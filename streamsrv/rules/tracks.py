@@ -36,7 +36,11 @@ _MAX_SIZE_RATIO = 2.0
 
 @dataclass(slots=True)
 class TrackState:
-    """What the rules remember about one object; ``key`` stays the same across tracker id switches."""
+    """What the rules remember about one object; ``key`` stays the same across tracker id switches.
+
+    ``track_id`` is the object's tracker id in its latest frame (negative while that track is tentative),
+    ``confirmed_id`` the latest id it was seen with confirmed: what its events name it by.
+    """
 
     key: int
     track_id: int
@@ -49,6 +53,7 @@ class TrackState:
     rest_xy: F64
     rest_since_mono: float
     stationary: bool = False
+    confirmed_id: int = 0
 
 
 @dataclass(frozen=True, slots=True)
@@ -109,7 +114,7 @@ class TrackRegistry:
         self._states: dict[int, TrackState] = {}
         self._key_of: dict[int, int] = {}
         self._next_key = 1
-        self.relinks = 0  # new tracker ids that took over a confirmed object: id switches not counted twice
+        self.relinks = 0  # id switches joined up: an object followed on, not counted twice
         self._last_mono = float("-inf")  # the previous frame's time
 
     def __len__(self) -> int:
@@ -146,6 +151,8 @@ class TrackRegistry:
             s.xyxy, s.label, s.confidence = xyxy[i], labels[i], confidence[i]
             s.last_seen_mono, s.last_seen_ts = now_mono, ts
             s.confirmed = s.confirmed or confirmed[i]
+            if confirmed[i]:
+                s.confirmed_id = ids[i]
             if moved[i]:
                 s.rest_xy, s.rest_since_mono = centers[i], now_mono
             s.stationary = now_mono - s.rest_since_mono >= self.rules.stationary_s
@@ -248,7 +255,8 @@ class TrackRegistry:
             taken_rows.add(r)
             taken_lost.add(j)
             s = lost[j]
-            self.relinks += s.confirmed
+            # An id switch: a confirmed id given up for another. A tentative id confirming is none.
+            self.relinks += s.confirmed and s.track_id > 0
             if self._key_of.get(s.track_id) == s.key:
                 del self._key_of[s.track_id]
             s.track_id = ids[rows[r]]
