@@ -28,6 +28,7 @@ from streamsrv.errors import NotFoundError
 from streamsrv.jobs.manager import JobManager
 from streamsrv.jobs.store import JobState
 from streamsrv.runtime.protocol import ServerApi
+from streamsrv.runtime.track_metrics import track_quality_metrics
 from streamsrv.types import CameraState, FrameResult
 
 log = logging.getLogger(__name__)
@@ -51,6 +52,7 @@ class _ServerCollector(Collector):
 
     def collect(self) -> Iterator[Metric]:
         yield from self._cameras()
+        yield from track_quality_metrics(self.server)
         yield from self._inference()
         yield from self._events()
         yield from self._rules()

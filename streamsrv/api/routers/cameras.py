@@ -131,4 +131,5 @@ def camera_stats(camera_id: str, registry: RegistryDep, server: ServerDep) -> Ca
     stats = running_stats(server, camera_id)
     if stats is None:
         raise HTTPException(status.HTTP_404_NOT_FOUND, f"camera {cam.id!r} is disabled: it has no stats")
-    return stats
+    with api_errors():
+        return stats.model_copy(update={"relinks": server.latest(camera_id).output.relinks})
