@@ -32,6 +32,9 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
+if __package__ in (None, ""):  # run as a file (python benchmarks/x.py): import from this checkout, as -m does
+    sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
+
 import httpx
 
 from tests.support.api_load import api_load

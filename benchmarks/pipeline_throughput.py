@@ -8,9 +8,12 @@ For K cameras (a real 25 fps clip, looped and paced in real time), measured in o
   (c) the naive loop from blog posts: a thread per camera reading every frame and calling
       ``model(frame)``; frames wait in the reader's buffer, so their age grows.
 
-Ratios (a)/(b) and (a)/(c) are what matter: absolute numbers depend on this noisy shared machine.
+(a) and (b) run on the backend chosen with --backend/--precision/--device (as in streams_per_gpu.py); (c) is always
+ultralytics' PyTorch ``predict``, the loop those posts show. Ratios (a)/(b) and (a)/(c) are what matter: absolute
+numbers depend on this noisy shared machine.
 
     python -m benchmarks.pipeline_throughput --cameras 1,2,4,8 --seconds 20 --out pipeline.json
+    python benchmarks/pipeline_throughput.py --backend openvino --precision bf16 --cameras 4
 """
 
 from __future__ import annotations
@@ -25,6 +28,9 @@ import threading
 import time
 from pathlib import Path
 from typing import Any
+
+if __package__ in (None, ""):  # run as a file (python benchmarks/x.py): import from this checkout, as -m does
+    sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
 import av
 import numpy as np
@@ -44,20 +50,31 @@ def percentile(values: list[float], q: float) -> float:
     return float(np.percentile(values, q)) if values else 0.0
 
 
-def config(
-    model: str, clip: Path, k: int, threads: int, max_batch: int, decoder_niceness: int, decode_threads: int
-) -> AppConfig:
+def config(model: str, clip: Path, k: int, inference: dict[str, Any], decode_threads: int) -> AppConfig:
+    """K looping real-time file cameras on ``model``; ``inference`` is the config's inference section."""
     cams = "\n".join(
         f'  - {{id: cam{i}, url: "{clip}", detect_fps: 25, loop: true, realtime: true,'
         f" decode_threads: {decode_threads}}}"
         for i in range(k)
     )
-    return parse_config(
-        f'model: {{path: "{model}"}}\n'
-        f"inference: {{threads: {threads}, max_batch: {max_batch}, max_wait_ms: 5,"
-        f" decoder_niceness: {decoder_niceness}}}\n"
-        f"cameras:\n{cams}\n"
-    )
+    # JSON is YAML: the section goes in as one flow mapping.
+    return parse_config(f"model: {json.dumps({'path': model})}\ninference: {json.dumps(inference)}\ncameras:\n{cams}\n")
+
+
+def inference_section(args: argparse.Namespace) -> dict[str, Any]:
+    """The config's inference section from the command line (the backend options as in streams_per_gpu.py)."""
+    section: dict[str, Any] = {
+        "backend": args.backend,
+        "device": args.device,
+        "precision": args.precision,
+        "threads": args.threads,
+        "max_batch": args.max_batch,
+        "max_wait_ms": 5,
+        "decoder_niceness": args.decoder_niceness,
+    }
+    if args.precision == "int8":
+        section["calibration"] = str(args.calibration or args.clip)
+    return section
 
 
 def run_streamsrv(cfg: AppConfig, seconds: float, warmup_s: float) -> dict[str, Any]:
@@ -212,13 +229,17 @@ def run_naive(model: str, clip: Path, k: int, seconds: float, threads: int, warm
     }
 
 
-def main(argv: list[str] | None = None) -> int:
+def parse_args(argv: list[str] | None) -> argparse.Namespace:
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--model", default="yolov8n.yaml", help="weights or a model yaml (default: untrained yolov8n)")
     p.add_argument("--clip", type=Path, default=DEFAULT_CLIP)
     p.add_argument("--cameras", default="1,2,4,8", help="comma-separated camera counts")
     p.add_argument("--seconds", type=float, default=20.0, help="measurement time per step")
     p.add_argument("--warmup", type=float, default=5.0)
+    p.add_argument("--backend", default="ultralytics", choices=["ultralytics", "onnxruntime", "openvino", "tensorrt"])
+    p.add_argument("--device", default="auto")
+    p.add_argument("--precision", default="auto", choices=["auto", "fp32", "fp16", "bf16", "int8"])
+    p.add_argument("--calibration", type=Path, help="video or image folder int8 is calibrated on (default: --clip)")
     p.add_argument("--threads", type=int, default=2)
     p.add_argument("--max-batch", type=int, default=8)
     p.add_argument("--decoder-niceness", type=int, default=19, help="inference.decoder_niceness")
@@ -226,13 +247,19 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--skip-naive", action="store_true")
     p.add_argument("--out", type=Path, help="write results as JSON here")
     args = p.parse_args(argv)
+    if args.precision == "int8" and args.backend != "openvino":
+        p.error(f"--precision int8 needs --backend openvino, not {args.backend}")
+    return args
 
+
+def main(argv: list[str] | None = None) -> int:
+    args = parse_args(argv)
     counts = [int(k) for k in args.cameras.split(",")]
     frames = decode_frames(args.clip, 50)
     rows: list[dict[str, Any]] = []
     steps = tqdm(counts, desc="pipeline_throughput", unit="step", file=sys.stderr)
     for k in steps:
-        cfg = config(args.model, args.clip, k, args.threads, args.max_batch, args.decoder_niceness, args.decode_threads)
+        cfg = config(args.model, args.clip, k, inference_section(args), args.decode_threads)
         # The raw ceiling is measured right before and right after our run, and averaged: the load from other
         # work on a shared machine drifts by more than the overhead this benchmark looks for.
         steps.set_postfix_str(f"K={k} raw")
@@ -265,6 +292,9 @@ def main(argv: list[str] | None = None) -> int:
     if args.out:
         meta = {
             "model": args.model,
+            "backend": args.backend,
+            "device": args.device,
+            "precision": args.precision,
             "clip": str(args.clip),
             "threads": args.threads,
             "decoder_niceness": args.decoder_niceness,

@@ -33,6 +33,9 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
+if __package__ in (None, ""):  # run as a file (python benchmarks/x.py): import from this checkout, as -m does
+    sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
+
 import aiortc.rtcrtpreceiver
 import av
 import httpx

@@ -145,6 +145,37 @@ class Tracks(Detections):
         )
 
 
+@dataclass(slots=True)
+class TrackQuality:
+    """Counters of a camera's tracks since its tracker started; they only rise (Prometheus counters).
+
+    ``tentative_started`` counts every track the tracker began (confirmed at birth or not), ``never_confirmed``
+    those that ended before confirmation, ``confirmed_ended`` and ``confirmed_seconds`` the confirmed ones
+    that ended and how long they were shown in all.
+    """
+
+    tentative_started: int = 0
+    never_confirmed: int = 0
+    confirmed_started: int = 0
+    confirmed_ended: int = 0
+    confirmed_seconds: float = 0.0
+
+    def plus(self, other: TrackQuality) -> TrackQuality:
+        """Both counts added: what a camera counted before an inference restart plus what it counts since.
+
+        >>> total = TrackQuality(2, 1, 1, 1, 3.0).plus(TrackQuality(1, 0, 1, 0, 0.0))
+        >>> total.tentative_started, total.confirmed_started, total.confirmed_seconds
+        (3, 2, 3.0)
+        """
+        return TrackQuality(
+            self.tentative_started + other.tentative_started,
+            self.never_confirmed + other.never_confirmed,
+            self.confirmed_started + other.confirmed_started,
+            self.confirmed_ended + other.confirmed_ended,
+            self.confirmed_seconds + other.confirmed_seconds,
+        )
+
+
 @dataclass(frozen=True, slots=True)
 class FrameResult:
     """What the inference loop emits per processed frame; rules, preview and the API subscribe to it.

@@ -1,6 +1,6 @@
 """The deployment files hold together: docker-compose.yml, Dockerfile, .dockerignore, docker/ and examples/compose.yaml.
 
-No Docker engine runs here, so nothing is built or started. Instead:
+Nothing is built or started here (tests/test_container.py builds and runs the image). Instead:
 - docker-compose.yml, interpolated the way Compose does with an empty environment, is validated against the Compose
   Specification's JSON schema (vendored in check-jsonschema). Debian 12's docker-compose is v1 (1.29.2): its 2021
   schema rejects the top-level `name` and `bind.create_host_path`, both valid for Compose v2, so it cannot judge this
@@ -351,3 +351,17 @@ def test_dockerignore_lets_in_exactly_what_the_build_copies(dockerfile: Dockerfi
     }
     assert copied == allowed
     assert all((REPO_ROOT / path).exists() for path in copied)
+
+
+def test_dockerfile_pulls_nothing_but_the_base_image(dockerfile: DockerfileParser) -> None:
+    # Hosts that reach only PyPI and a Debian mirror build it from a local base: uv comes from PyPI, and there is no
+    # "# syntax=" line (it would fetch the Dockerfile frontend from Docker Hub).
+    froms = [ins["value"].split()[0] for ins in dockerfile.structure if ins["instruction"] == "FROM"]
+    assert froms == ["${BASE_IMAGE}", "uv", "${BASE_IMAGE}"]
+    assert not DOCKERFILE.read_text().startswith("# syntax")
+
+
+def test_extra_ca_is_a_build_secret_the_runtime_never_sees(dockerfile: DockerfileParser) -> None:
+    runs = [ins["value"] for ins in dockerfile.structure if ins["instruction"] == "RUN"]
+    assert any("--mount=type=secret,id=ca" in run for run in runs)
+    assert not any("secret" in value for value in values(runtime_stage(dockerfile), "RUN"))

@@ -52,3 +52,22 @@ def test_docs_site_builds_strictly_without_warnings(tmp_path: Path) -> None:
     assert build.returncode == 0, output
     assert not warnings, "\n".join(warnings)
     assert (tmp_path / "site" / "index.html").exists()
+
+
+def test_architecture_module_map_names_every_module_and_only_real_ones() -> None:
+    # The map in docs/architecture.md is the newcomer's guide to the package: a module added, moved or removed
+    # without it is a map that lies. Packages are named as `pkg/`; runtime/ and jobs/ list each module.
+    text = (REPO / "docs" / "architecture.md").read_text(encoding="utf-8")
+    section = text[text.index("## Module map") : text.index("Beside the package:")]
+    named = set(re.findall(r"`([a-z_]+(?:/|\.py))`", section))
+    package = REPO / "streamsrv"
+    expected = {f"{p.name}/" for p in package.iterdir() if p.is_dir() and (p / "__init__.py").exists()}
+    expected |= {p.name for p in package.glob("*.py") if p.name not in {"__init__.py", "__main__.py"}}
+    for listed in ("runtime", "jobs"):
+        expected |= {p.name for p in (package / listed).glob("*.py") if p.name != "__init__.py"}
+    missing = sorted(expected - named)
+    assert not missing, f"docs/architecture.md's module map does not name {missing}"
+    real = expected | {f"{p.name}/" for p in package.iterdir() if p.is_dir()}
+    real |= {p.name for p in package.rglob("*.py")}
+    stale = sorted(n for n in named if n not in real)
+    assert not stale, f"docs/architecture.md's module map names {stale}, which do not exist"

@@ -111,7 +111,7 @@ def test_state_stays_flat_over_thousands_of_passers_by() -> None:
             t += 0.5
         eng.process(frame(t))
         t += 4.0  # gone for longer than the grace time
-        sizes.append(eng.state_size())
+        sizes.append(eng.output().state_entries)
     # Drawn downwards, the line has the right of the image on its left: walking rightwards is right_to_left.
     assert eng.output().line_counts["gate"] == {"in": {}, "out": {"person": 2000}}
     assert max(sizes) == sizes[0] and sizes[-1] <= 5 * 4

@@ -173,5 +173,37 @@ def test_state_of_lost_tracks_is_pruned_so_memory_stays_flat() -> None:
             t += 0.2
         t += 1.0  # far apart in time: no re-linking
     assert eng.output().line_counts["gate"]["in"] == {"person": 600}
-    assert eng.tracked_objects() <= 3
-    assert eng.state_size() <= 6
+    assert eng.output().tracked_objects <= 3
+    assert eng.output().state_entries <= 6
+
+
+def test_a_track_confirmed_on_the_far_side_counts_the_crossing_it_began_tentative() -> None:
+    # Trackers give ids on confirmation: tentative -7 in one frame is confirmed 1 in the next.
+    eng = engine()
+    events = [
+        *eng.process(frame(0.0, obj(-7, 600, 380, confirmed=False))).events,
+        *eng.process(frame(0.2, obj(1, 600, 430))).events,
+        *eng.process(frame(0.4, obj(1, 600, 480))).events,
+    ]
+    assert crossed(events) == [(1, "in")]
+    assert eng.output().relinks == 0, "a confirmation is not an id switch"
+
+
+def test_a_tentative_track_is_not_taken_over_later_nor_by_another_tentative_one() -> None:
+    eng = engine()
+    eng.process(frame(0.0, obj(-7, 600, 380, confirmed=False)))
+    eng.process(frame(0.2, obj(-8, 600, 430, confirmed=False)))  # another tentative track: not the same object
+    eng.process(frame(0.4))
+    events = [*eng.process(frame(0.6, obj(1, 600, 440))).events, *eng.process(frame(0.8, obj(1, 600, 490))).events]
+    assert crossed(events) == [], "a track first seen past the line has crossed nothing"
+
+
+def test_after_an_id_switch_events_name_the_object_by_its_confirmed_id_until_the_new_track_confirms() -> None:
+    eng = engine()
+    walk(eng, 3, [360, 390])
+    # The tracker lost #3 and found it again as tentative -40, which crosses; it confirms as #4 a frame later.
+    tentative = eng.process(frame(0.4, obj(-40, 600, 420, confirmed=False))).events
+    events = [*tentative, *eng.process(frame(0.6, obj(4, 600, 470))).events]
+    assert crossed(events) == [(3, "in")]
+    assert eng.output().relinks == 1
+    assert crossed(walk(eng, 4, [420, 380, 330], t0=3.0)) == [(4, "out")]

@@ -251,7 +251,7 @@ def test_a_lost_track_exits_after_the_grace_time_dated_when_last_seen() -> None:
     events = run(eng, [frame(3.4, obj(9, 900, 600))])
     assert types(events) == ["zone.exit"]
     assert events[0].ts == pytest.approx(1.7e9 + 0.2, abs=1e-6) and events[0].dwell_s == pytest.approx(0.2)
-    assert eng.tracked_objects() == 1
+    assert eng.output().tracked_objects == 1
 
 
 def test_an_id_switch_inside_the_zone_does_not_enter_again() -> None:

@@ -22,24 +22,27 @@ from streamsrv.api.routers import cameras, detect, events, health, jobs, metrics
 from streamsrv.config.models import AppConfig
 from streamsrv.jobs.manager import JobManager
 from streamsrv.jobs.store import JobStats
-from streamsrv.runtime.caches import Caches, CacheSize
+from streamsrv.runtime.caches import Caches, CacheSize, event_cache_sizes
 from streamsrv.runtime.metrics import ServerMetrics
+from streamsrv.runtime.protocol import ServerApi
 from streamsrv.runtime.registry import CameraRegistry, ConfigFileStore
 from streamsrv.runtime.server import StreamServer
 
 
-def create_app(cfg: AppConfig, server: StreamServer | None = None, config_path: Path | None = None) -> FastAPI:
-    """Build the app; the server (created from ``cfg`` if not given) starts and stops with it.
+def create_app(cfg: AppConfig, server: ServerApi | None = None, config_path: Path | None = None) -> FastAPI:
+    """Build the app; the server (a ``StreamServer`` created from ``cfg`` if not given) starts and stops with it.
+
+    Any ``ServerApi`` will do: the API tests give one that runs no process (tests/support/fake_server.py).
 
     ``config_path`` is the file ``cfg`` came from: with ``server.persist`` on, camera and rule changes made
     through the API are written back to it.
     """
-    srv = server or StreamServer(cfg)
+    srv: ServerApi = server or StreamServer(cfg)
     store = ConfigFileStore(config_path) if config_path is not None and cfg.server.persist else None
     registry = CameraRegistry(srv, store)
     job_manager = JobManager(srv, cfg)
     caches = Caches()  # the preview adds its own in its router's lifespan
-    caches.add(srv.cache_sizes)
+    caches.add(lambda: event_cache_sizes(cfg.events, srv.snapshots, srv.bus))
     caches.add(lambda: [job_results_size(job_manager.stats())])
     server_metrics = ServerMetrics(srv, job_manager, caches)
 

@@ -10,14 +10,14 @@ from typing import Annotated
 from fastapi import Depends, HTTPException, Query, Request, status
 from fastapi.security import HTTPAuthorizationCredentials, HTTPBearer
 
-from streamsrv.runtime.server import StreamServer
+from streamsrv.runtime.protocol import ServerApi
 
 log = logging.getLogger(__name__)
 _bearer = HTTPBearer(auto_error=False)
 
 
-def get_server(request: Request) -> StreamServer:
-    server: StreamServer = request.app.state.server
+def get_server(request: Request) -> ServerApi:
+    server: ServerApi = request.app.state.server
     return server
 
 
@@ -53,6 +53,6 @@ def require_api_key(
         )
 
 
-ServerDep = Annotated[StreamServer, Depends(get_server)]
+ServerDep = Annotated[ServerApi, Depends(get_server)]
 ShutdownDep = Annotated[asyncio.Event, Depends(get_shutdown)]
 Authenticated = Depends(require_api_key)

@@ -7,6 +7,7 @@ staleness budget, runs one forward pass, tracks per camera and emits a ``FrameRe
 
 from __future__ import annotations
 
+import dataclasses
 import gc
 import logging
 import os
@@ -36,7 +37,7 @@ from streamsrv.ipc.messages import (
 )
 from streamsrv.ipc.signals import FramesReady, StopFlag, exit_with_parent
 from streamsrv.track import Tracker, create_tracker
-from streamsrv.types import FrameRef, FrameResult, Tracks
+from streamsrv.types import FrameRef, FrameResult, TrackQuality, Tracks
 
 if TYPE_CHECKING:  # torch-heavy: imported only inside the inference process
     from streamsrv.infer.detector import Detector
@@ -59,7 +60,9 @@ class _Camera:
     dropped_stale: int = 0
 
     def counters(self) -> CameraCounters:
-        return CameraCounters(self.processed, self.dropped_latest_wins, self.dropped_stale)
+        # A copy: the message is pickled later, on the queue's feeder thread, while tracking goes on.
+        tracks = dataclasses.replace(self.tracker.quality) if self.tracker else TrackQuality()
+        return CameraCounters(self.processed, self.dropped_latest_wins, self.dropped_stale, tracks)
 
 
 class InferenceLoop:

@@ -7,7 +7,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 
-from streamsrv.types import CameraState
+from streamsrv.types import CameraState, TrackQuality
 
 
 @dataclass(frozen=True, slots=True)
@@ -53,6 +53,16 @@ class CameraCounters:
     processed: int = 0
     dropped_latest_wins: int = 0  # overwritten in the ring before inference could take them
     dropped_stale: int = 0  # taken but older than the staleness budget, so not inferred
+    tracks: TrackQuality = field(default_factory=TrackQuality)  # how its tracks started and ended
+
+    def plus(self, other: CameraCounters) -> CameraCounters:
+        """Both counts added: what a camera counted before an inference restart plus what it counts since."""
+        return CameraCounters(
+            self.processed + other.processed,
+            self.dropped_latest_wins + other.dropped_latest_wins,
+            self.dropped_stale + other.dropped_stale,
+            self.tracks.plus(other.tracks),
+        )
 
 
 @dataclass(frozen=True, slots=True)

@@ -34,7 +34,7 @@ from streamsrv.preview.annotate import Annotator, Image, Overlay, placeholder, p
 from streamsrv.preview.frame import EncodeCounts, PreviewFrame
 from streamsrv.preview.stats import CameraPreviewStats, PreviewStats
 from streamsrv.preview.vp8 import VIDEO_CLOCK_HZ, Vp8Stream
-from streamsrv.runtime.server import StreamServer
+from streamsrv.runtime.protocol import ServerApi
 from streamsrv.runtime.stats import CameraStats
 from streamsrv.types import CameraState, FrameRef, FrameResult
 
@@ -290,7 +290,7 @@ class _Feed:
 class PreviewHub:
     """The preview side of a running server; thread-safe. ``watch`` from the event loop."""
 
-    def __init__(self, server: StreamServer, cfg: PreviewConfig) -> None:
+    def __init__(self, server: ServerApi, cfg: PreviewConfig) -> None:
         self.server, self.cfg = server, cfg
         self._lock = threading.Lock()
         self._feeds: dict[str, _Feed] = {}
@@ -372,7 +372,7 @@ class PreviewHub:
                 del self._feeds[viewer.camera_id]
 
 
-def _camera_stats(server: StreamServer, camera_id: str) -> CameraStats | None:
+def _camera_stats(server: ServerApi, camera_id: str) -> CameraStats | None:
     try:
         return server.camera_stats(camera_id)
     except NotFoundError:

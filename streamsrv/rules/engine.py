@@ -38,6 +38,9 @@ class RuleOutput:
     ``line_counts``: line -> direction name -> label -> crossings since the line was created.
     ``stationary_ids`` and ``loitering_ids``: tracker ids of objects now marked stationary, and of objects in this
     frame that loiter in some zone. ``rules`` are the rules all of it was computed with.
+    ``relinks``: new tracker ids taken for an object already followed (tracker id switches joined up), so far.
+    ``tracked_objects``: objects followed (seen lately, or vanished within their grace time); ``state_entries``: the
+    per-object state held across all rules. Both stay flat on a stream that runs for weeks.
     """
 
     rules: RulesConfig
@@ -46,6 +49,9 @@ class RuleOutput:
     line_counts: Mapping[str, Mapping[str, Mapping[str, int]]] = field(default_factory=dict)
     stationary_ids: frozenset[int] = frozenset()
     loitering_ids: frozenset[int] = frozenset()
+    relinks: int = 0
+    tracked_objects: int = 0
+    state_entries: int = 0
 
 
 class RuleEngine:
@@ -102,18 +108,13 @@ class RuleEngine:
             line_counts={wire.name: wire.counts_by_direction() for wire in self._lines},
             stationary_ids=frozenset(s.track_id for s in self._registry.states() if s.stationary),
             loitering_ids=loitering_ids,
+            relinks=self._registry.relinks,
+            tracked_objects=len(self._registry),
+            state_entries=len(self._registry)
+            + sum(len(z) for z in self._zones)
+            + sum(len(t) for t in self._loiter.values())
+            + sum(len(w) for w in self._lines),
         )
-
-    def tracked_objects(self) -> int:
-        """Objects the engine follows (seen lately, or vanished within their grace time)."""
-        return len(self._registry)
-
-    def state_size(self) -> int:
-        """Entries of per-object state across all rules: stays flat on a stream that runs for weeks."""
-        per_rule = (
-            [len(z) for z in self._zones] + [len(t) for t in self._loiter.values()] + [len(w) for w in self._lines]
-        )
-        return len(self._registry) + sum(per_rule)
 
     def camera_status(self, online: bool, ts: float) -> Event:
         """A ``camera.online`` / ``camera.offline`` event numbered in this camera's sequence."""
@@ -193,4 +194,6 @@ class RuleEngine:
     def _track_event(self, type: EventType, s: TrackState, ts: float, **fields: Any) -> Event:
         fields.setdefault("label", s.label)
         bbox = tuple(float(v) for v in s.xyxy)
-        return self.events.make(type, ts, track_id=s.track_id, confidence=s.confidence, bbox=bbox, **fields)
+        # An object re-linked to a still tentative track keeps the id it was confirmed with until that one confirms.
+        track_id = s.confirmed_id or s.track_id
+        return self.events.make(type, ts, track_id=track_id, confidence=s.confidence, bbox=bbox, **fields)

@@ -5,7 +5,10 @@ count such an object twice (a tripwire crossed again, a zone entered again, a dw
 registry keys its state by object, not by tracker id: a new tracker id appearing within ``relink_radius``
 box diagonals of where a track of the same label vanished less than ``relink_s`` ago takes over that
 object. A stationary object is remembered longer (``stationary_grace_s``) because detectors drop and
-re-find parked cars all the time. State of objects gone for longer is pruned, so memory stays flat.
+re-find parked cars all the time. A tentative track shows a negative id that changes when it is confirmed
+(trackers give ids on confirmation), so a track confirmed now takes over, the same way, a tentative one seen
+in the previous frame: what it did while tentative (half a crossing) still counts. State of objects gone for
+longer is pruned, so memory stays flat.
 
 Example:
     >>> reg = TrackRegistry(RulesConfig())
@@ -33,7 +36,11 @@ _MAX_SIZE_RATIO = 2.0
 
 @dataclass(slots=True)
 class TrackState:
-    """What the rules remember about one object; ``key`` stays the same across tracker id switches."""
+    """What the rules remember about one object; ``key`` stays the same across tracker id switches.
+
+    ``track_id`` is the object's tracker id in its latest frame (negative while that track is tentative),
+    ``confirmed_id`` the latest id it was seen with confirmed: what its events name it by.
+    """
 
     key: int
     track_id: int
@@ -46,6 +53,7 @@ class TrackState:
     rest_xy: F64
     rest_since_mono: float
     stationary: bool = False
+    confirmed_id: int = 0
 
 
 @dataclass(frozen=True, slots=True)
@@ -106,6 +114,8 @@ class TrackRegistry:
         self._states: dict[int, TrackState] = {}
         self._key_of: dict[int, int] = {}
         self._next_key = 1
+        self.relinks = 0  # id switches joined up: an object followed on, not counted twice
+        self._last_mono = float("-inf")  # the previous frame's time
 
     def __len__(self) -> int:
         return len(self._states)
@@ -122,7 +132,9 @@ class TrackRegistry:
         labels = [result.label_of(c) for c in tracks.class_id]
         keys = [self._key_of.get(tid, 0) for tid in ids]
         new_rows = [i for i, k in enumerate(keys) if k == 0]
-        linked = self._link(new_rows, keys, ids, xyxy, labels, now_mono) if new_rows else set()
+        confirmed = tracks.confirmed.tolist()
+        linked = self._link(new_rows, keys, ids, xyxy, labels, confirmed, now_mono) if new_rows else set()
+        self._last_mono = now_mono
         fresh = [i for i in new_rows if i not in linked]
         for i in fresh:
             keys[i] = self._new(ids[i], now_mono)
@@ -134,11 +146,13 @@ class TrackRegistry:
         rest = np.array([s.rest_xy for s in states], np.float64).reshape(-1, 2)
         moved = np.linalg.norm(centers - rest, axis=1) > self.rules.stationary_radius * box_diagonals(xyxy)
         moved |= ~has_prev
-        confidence, confirmed = tracks.confidence.tolist(), tracks.confirmed.tolist()
+        confidence = tracks.confidence.tolist()
         for i, s in enumerate(states):
             s.xyxy, s.label, s.confidence = xyxy[i], labels[i], confidence[i]
             s.last_seen_mono, s.last_seen_ts = now_mono, ts
             s.confirmed = s.confirmed or confirmed[i]
+            if confirmed[i]:
+                s.confirmed_id = ids[i]
             if moved[i]:
                 s.rest_xy, s.rest_since_mono = centers[i], now_mono
             s.stationary = now_mono - s.rest_since_mono >= self.rules.stationary_s
@@ -188,18 +202,31 @@ class TrackRegistry:
         return key
 
     def _link(
-        self, rows: list[int], keys: list[int], ids: list[int], xyxy: F64, labels: list[str], now_mono: float
+        self,
+        rows: list[int],
+        keys: list[int],
+        ids: list[int],
+        xyxy: F64,
+        labels: list[str],
+        confirmed: list[bool],
+        now_mono: float,
     ) -> set[int]:
         """Give new tracker ids the objects of tracks that vanished nearby, closest pairs first; returns the rows
-        that were linked."""
+        that were linked. Confirmed objects wait for a new id for ``relink_s``; a tentative one only for the next
+        frame, and only for a track confirmed in it."""
         present = set(keys)
         rules = self.rules
         lost = [
             s
             for s in self._states.values()
             if s.key not in present
-            and s.confirmed
-            and now_mono - s.last_seen_mono <= (rules.stationary_grace_s if s.stationary else rules.relink_s)
+            and (
+                (
+                    s.confirmed
+                    and now_mono - s.last_seen_mono <= (rules.stationary_grace_s if s.stationary else rules.relink_s)
+                )
+                or (s.track_id < 0 and s.last_seen_mono == self._last_mono)
+            )
         ]
         if not lost:
             return set()
@@ -209,8 +236,10 @@ class TrackRegistry:
         dist = np.linalg.norm(anchors(xyxy[rows], "center")[:, None] - anchors(lost_xyxy, "center")[None], axis=2)
         ratio = new_diag[:, None] / np.maximum(lost_diag[None, :], 1e-9)
         same_label = np.array([[labels[r] == s.label for s in lost] for r in rows], np.bool_)
+        takes_over = np.array([[confirmed[r] or s.confirmed for s in lost] for r in rows], np.bool_)
         ok = (
             same_label
+            & takes_over
             & (dist <= rules.relink_radius * lost_diag[None, :])
             & (ratio <= _MAX_SIZE_RATIO)
             & (ratio >= 1 / _MAX_SIZE_RATIO)
@@ -226,6 +255,8 @@ class TrackRegistry:
             taken_rows.add(r)
             taken_lost.add(j)
             s = lost[j]
+            # An id switch: a confirmed id given up for another. A tentative id confirming is none.
+            self.relinks += s.confirmed and s.track_id > 0
             if self._key_of.get(s.track_id) == s.key:
                 del self._key_of[s.track_id]
             s.track_id = ids[rows[r]]

@@ -20,6 +20,9 @@ from prometheus_client.core import GaugeMetricFamily, Metric
 from prometheus_client.registry import Collector
 from pydantic import BaseModel, Field
 
+from streamsrv.config.models import EventsConfig
+from streamsrv.events import EventBus, SnapshotStore
+
 
 class CacheSize(BaseModel):
     """How full one bounded cache is now."""
@@ -57,6 +60,21 @@ class Caches:
         with self._lock:
             readers = list(self._readers)
         return [size for read in readers for size in read()]
+
+
+def event_cache_sizes(cfg: EventsConfig, snapshots: SnapshotStore, bus: EventBus) -> list[CacheSize]:
+    """How full the event snapshots and the events held in memory are."""
+    snaps, held = snapshots.stats(), bus.stats()
+    return [
+        CacheSize(
+            cache="snapshots",
+            items=snaps.count,
+            bytes=snaps.bytes,
+            max_items=cfg.snapshot_max_count,
+            max_bytes=cfg.snapshot_max_bytes,
+        ),
+        CacheSize(cache="events", items=held.held, max_items=held.held_max),
+    ]
 
 
 class CacheCollector(Collector):

@@ -1,8 +1,9 @@
 """Prometheus metrics of a running server (names and meanings: docs/metrics.md).
 
-Counters and gauges are read from the supervisor, the rule engines' event counts, the event bus and the job
-manager at scrape time, so they cost nothing between scrapes and a removed camera's series simply disappear.
-Latency, batch size and frame age are histograms, observed from every result on the supervisor's results thread.
+Counters and gauges are read from the server (cameras, inference, the rule engines' event counts, the event bus)
+and the job manager at scrape time, so they cost nothing between scrapes and a removed camera's series simply
+disappear.
+Latency, batch size and frame age are histograms, observed from every result on the results thread.
 
 Each server has its own registry (not prometheus_client's global one), so several servers in one process
 (tests) do not collide.
@@ -27,7 +28,8 @@ from streamsrv.errors import NotFoundError
 from streamsrv.jobs.manager import JobManager
 from streamsrv.runtime.caches import CacheCollector, Caches
 from streamsrv.runtime.job_metrics import JobCollector, JobTurnaround
-from streamsrv.runtime.server import StreamServer
+from streamsrv.runtime.protocol import ServerApi
+from streamsrv.runtime.track_metrics import track_quality_metrics
 from streamsrv.types import CameraState, FrameResult
 
 log = logging.getLogger(__name__)
@@ -46,11 +48,12 @@ GPU_METRIC_NAMES = (
 
 
 class _ServerCollector(Collector):
-    def __init__(self, server: StreamServer) -> None:
+    def __init__(self, server: ServerApi) -> None:
         self.server = server
 
     def collect(self) -> Iterator[Metric]:
         yield from self._cameras()
+        yield from track_quality_metrics(self.server)
         yield from self._inference()
         yield from self._events()
         yield from self._rules()
@@ -58,7 +61,7 @@ class _ServerCollector(Collector):
     def _cameras(self) -> Iterator[Metric]:
         server = self.server
         registered = list(server.cfg.cameras)
-        stats = server.supervisor.all_stats()
+        stats = server.all_camera_stats()
         enabled = GaugeMetricFamily(
             "streamsrv_camera_enabled", "1 if the camera is registered and enabled, 0 if disabled.", labels=["camera"]
         )
@@ -129,7 +132,7 @@ class _ServerCollector(Collector):
         yield from (since, decoded, processed, dropped, reconnects, restarts)
 
     def _inference(self) -> Iterator[Metric]:
-        h = self.server.supervisor.inference
+        h = self.server.inference_health()
         yield GaugeMetricFamily("streamsrv_inference_up", "1 while the inference process runs.", value=float(h.alive))
         yield GaugeMetricFamily(
             "streamsrv_inference_model_loaded", "1 once the model is loaded.", value=float(h.model_loaded)
@@ -210,7 +213,7 @@ class _ServerCollector(Collector):
             labels=["camera", "zone", "label"],
         )
         server = self.server
-        for camera_id in server.supervisor.camera_ids():
+        for camera_id in server.running_camera_ids():
             try:
                 rules = server.rules(camera_id)
                 counts = server.line_counts(camera_id)
@@ -291,10 +294,9 @@ class GpuCollector(Collector):
 
 
 class ServerMetrics:
-    """A Prometheus registry for one StreamServer, its jobs and caches; ``render()`` gives the text exposition
-    format."""
+    """A Prometheus registry for one server, its jobs and caches; ``render()`` gives the text exposition format."""
 
-    def __init__(self, server: StreamServer, jobs: JobManager, caches: Caches) -> None:
+    def __init__(self, server: ServerApi, jobs: JobManager, caches: Caches) -> None:
         self.server = server
         self.registry = CollectorRegistry()
         self.registry.register(_ServerCollector(server))
@@ -326,7 +328,7 @@ class ServerMetrics:
         self._age_cameras: set[str] = set()
         self._batch_left = 0
         self._batch_ms = -1.0
-        self._unsubscribe = server.supervisor.subscribe(self._observe)
+        self._unsubscribe = server.subscribe_results(self._observe)
 
     def _observe(self, result: FrameResult) -> None:
         # The results of one batch arrive one after another, each carrying the batch's size and time; count the
@@ -341,7 +343,7 @@ class ServerMetrics:
 
     def render(self) -> bytes:
         """The metrics in Prometheus text format; series of removed cameras are dropped first."""
-        current = set(self.server.supervisor.camera_ids())
+        current = set(self.server.running_camera_ids())
         for camera_id in list(self._age_cameras - current):
             self.frame_age.remove(camera_id)
             self._age_cameras.discard(camera_id)

@@ -43,7 +43,7 @@ from streamsrv.config.models import CameraConfig, redact_url
 from streamsrv.config.rules import RulesConfig, resolve_rules, save_rules
 from streamsrv.errors import ConfigError, ConflictError, StreamsrvError
 from streamsrv.fileio import atomic_write_text
-from streamsrv.runtime.server import StreamServer
+from streamsrv.runtime.protocol import ServerApi
 
 log = logging.getLogger(__name__)
 
@@ -162,7 +162,7 @@ class ConfigFileStore:
 class CameraRegistry:
     """Adds, changes and removes cameras and their rules at runtime; thread-safe (one change at a time)."""
 
-    def __init__(self, server: StreamServer, store: ConfigFileStore | None = None) -> None:
+    def __init__(self, server: ServerApi, store: ConfigFileStore | None = None) -> None:
         self.server = server
         self.store = store
         self._lock = threading.Lock()

@@ -16,8 +16,7 @@ import logging
 import threading
 import time
 from collections import Counter
-from collections.abc import Mapping
-from dataclasses import dataclass
+from collections.abc import Callable, Mapping
 
 from streamsrv.config.models import AppConfig, CameraConfig
 from streamsrv.config.rules import RulesConfig, resolve_rules
@@ -25,10 +24,10 @@ from streamsrv.errors import NotFoundError
 from streamsrv.events import Event, EventBus, SnapshotStore, create_bus
 from streamsrv.preview.annotate import event_snapshot
 from streamsrv.rules import RuleEngine, RuleOutput
-from streamsrv.runtime.caches import CacheSize
 from streamsrv.runtime.decoders import Frame
 from streamsrv.runtime.inference import InferenceHealth
 from streamsrv.runtime.lanes import Lane, ResultCallback
+from streamsrv.runtime.protocol import Latest
 from streamsrv.runtime.stats import CameraStats
 from streamsrv.runtime.supervisor import Supervisor
 from streamsrv.types import CameraState, FrameResult
@@ -36,20 +35,8 @@ from streamsrv.types import CameraState, FrameResult
 log = logging.getLogger(__name__)
 
 
-@dataclass(frozen=True, slots=True)
-class Latest:
-    """A camera's newest processed frame and what its rules made of it, taken together so they agree.
-
-    ``result`` is None before the first frame; ``output`` is then (and right after a rules edit) the rules' state
-    without a frame's events.
-    """
-
-    result: FrameResult | None
-    output: RuleOutput
-
-
 class StreamServer:
-    """Cameras, rules and events for one streamsrv instance; thread-safe."""
+    """Cameras, rules and events for one streamsrv instance; thread-safe. It is the ``ServerApi`` the app runs on."""
 
     def __init__(self, cfg: AppConfig, supervisor: Supervisor | None = None, bus: EventBus | None = None) -> None:
         self.cfg = cfg
@@ -171,20 +158,6 @@ class StreamServer:
         """A consistent copy of the inference process's health."""
         return self.supervisor.inference_health()
 
-    def cache_sizes(self) -> list[CacheSize]:
-        """How full the event snapshots and the events held in memory are (``streamsrv.runtime.caches``)."""
-        snaps, bus, ev = self.snapshots.stats(), self.bus.stats(), self.cfg.events
-        return [
-            CacheSize(
-                cache="snapshots",
-                items=snaps.count,
-                bytes=snaps.bytes,
-                max_items=ev.snapshot_max_count,
-                max_bytes=ev.snapshot_max_bytes,
-            ),
-            CacheSize(cache="events", items=bus.held, max_items=bus.held_max),
-        ]
-
     @property
     def ready(self) -> bool:
         """Model loaded and every enabled camera's decoder started."""
@@ -200,6 +173,10 @@ class StreamServer:
     ) -> Lane:
         """A background input to the inference loop (clip jobs, uploaded images): see ``Supervisor.open_lane``."""
         return self.supervisor.open_lane(on_result, track, detect_fps, max_width, max_height)
+
+    def subscribe_results(self, callback: ResultCallback) -> Callable[[], None]:
+        """Call ``callback`` with every processed frame's result (on the results thread); returns the unsubscribe."""
+        return self.supervisor.subscribe(callback)
 
     def _engine(self, camera_id: str) -> RuleEngine:
         return self._engine_and_lock(camera_id)[0]

@@ -1,8 +1,8 @@
 """Per-camera statistics, owned by the main process.
 
 Counters come from three places: the camera's frame ring (decoded, skipped, reconnects), the
-inference process's status messages (processed, latest-frame-wins and stale drops), and the
-results themselves (frame age, batch size). Rates are measured over a sliding window.
+inference process's status messages (processed, latest-frame-wins and stale drops, how tracks started
+and ended), and the results themselves (frame age, batch size). Rates are measured over a sliding window.
 """
 
 from __future__ import annotations
@@ -14,9 +14,10 @@ import numpy as np
 from pydantic import BaseModel, Field
 
 from streamsrv.ipc.messages import CameraCounters
-from streamsrv.types import CameraState, FrameResult
+from streamsrv.types import CameraState, FrameResult, TrackQuality
 
 RATE_WINDOW_S = 5.0
+TRACK_RATE_WINDOW_S = 60.0  # people arrive a few a minute: a 5 s window would mostly read 0
 # The decoder's counters that stats read from its frame ring's header.
 RING_COUNTERS = ("decoded", "skipped", "dropped_behind", "reconnects", "packets", "latest_seq")
 SAMPLE_WINDOW = 256
@@ -78,6 +79,16 @@ class CameraStats(BaseModel):
     batch_size_mean: float = 0.0
     inference_ms_mean: float = 0.0
     seconds_since_frame: float | None = None
+    tracks_confirmed: int = Field(0, description="Tracks confirmed (shown with an id).")
+    tracks_never_confirmed: int = Field(0, description="Tentative tracks that ended without being confirmed.")
+    tracks_ended: int = Field(0, description="Confirmed tracks that ended.")
+    track_seconds: float = Field(0.0, description="Time the ended confirmed tracks were followed, in all.")
+    tracks_confirmed_per_min: float = Field(0.0, description="Confirmed tracks started per minute (last 60 s).")
+    track_mean_s: float = Field(0.0, description="Mean time confirmed tracks were followed, of those that ended.")
+    tracks_never_confirmed_share: float = Field(
+        0.0, description="Share of tracks that ended tentative (never confirmed): detector noise, fragmentation."
+    )
+    relinks: int = Field(0, description="Tracks the rule engine re-linked to an object after a tracker id switch.")
 
 
 class CameraStatsTracker:
@@ -99,6 +110,7 @@ class CameraStatsTracker:
         self.batches: deque[int] = deque(maxlen=SAMPLE_WINDOW)
         self.infer_ms: deque[float] = deque(maxlen=SAMPLE_WINDOW)
         self.meters = {k: RateMeter() for k in ("packets", "decoded", "handed", "processed")}
+        self.meters["confirmed"] = RateMeter(TRACK_RATE_WINDOW_S)
 
     def on_result(self, result: FrameResult) -> None:
         self.ages_ms.append(result.frame_age_s * 1e3)
@@ -109,27 +121,30 @@ class CameraStatsTracker:
         self._infer_now = counters
 
     def on_inference_restart(self) -> None:
-        now, base = self._infer_now, self._infer_base
-        self._infer_base = CameraCounters(
-            base.processed + now.processed,
-            base.dropped_latest_wins + now.dropped_latest_wins,
-            base.dropped_stale + now.dropped_stale,
-        )
+        self._infer_base = self._infer_base.plus(self._infer_now)
         self._infer_now = CameraCounters()
 
     @property
     def processed(self) -> int:
         return self._infer_base.processed + self._infer_now.processed
 
+    @property
+    def tracks(self) -> TrackQuality:
+        """How the camera's tracks started and ended, across inference restarts."""
+        return self._infer_base.tracks.plus(self._infer_now.tracks)
+
     def sample_rates(self, now: float) -> None:
         self.meters["packets"].sample(self.ring_counts["packets"], now)
         self.meters["decoded"].sample(self.ring_counts["decoded"], now)
         self.meters["handed"].sample(self.ring_counts["latest_seq"], now)
         self.meters["processed"].sample(self.processed, now)
+        self.meters["confirmed"].sample(self.tracks.confirmed_started, now)
 
     def snapshot(self) -> CameraStats:
         ages = np.array(self.ages_ms) if self.ages_ms else np.zeros(1)
         base, now = self._infer_base, self._infer_now
+        tracks = self.tracks
+        decided = tracks.never_confirmed + tracks.confirmed_started
         return CameraStats(
             camera_id=self.camera_id,
             state=self.state,
@@ -156,4 +171,11 @@ class CameraStatsTracker:
             batch_size_mean=round(float(np.mean(self.batches)), 3) if self.batches else 0.0,
             inference_ms_mean=round(float(np.mean(self.infer_ms)), 2) if self.infer_ms else 0.0,
             seconds_since_frame=(round(time.monotonic() - self.last_frame_mono, 3) if self.last_frame_mono else None),
+            tracks_confirmed=tracks.confirmed_started,
+            tracks_never_confirmed=tracks.never_confirmed,
+            tracks_ended=tracks.confirmed_ended,
+            track_seconds=round(tracks.confirmed_seconds, 3),
+            tracks_confirmed_per_min=round(60 * self.meters["confirmed"].rate(), 2),
+            track_mean_s=round(tracks.confirmed_seconds / tracks.confirmed_ended, 2) if tracks.confirmed_ended else 0.0,
+            tracks_never_confirmed_share=round(tracks.never_confirmed / decided, 4) if decided else 0.0,
         )

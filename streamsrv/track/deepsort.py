@@ -11,8 +11,8 @@ import numpy.typing as npt
 from deep_sort_realtime.deepsort_tracker import DeepSort
 
 from streamsrv.config.models import TrackerConfig
-from streamsrv.track.base import FrameRate
-from streamsrv.types import Detections, Tracks
+from streamsrv.track.base import FrameRate, TrackLedger
+from streamsrv.types import Detections, TrackQuality, Tracks
 
 
 class DeepSortTracker:
@@ -21,6 +21,7 @@ class DeepSortTracker:
     def __init__(self, cfg: TrackerConfig, fps: float, device: str = "cpu") -> None:
         self.cfg = cfg
         self.rate = FrameRate(fps)
+        self._ledger = TrackLedger()
         self._tracker = DeepSort(
             max_age=self.rate.frames_for(cfg.lost_track_s),
             n_init=cfg.deepsort_n_init,
@@ -30,6 +31,10 @@ class DeepSortTracker:
             bgr=True,
             embedder_gpu=device.startswith("cuda"),
         )
+
+    @property
+    def quality(self) -> TrackQuality:
+        return self._ledger.quality
 
     def update(self, detections: Detections, frame: npt.NDArray[np.uint8] | None, ts: float) -> Tracks:
         if frame is None:
@@ -43,12 +48,15 @@ class DeepSortTracker:
             for (x1, y1, x2, y2), c, k in zip(dets.xyxy, dets.confidence, dets.class_id, strict=True)
         ]
         tracks = [t for t in self._tracker.update_tracks(raw, frame=frame) if t.time_since_update == 0]
+        alive = {int(t.track_id) for t in self._tracker.tracker.tracks}
+        confirmed = [t.is_confirmed() for t in tracks]
+        ids = self._ledger.show([int(t.track_id) for t in tracks], confirmed, alive, ts)
         if not tracks:
             return Tracks.empty()
         return Tracks(
             xyxy=np.array([t.to_ltrb(orig=True) for t in tracks], np.float32).reshape(-1, 4),
             confidence=np.array([t.det_conf or 0.0 for t in tracks], np.float32),
             class_id=np.array([t.det_class for t in tracks], np.int32),
-            track_id=np.array([int(t.track_id) for t in tracks], np.int32),
-            confirmed=np.array([t.is_confirmed() for t in tracks], np.bool_),
+            track_id=ids,
+            confirmed=np.array(confirmed, np.bool_),
         )

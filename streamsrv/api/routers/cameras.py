@@ -17,8 +17,8 @@ from streamsrv.api.deps import Authenticated, ServerDep
 from streamsrv.api.schemas import CameraOut, CameraPatch, Message, request_error
 from streamsrv.config.models import CameraConfig
 from streamsrv.errors import ConflictError, NotFoundError
+from streamsrv.runtime.protocol import ServerApi
 from streamsrv.runtime.registry import CameraRegistry, PersistError, field_error
-from streamsrv.runtime.server import StreamServer
 from streamsrv.runtime.stats import CameraStats
 
 router = APIRouter(prefix="/api/cameras", tags=["cameras"], dependencies=[Authenticated])
@@ -56,7 +56,7 @@ def camera_out(cam: CameraConfig, stats: CameraStats | None) -> CameraOut:
     return CameraOut.of(cam, stats.state, stats.error) if stats else CameraOut.of(cam, "disabled", None)
 
 
-def running_stats(server: StreamServer, camera_id: str) -> CameraStats | None:
+def running_stats(server: ServerApi, camera_id: str) -> CameraStats | None:
     try:
         return server.camera_stats(camera_id)
     except NotFoundError:
@@ -131,4 +131,5 @@ def camera_stats(camera_id: str, registry: RegistryDep, server: ServerDep) -> Ca
     stats = running_stats(server, camera_id)
     if stats is None:
         raise HTTPException(status.HTTP_404_NOT_FOUND, f"camera {cam.id!r} is disabled: it has no stats")
-    return stats
+    with api_errors():
+        return stats.model_copy(update={"relinks": server.latest(camera_id).output.relinks})

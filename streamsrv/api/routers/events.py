@@ -28,7 +28,7 @@ from streamsrv.config.models import CAMERA_ID_PATTERN
 from streamsrv.events import Event, EventBus, EventBusUnavailable, EventRecord, listen
 from streamsrv.events.client import catch_up
 from streamsrv.events.model import EventType
-from streamsrv.runtime.server import StreamServer
+from streamsrv.runtime.protocol import ServerApi
 
 log = logging.getLogger(__name__)
 router = APIRouter(prefix="/api/events", tags=["events"])
@@ -173,7 +173,7 @@ async def event_socket(websocket: WebSocket) -> None:
         filters = EventFilters.model_validate(dict(websocket.query_params))
     except ValidationError as err:
         raise request_error(err, "query") from None
-    server: StreamServer = websocket.app.state.server
+    server: ServerApi = websocket.app.state.server
     records, after = await run_in_threadpool(_start, server.bus, filters, None, ("query", "since"))
     await websocket.accept()
     closed = asyncio.create_task(_until_disconnect(websocket))
