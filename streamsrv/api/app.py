@@ -17,9 +17,11 @@ from fastapi.staticfiles import StaticFiles
 
 from streamsrv import __version__
 from streamsrv.api.middleware import BodySizeLimit, redacted_validation_error
-from streamsrv.api.routers import cameras, detect, events, health, jobs, metrics, preview, probe, rules
+from streamsrv.api.routers import cameras, detect, events, health, jobs, metrics, outputs, preview, probe, rules
 from streamsrv.config.models import AppConfig
 from streamsrv.jobs.manager import JobManager
+from streamsrv.outputs.manager import OutputManager
+from streamsrv.outputs.metrics import OutputsCollector
 from streamsrv.runtime.metrics import ServerMetrics
 from streamsrv.runtime.protocol import ServerApi
 from streamsrv.runtime.registry import CameraRegistry, ConfigFileStore
@@ -39,9 +41,12 @@ def create_app(cfg: AppConfig, server: ServerApi | None = None, config_path: Pat
     registry = CameraRegistry(srv, store)
     job_manager = JobManager(srv, cfg)
     server_metrics = ServerMetrics(srv, job_manager)
+    output_manager = OutputManager(cfg.outputs, srv.bus, cfg.events.redis_url)
+    server_metrics.registry.register(OutputsCollector(output_manager))
 
     @asynccontextmanager
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:
+        output_manager.start()  # before the cameras: their first events go out too
         if not srv.started:
             srv.start()
         job_manager.start()
@@ -51,6 +56,7 @@ def create_app(cfg: AppConfig, server: ServerApi | None = None, config_path: Pat
             job_manager.stop()
             server_metrics.close()
             srv.stop()
+            output_manager.stop()  # after the cameras: their last events (camera.offline) go out too
 
     app = FastAPI(title="streamsrv", version=__version__, lifespan=lifespan)
     app.state.server = srv
@@ -59,6 +65,7 @@ def create_app(cfg: AppConfig, server: ServerApi | None = None, config_path: Pat
     app.state.registry = registry
     app.state.metrics = server_metrics
     app.state.jobs = job_manager
+    app.state.outputs = output_manager
     app.state.shutdown = asyncio.Event()
     app.add_middleware(BodySizeLimit, max_bytes=cfg.server.max_body_bytes, overrides=jobs.upload_limits(cfg.jobs))
     app.add_exception_handler(RequestValidationError, redacted_validation_error)
@@ -72,6 +79,7 @@ def create_app(cfg: AppConfig, server: ServerApi | None = None, config_path: Pat
     app.include_router(events.router)
     app.include_router(detect.router)
     app.include_router(jobs.router)
+    app.include_router(outputs.router)
     return app
 
 
