@@ -2,7 +2,7 @@
 
 Each change is one JSON line (``add``, ``done``, ``dead``), appended and fsync'd before the call returns, so
 what was acknowledged survives a crash or power cut. Loading replays the lines; a torn last line (a crash mid-write)
-is ignored. Once most lines describe finished entries the file is rewritten with only the live ones (to a
+is dropped. Once most lines describe finished entries the file is rewritten with only the live ones (to a
 temporary file, fsync'd, renamed over the old one), so it does not grow without bound.
 
 Example:
@@ -90,17 +90,17 @@ class SpoolOutbox:
         self._lines += 1
 
     def _replay(self) -> None:
-        with open(self.path, encoding="utf-8") as f:
-            lines = f.read().split("\n")
-        for n, line in enumerate(lines, 1):
-            if not line:
-                continue
+        data = self.path.read_bytes()
+        complete = data.rfind(b"\n") + 1
+        if complete < len(data):
+            # A crash in the middle of an append: drop the torn line, or the next append would be glued to it.
+            log.warning("outbox %s: dropping a torn last line", self.path)
+            os.truncate(self.path, complete)
+        for n, line in enumerate(data[:complete].decode("utf-8", errors="replace").splitlines(), 1):
             try:
                 self._apply(json.loads(line))
             except (ValueError, KeyError, TypeError):
-                # Only the last line can be torn by a crash; anything else is damage worth a warning.
-                if n < len(lines) - 1:
-                    log.warning("outbox %s: skipping unreadable line %d", self.path, n)
+                log.warning("outbox %s: skipping unreadable line %d", self.path, n)
                 continue
             self._lines += 1
 
