@@ -41,7 +41,8 @@ class RedisOutbox:
                     raise
             # First what an earlier run read and never acknowledged, then everything it never read.
             pending = self._read("0") + self._read(">")
-            dead = [self._entry(key, fields) for key, fields in self._redis.xrange(self.dead_stream)]
+            buried: Any = self._redis.xrange(self.dead_stream)
+            dead = [self._entry(key, fields) for key, fields in buried]
             return pending, dead
 
     def add(self, camera_id: str, event_id: str, body: bytes) -> OutboxEntry:
@@ -81,7 +82,7 @@ class RedisOutbox:
         entries: list[OutboxEntry] = []
         after = start
         while True:
-            got = self._redis.xreadgroup(GROUP, CONSUMER, {self.stream: after}, count=READ_BATCH)
+            got: Any = self._redis.xreadgroup(GROUP, CONSUMER, {self.stream: after}, count=READ_BATCH)
             batch = got[0][1] if got else []
             entries += [self._entry(key, fields) for key, fields in batch if fields]
             if len(batch) < READ_BATCH:

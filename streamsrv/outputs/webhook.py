@@ -117,7 +117,7 @@ class WebhookOutput:
                     while entry is None and not self._stopping:
                         self._cond.wait(self._wait_s())
                         entry = self._next_due()
-                    if self._stopping:
+                    if self._stopping or entry is None:
                         return
                     failures = self._failures.get(entry.camera_id, 0)
                 error = self._post(client, entry, failures + 1)
