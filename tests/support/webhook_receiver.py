@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import json
 import threading
+import time
 from dataclasses import dataclass
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from typing import Any
@@ -21,6 +22,7 @@ class Delivery:
     event: dict[str, Any]
     signed: bool
     attempt: int
+    received_at: float  # time.monotonic()
 
 
 class WebhookReceiver:
@@ -79,5 +81,6 @@ class WebhookReceiver:
                 self.fail_next = max(0, self.fail_next - 1)
                 self.refused += 1
                 return 503
-            self.accepted.append(Delivery(headers[EVENT_ID_HEADER], event, signed, int(headers["X-Streamsrv-Attempt"])))
+            attempt = int(headers["X-Streamsrv-Attempt"])
+            self.accepted.append(Delivery(headers[EVENT_ID_HEADER], event, signed, attempt, time.monotonic()))
             return 200
