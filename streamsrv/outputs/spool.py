@@ -2,8 +2,9 @@
 
 Each change is one JSON line (``add``, ``done``, ``dead``), appended and fsync'd before the call returns, so
 what was stored survives a crash or power cut (``done`` lines excepted: losing one only repeats a delivery).
-Loading replays the lines; a torn last line (a crash mid-write) is dropped. Once most lines describe finished entries the file is rewritten with only the live ones (to a
-temporary file, fsync'd, renamed over the old one), so it does not grow without bound.
+Loading replays the lines; a torn last line (a crash mid-write) is dropped. Once most lines describe finished
+entries the file is rewritten with only the live ones (to a temporary file, fsync'd, renamed over the old one), so
+it does not grow without bound.
 
 Example:
     >>> import tempfile, pathlib
