@@ -81,7 +81,7 @@ def test_outage_and_restart_lose_nothing(
     bus = InProcessBus()
     manager = OutputManager(cfg, bus, redis_url)
     manager.start()
-    assert manager.status()[0].pending == 20
+    wait_for(lambda: manager.status()[0].pending == 20, 5, "the outbox read back")
     for a, b in zip(door[20:], yard[20:], strict=True):
         bus.publish(a)
         bus.publish(b)
@@ -94,6 +94,24 @@ def test_outage_and_restart_lose_nothing(
     assert_exactly_once_in_order(receiver, door + yard)
     status = manager.status()[0]
     assert (status.delivered, status.dead) == (40, 0)
+
+
+def test_redis_down_at_start_delays_delivery_and_keeps_order(receiver: WebhookReceiver, tmp_path: Path) -> None:
+    redis_server = RedisServer()  # not started yet: the server must start anyway
+    bus = InProcessBus()
+    manager = OutputManager(outputs_config(receiver.url, tmp_path), bus, redis_server.url)
+    manager.start()
+    try:
+        wait_for(lambda: (manager.status()[0].last_error or "").startswith("outbox:"), 10, "the outbox error")
+        redis_server.start()
+        events = crossings("door", 10)
+        for event in events:
+            bus.publish(event)
+        wait_for(lambda: len(receiver.ids()) == 10, 40, "every event once Redis is up")
+    finally:
+        manager.stop()
+        redis_server.stop()
+    assert_exactly_once_in_order(receiver, events)
 
 
 def test_a_failing_camera_blocks_only_itself_and_dead_letters_redrive(

@@ -49,10 +49,6 @@ class WebhookOutput:
         self._failed = 0
         self._last_error: str | None = None
         self._stopping = False
-        pending, dead = outbox.load()
-        for entry in pending:
-            self._queues.setdefault(entry.camera_id, deque()).append(entry)
-        self._dead = {e.key: e for e in dead}
         self._thread = threading.Thread(target=self._run, name=f"output-{name}", daemon=True)
 
     def start(self) -> None:
@@ -110,6 +106,8 @@ class WebhookOutput:
             self._cond.notify_all()
 
     def _run(self) -> None:
+        if not self._load():
+            return
         with httpx.Client(timeout=self.cfg.timeout_s, follow_redirects=False) as client:
             while True:
                 with self._cond:
@@ -128,6 +126,31 @@ class WebhookOutput:
                     log.exception("webhook %s: cannot record the outcome of event %s", self.name, entry.event_id)
                     with self._cond:
                         self._not_before[entry.camera_id] = time.monotonic() + self.cfg.backoff_initial_s
+
+    def _load(self) -> bool:
+        """Read what the outbox holds from earlier runs, retrying while it is unreachable (Redis down at start);
+        False if stopped first. Nothing is delivered before: a camera's stored events go before its new ones."""
+        failures = 0
+        while True:
+            try:
+                pending, dead = self.outbox.load()
+                break
+            except Exception as exc:
+                failures += 1
+                log.warning("webhook %s: cannot read its outbox (%s); retrying", self.name, exc)
+                with self._cond:
+                    self._last_error = f"outbox: {exc}"
+                    if self._cond.wait_for(lambda: self._stopping, retry_delay(failures, 1.0, 30.0)):
+                        return False
+        with self._cond:
+            queued = {e.key for queue in self._queues.values() for e in queue}  # offered while loading
+            for entry in pending:
+                if entry.key not in queued:
+                    self._queues.setdefault(entry.camera_id, deque()).append(entry)
+            for camera, queue in self._queues.items():
+                self._queues[camera] = deque(sorted(queue, key=lambda e: _order(e.key)))
+            self._dead = {e.key: e for e in dead}
+            return not self._stopping
 
     def _next_due(self) -> OutboxEntry | None:
         """The oldest head among the cameras whose head may be tried now."""
