@@ -3,57 +3,20 @@ restart while the server keeps running loses nothing at QoS 1."""
 
 from __future__ import annotations
 
-import json
 import shutil
-import threading
 from collections.abc import Iterator
 from pathlib import Path
-from typing import Any
 
-import paho.mqtt.client as mqtt
 import pytest
-from paho.mqtt.enums import CallbackAPIVersion
 
 from streamsrv.config.outputs import OutputsConfig
 from streamsrv.events import Event, EventSequencer, InProcessBus
 from streamsrv.outputs import OutputManager
+from tests.support.mqtt_subscriber import Subscriber
 from tests.support.processes import MosquittoBroker
 from tests.support.waiting import wait_for
 
 pytestmark = pytest.mark.skipif(shutil.which("mosquitto") is None, reason="needs Debian's mosquitto")
-
-
-class Subscriber:
-    """A persistent-session subscriber to ``<prefix>/#`` at QoS 1 that reconnects by itself."""
-
-    def __init__(self, broker: MosquittoBroker, topic: str, client_id: str = "test-subscriber") -> None:
-        self.messages: list[mqtt.MQTTMessage] = []
-        self._lock = threading.Lock()
-        self._client = mqtt.Client(CallbackAPIVersion.VERSION2, client_id=client_id, clean_session=False)
-        self._client.reconnect_delay_set(min_delay=1, max_delay=1)
-        self._client.on_connect = lambda c, *_: c.subscribe(topic, qos=1)
-        self._client.on_message = self._on_message
-        self._client.connect("127.0.0.1", broker.port)
-        self._client.loop_start()
-
-    def _on_message(self, client: Any, userdata: Any, message: mqtt.MQTTMessage) -> None:
-        with self._lock:
-            self.messages.append(message)
-
-    def on(self, topic: str) -> list[mqtt.MQTTMessage]:
-        with self._lock:
-            return [m for m in self.messages if m.topic == topic]
-
-    def event_ids(self, topic: str) -> list[str]:
-        """Event ids in arrival order, QoS 1 repeats dropped."""
-        seen: dict[str, None] = {}
-        for m in self.on(topic):
-            seen.setdefault(json.loads(m.payload)["id"], None)
-        return list(seen)
-
-    def close(self) -> None:
-        self._client.disconnect()
-        self._client.loop_stop()
 
 
 @pytest.fixture
