@@ -3,6 +3,7 @@ restart while the server keeps running loses nothing at QoS 1."""
 
 from __future__ import annotations
 
+import json
 import shutil
 from collections.abc import Iterator
 from pathlib import Path
@@ -12,6 +13,7 @@ import pytest
 from streamsrv.config.outputs import OutputsConfig
 from streamsrv.events import Event, EventSequencer, InProcessBus
 from streamsrv.outputs import OutputManager
+from streamsrv.outputs.homeassistant import CameraCounts
 from tests.support.mqtt_subscriber import Subscriber
 from tests.support.processes import MosquittoBroker
 from tests.support.waiting import wait_for
@@ -94,3 +96,45 @@ def test_messages_beyond_the_queue_bound_are_dropped_and_counted(tmp_path: Path)
         assert (status.pending, status.connected, status.target) == (3, False, f"mqtt://u:***@127.0.0.1:{absent.port}")
     finally:
         manager.stop()
+
+
+def test_home_assistant_discovery_and_counts(broker: MosquittoBroker) -> None:
+    counts = {"door.1": CameraCounts({"gate": {"in": {"person": 2}, "out": {}}}, {"lobby": {"person": 1}})}
+    cfg = OutputsConfig.model_validate(
+        {
+            "mqtt": {
+                "url": broker.url,
+                "topic_prefix": "site1",
+                "homeassistant_discovery": True,
+                "counts_interval_s": 0.1,
+            }
+        }
+    )
+    manager = OutputManager(cfg, InProcessBus(), counts=lambda: counts)
+    manager.start()
+    subscriber = Subscriber(broker, "#", client_id="ha")
+    try:
+        line_cfg = "homeassistant/sensor/streamsrv_door_1_crossings_gate/config"
+        wait_for(lambda: bool(subscriber.on(line_cfg)) and bool(subscriber.on("site1/door.1/zone/lobby")), 10, "HA")
+        config = json.loads(subscriber.on(line_cfg)[-1].payload)
+        assert config["state_topic"] == "site1/door.1/line/gate"
+        assert config["value_template"] == "{{ value_json.total }}"
+        assert config["device"]["identifiers"] == ["streamsrv_door_1"]
+        assert json.loads(subscriber.on("site1/door.1/line/gate")[-1].payload) == {"in": 2, "out": 0, "total": 2}
+        connectivity = json.loads(
+            subscriber.on("homeassistant/binary_sensor/streamsrv_door_1_connectivity_camera/config")[-1].payload
+        )
+        assert connectivity["state_topic"] == "site1/door.1/state"
+
+        counts["door.1"] = CameraCounts({"gate": {"in": {"person": 3}, "out": {}}}, {"lobby": {}})
+        wait_for(lambda: json.loads(subscriber.on("site1/door.1/line/gate")[-1].payload)["total"] == 3, 5, "update")
+        assert json.loads(subscriber.on("site1/door.1/zone/lobby")[-1].payload) == {"total": 0}
+        late = Subscriber(broker, "site1/door.1/line/#", client_id="ha-late")  # values are retained
+        try:
+            wait_for(lambda: bool(late.on("site1/door.1/line/gate")), 5, "the retained count")
+            assert late.on("site1/door.1/line/gate")[0].retain
+        finally:
+            late.close()
+    finally:
+        manager.stop()
+        subscriber.close()

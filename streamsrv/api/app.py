@@ -19,7 +19,9 @@ from streamsrv import __version__
 from streamsrv.api.middleware import BodySizeLimit, redacted_validation_error
 from streamsrv.api.routers import cameras, detect, events, health, jobs, metrics, outputs, preview, probe, rules
 from streamsrv.config.models import AppConfig
+from streamsrv.errors import NotFoundError
 from streamsrv.jobs.manager import JobManager
+from streamsrv.outputs.homeassistant import CameraCounts, Counts
 from streamsrv.outputs.manager import OutputManager
 from streamsrv.outputs.metrics import OutputsCollector
 from streamsrv.runtime.metrics import ServerMetrics
@@ -41,7 +43,7 @@ def create_app(cfg: AppConfig, server: ServerApi | None = None, config_path: Pat
     registry = CameraRegistry(srv, store)
     job_manager = JobManager(srv, cfg)
     server_metrics = ServerMetrics(srv, job_manager)
-    output_manager = OutputManager(cfg.outputs, srv.bus, cfg.events.redis_url)
+    output_manager = OutputManager(cfg.outputs, srv.bus, cfg.events.redis_url, rule_counts(srv))
     server_metrics.registry.register(OutputsCollector(output_manager))
 
     @asynccontextmanager
@@ -81,6 +83,21 @@ def create_app(cfg: AppConfig, server: ServerApi | None = None, config_path: Pat
     app.include_router(jobs.router)
     app.include_router(outputs.router)
     return app
+
+
+def rule_counts(server: ServerApi) -> Counts:
+    """What Home Assistant discovery reads: each running camera's line counts and zone occupancy."""
+
+    def counts() -> dict[str, CameraCounts]:
+        out = {}
+        for camera_id in server.running_camera_ids():
+            try:
+                out[camera_id] = CameraCounts(server.line_counts(camera_id), server.occupancy(camera_id))
+            except NotFoundError:  # removed meanwhile
+                continue
+        return out
+
+    return counts
 
 
 class HttpServer(uvicorn.Server):

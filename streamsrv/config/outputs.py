@@ -62,6 +62,18 @@ class MqttConfig(StrictModel):
         10_000, ge=1, description="Messages held while the broker is away; further ones are dropped and counted."
     )
     reconnect_max_s: float = Field(30.0, gt=0, le=3600, description="Cap on the delay between reconnect attempts.")
+    homeassistant_discovery: bool = Field(
+        False,
+        description="Announce each camera to Home Assistant (MQTT discovery) as a device with a connectivity "
+        "sensor, a crossings sensor per tripwire and an occupancy sensor per zone, and publish their values.",
+    )
+    discovery_prefix: str = Field("homeassistant", min_length=1, max_length=200, description="Home Assistant's prefix.")
+    counts_interval_s: float = Field(
+        5.0,
+        gt=0,
+        le=3600,
+        description="How often line counts and zone occupancy are read and, when changed, published.",
+    )
 
     @field_validator("url")
     @classmethod

@@ -20,6 +20,7 @@ from pathlib import Path
 from streamsrv.config.outputs import OutputsConfig, WebhookConfig
 from streamsrv.events.model import Event
 from streamsrv.events.protocol import EventBus, EventRecord, Subscription
+from streamsrv.outputs.homeassistant import Counts
 from streamsrv.outputs.mqtt import MqttOutput
 from streamsrv.outputs.outbox import Outbox
 from streamsrv.outputs.redis_outbox import RedisOutbox
@@ -42,14 +43,17 @@ def webhook_name(index: int, cfg: WebhookConfig) -> str:
 
 
 class OutputManager:
-    """Every output of ``cfg``; webhook outboxes in Redis at ``redis_url`` when given, else under ``spool_dir``."""
+    """Every output of ``cfg``; webhook outboxes in Redis at ``redis_url`` when given, else under ``spool_dir``;
+    ``counts`` reads the rule engines' counts for Home Assistant discovery."""
 
-    def __init__(self, cfg: OutputsConfig, bus: EventBus, redis_url: str | None = None) -> None:
+    def __init__(
+        self, cfg: OutputsConfig, bus: EventBus, redis_url: str | None = None, counts: Counts | None = None
+    ) -> None:
         self.cfg = cfg
         self.bus = bus
         self._redis_url = redis_url
         self.webhooks: list[WebhookOutput] = []
-        self.mqtt = MqttOutput(cfg.mqtt) if cfg.mqtt is not None else None
+        self.mqtt = MqttOutput(cfg.mqtt, counts) if cfg.mqtt is not None else None
         self._queue: queue.SimpleQueue[Event | None] = queue.SimpleQueue()
         self._subscription: Subscription | None = None
         self._thread = threading.Thread(target=self._run, name="outputs-intake", daemon=True)

@@ -2,7 +2,8 @@
 
 Each event goes to ``<prefix>/<camera>/<type>`` as its JSON at the configured QoS; camera state goes to
 ``<prefix>/<camera>/state`` (``online``/``offline``, retained) and the server's own availability to
-``<prefix>/status`` (``online``, and ``offline`` as the last will). paho's network thread reconnects with a
+``<prefix>/status`` (``online``, and ``offline`` as the last will); Home Assistant discovery (``homeassistant``)
+when asked for. paho's network thread reconnects with a
 capped back-off; QoS 1 and 2 messages published meanwhile wait in its queue (bounded by ``max_queued``: beyond it
 they are dropped and counted) and go out after the reconnect.
 
@@ -26,6 +27,7 @@ from paho.mqtt.enums import CallbackAPIVersion, MQTTErrorCode
 from streamsrv.config.models import redact_url
 from streamsrv.config.outputs import MqttConfig
 from streamsrv.events.model import Event
+from streamsrv.outputs.homeassistant import Counts, HomeAssistantPublisher
 from streamsrv.outputs.status import OutputStatus
 
 log = logging.getLogger(__name__)
@@ -48,7 +50,8 @@ class MqttOutput:
 
     name = "mqtt"
 
-    def __init__(self, cfg: MqttConfig) -> None:
+    def __init__(self, cfg: MqttConfig, counts: Counts | None = None) -> None:
+        """``counts`` reads the rule engines' counts, for Home Assistant discovery (when the config asks for it)."""
         self.cfg = cfg
         parts = urlsplit(cfg.url)
         self._host = parts.hostname or ""
@@ -71,13 +74,28 @@ class MqttOutput:
         self._client.on_connect = self._on_connect
         self._client.on_disconnect = self._on_disconnect
         self._client.on_publish = self._on_publish
+        self.homeassistant = (
+            HomeAssistantPublisher(
+                cfg.topic_prefix,
+                cfg.discovery_prefix,
+                counts,
+                lambda topic, payload: self._publish(topic, payload, 1, retain=True),
+                cfg.counts_interval_s,
+            )
+            if cfg.homeassistant_discovery and counts is not None
+            else None
+        )
 
     def start(self) -> None:
         """Connect in the background: a broker that is down now is retried, not an error."""
         self._client.connect_async(self._host, self._port, keepalive=30)
         self._client.loop_start()
+        if self.homeassistant is not None:
+            self.homeassistant.start()
 
     def stop(self) -> None:
+        if self.homeassistant is not None:
+            self.homeassistant.stop()
         if self._connected:
             self._publish(f"{self.cfg.topic_prefix}/status", "offline", 1, retain=True)
         self._client.disconnect()
@@ -127,6 +145,8 @@ class MqttOutput:
         with self._lock:
             self._connected = True
         log.info("mqtt: connected to %s", redact_url(self.cfg.url))
+        if self.homeassistant is not None:
+            self.homeassistant.reannounce()  # a broker without persistence lost the retained discovery messages
         self._publish(f"{self.cfg.topic_prefix}/status", "online", 1, retain=True)
 
     def _on_disconnect(self, client: mqtt.Client, userdata: Any, flags: Any, reason: Any, properties: Any) -> None:
