@@ -1,5 +1,6 @@
 """Outputs end to end: ``streamsrv serve`` with a file camera, the real model and a tripwire delivers its events to a
-signed webhook (secret from the environment, never shown) and to a Mosquitto broker."""
+signed webhook (secret from the environment, never shown) and to a Mosquitto broker, with Home Assistant discovery
+and the line's count."""
 
 from __future__ import annotations
 
@@ -29,14 +30,15 @@ def test_tripwire_events_reach_the_webhook_and_mqtt(
     receiver.start()
     broker = MosquittoBroker(tmp_path / "mosquitto")
     broker.start()
-    subscriber = Subscriber(broker, "e2e/#")
+    subscriber = Subscriber(broker, "#")
     try:
         app = app_factory(
             model_section(person_model)
             + "outputs:\n"
             + f"  webhooks: [{{url: '{receiver.url}', secret: '${{HOOK_SECRET}}', types: [line.cross]}}]\n"
             + f"  spool_dir: {tmp_path / 'outbox'}\n"
-            + f"  mqtt: {{url: '{broker.url}', topic_prefix: e2e}}\n"
+            + f"  mqtt: {{url: '{broker.url}', topic_prefix: e2e,\n"
+            + "         homeassistant_discovery: true, counts_interval_s: 1}\n"
             + "cameras:\n"
             + f"  - {{id: concourse, url: '{clip_360p}', loop: true, detect_fps: 5,\n"
             + "      rules: {lines: [{name: midline, points: [[0, 0.55], [1, 0.55]], units: norm,\n"
@@ -47,6 +49,13 @@ def test_tripwire_events_reach_the_webhook_and_mqtt(
         assert all(d.signed and d.event["type"] == "line.cross" for d in receiver.accepted)
         wait_for(lambda: len(subscriber.event_ids("e2e/concourse/line.cross")) >= 2, 30, "line.cross over MQTT", app)
         assert [m.payload for m in subscriber.on("e2e/concourse/state")] == [b"online"]
+
+        def counted() -> int:
+            values = subscriber.on("e2e/concourse/line/midline")
+            return int(json.loads(values[-1].payload)["total"]) if values else 0
+
+        wait_for(lambda: counted() >= 2, 30, "the line count for Home Assistant", app)
+        assert subscriber.on("homeassistant/sensor/streamsrv_concourse_crossings_midline/config")
         with app.client() as http:
             outputs = http.get("/api/outputs").json()
             metrics = http.get("/metrics").text
