@@ -4,6 +4,12 @@ from __future__ import annotations
 
 from pathlib import Path
 
+import pytest
+
+from streamsrv.config.outputs import OutputsConfig
+from streamsrv.errors import ConfigError
+from streamsrv.events import InProcessBus
+from streamsrv.outputs import OutputManager
 from streamsrv.outputs.spool import SpoolOutbox
 
 
@@ -59,3 +65,12 @@ def test_a_torn_last_line_is_ignored(tmp_path: Path) -> None:
     box.add("door", "e1", b"{}")  # appended on a line of its own, not glued to the torn one
     box.close()
     assert keys_and_dead(path) == (["e0", "e1"], [])
+
+
+def test_an_unusable_spool_dir_is_a_config_error(tmp_path: Path) -> None:
+    (tmp_path / "file").write_text("not a directory")
+    cfg = OutputsConfig.model_validate(
+        {"webhooks": [{"url": "http://127.0.0.1:9/"}], "spool_dir": str(tmp_path / "file")}
+    )
+    with pytest.raises(ConfigError, match=r"outputs\.spool_dir: cannot open the outbox"):
+        OutputManager(cfg, InProcessBus()).start()

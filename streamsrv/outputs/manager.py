@@ -18,6 +18,7 @@ import threading
 from pathlib import Path
 
 from streamsrv.config.outputs import OutputsConfig, WebhookConfig
+from streamsrv.errors import ConfigError
 from streamsrv.events.model import Event
 from streamsrv.events.protocol import EventBus, EventRecord, Subscription
 from streamsrv.outputs.homeassistant import Counts
@@ -95,7 +96,11 @@ class OutputManager:
     def _outbox(self, name: str) -> Outbox:
         if self._redis_url:
             return RedisOutbox(self._redis_url, name)
-        return SpoolOutbox(Path(self.cfg.spool_dir) / f"{name}.jsonl")
+        path = Path(self.cfg.spool_dir) / f"{name}.jsonl"
+        try:
+            return SpoolOutbox(path)
+        except OSError as exc:
+            raise ConfigError(f"outputs.spool_dir: cannot open the outbox {path}: {exc.strerror or exc}") from None
 
     def _on_event(self, record: EventRecord) -> None:
         self._queue.put(record.event)
