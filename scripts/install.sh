@@ -13,11 +13,11 @@
 set -euo pipefail
 
 # python3-venv: Debian's python3 cannot create a virtualenv without it. docker.io and debootstrap: the container test
-# (tests/test_container.py) starts dockerd itself and builds its Debian base image with debootstrap.
+# (tests/test_container.py) starts dockerd itself and builds its Debian base image with debootstrap. mosquitto: the MQTT output tests start their own broker.
 STREAMSRV_APT_PACKAGES=(
   gir1.2-gst-rtsp-server-1.0 gstreamer1.0-plugins-base gstreamer1.0-plugins-good gstreamer1.0-plugins-bad
   gstreamer1.0-plugins-ugly gstreamer1.0-rtsp gstreamer1.0-tools python3-gi ffmpeg redis-server chromium coturn
-  python3-venv docker.io debootstrap
+  python3-venv docker.io debootstrap mosquitto
 )
 
 _streamsrv_say() { echo "==> [install] $*"; }

@@ -18,10 +18,14 @@ from fastapi.staticfiles import StaticFiles
 from streamsrv import __version__
 from streamsrv.api.middleware import BodySizeLimit, redacted_validation_error
 from streamsrv.api.routers import caches as caches_router
-from streamsrv.api.routers import cameras, detect, events, health, jobs, metrics, preview, probe, rules
+from streamsrv.api.routers import cameras, detect, events, health, jobs, metrics, outputs, preview, probe, rules
 from streamsrv.config.models import AppConfig
+from streamsrv.errors import NotFoundError
 from streamsrv.jobs.manager import JobManager
 from streamsrv.jobs.store import JobStats
+from streamsrv.outputs.homeassistant import CameraCounts, Counts
+from streamsrv.outputs.manager import OutputManager
+from streamsrv.outputs.metrics import OutputsCollector
 from streamsrv.runtime.caches import Caches, CacheSize, event_cache_sizes
 from streamsrv.runtime.metrics import ServerMetrics
 from streamsrv.runtime.protocol import ServerApi
@@ -45,9 +49,12 @@ def create_app(cfg: AppConfig, server: ServerApi | None = None, config_path: Pat
     caches.add(lambda: event_cache_sizes(cfg.events, srv.snapshots, srv.bus))
     caches.add(lambda: [job_results_size(job_manager.stats())])
     server_metrics = ServerMetrics(srv, job_manager, caches)
+    output_manager = OutputManager(cfg.outputs, srv.bus, cfg.events.redis_url, rule_counts(srv))
+    server_metrics.registry.register(OutputsCollector(output_manager))
 
     @asynccontextmanager
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:
+        output_manager.start()  # before the cameras: their first events go out too
         if not srv.started:
             srv.start()
         job_manager.start()
@@ -57,6 +64,7 @@ def create_app(cfg: AppConfig, server: ServerApi | None = None, config_path: Pat
             job_manager.stop()
             server_metrics.close()
             srv.stop()
+            output_manager.stop()  # after the cameras: their last events (camera.offline) go out too
 
     app = FastAPI(title="streamsrv", version=__version__, lifespan=lifespan)
     app.state.server = srv
@@ -66,6 +74,7 @@ def create_app(cfg: AppConfig, server: ServerApi | None = None, config_path: Pat
     app.state.metrics = server_metrics
     app.state.caches = caches
     app.state.jobs = job_manager
+    app.state.outputs = output_manager
     app.state.shutdown = asyncio.Event()
     app.add_middleware(BodySizeLimit, max_bytes=cfg.server.max_body_bytes, overrides=jobs.upload_limits(cfg.jobs))
     app.add_exception_handler(RequestValidationError, redacted_validation_error)
@@ -80,7 +89,23 @@ def create_app(cfg: AppConfig, server: ServerApi | None = None, config_path: Pat
     app.include_router(events.router)
     app.include_router(detect.router)
     app.include_router(jobs.router)
+    app.include_router(outputs.router)
     return app
+
+
+def rule_counts(server: ServerApi) -> Counts:
+    """What Home Assistant discovery reads: each running camera's line counts and zone occupancy."""
+
+    def counts() -> dict[str, CameraCounts]:
+        out = {}
+        for camera_id in server.running_camera_ids():
+            try:
+                out[camera_id] = CameraCounts(server.line_counts(camera_id), server.occupancy(camera_id))
+            except NotFoundError:  # removed meanwhile
+                continue
+        return out
+
+    return counts
 
 
 class HttpServer(uvicorn.Server):

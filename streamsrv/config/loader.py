@@ -30,6 +30,8 @@ def _resolve_relative_paths(cfg: AppConfig, base_dir: Path) -> None:
     calibration = cfg.inference.calibration
     if calibration is not None and not Path(calibration).is_absolute():
         cfg.inference.calibration = str((base_dir / calibration).resolve())
+    if not Path(cfg.outputs.spool_dir).is_absolute():
+        cfg.outputs.spool_dir = str((base_dir / cfg.outputs.spool_dir).resolve())
     for cam in cfg.cameras:
         url = cam.url.removeprefix("file://")
         if "://" not in url and not url.startswith("/"):

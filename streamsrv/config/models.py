@@ -16,6 +16,7 @@ from urllib.parse import urlsplit
 from pydantic import Field, IPvAnyAddress, SecretStr, field_validator, model_validator
 
 from streamsrv.config.base import StrictModel, rename_deprecated
+from streamsrv.config.outputs import OutputsConfig
 from streamsrv.config.rules import RulesSetting
 
 CAMERA_ID_PATTERN = r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,63}$"
@@ -374,6 +375,7 @@ class AppConfig(StrictModel):
     events: EventsConfig = Field(default_factory=EventsConfig)
     preview: PreviewConfig = Field(default_factory=PreviewConfig)
     jobs: JobsConfig = Field(default_factory=JobsConfig)
+    outputs: OutputsConfig = Field(default_factory=OutputsConfig)
     base_dir: Annotated[Path | None, Field(exclude=True)] = None
 
     @model_validator(mode="after")

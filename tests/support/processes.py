@@ -6,6 +6,7 @@ Tests kill and restart these servers to exercise reconnects, so every server kee
 from __future__ import annotations
 
 import collections
+import getpass
 import os
 import signal
 import socket
@@ -228,3 +229,24 @@ class TurnServer(ManagedProcess):
     @property
     def url(self) -> str:
         return f"turn:127.0.0.1:{self.port}?transport=udp"
+
+
+class MosquittoBroker(ManagedProcess):
+    """A throwaway Mosquitto MQTT broker on 127.0.0.1, anonymous, keeping sessions and queued QoS 1 messages in
+    ``data_dir`` across restarts (saved when it stops)."""
+
+    def __init__(self, data_dir: Path, port: int | None = None) -> None:
+        self.port = port if port is not None else free_port()
+        data_dir.mkdir(parents=True, exist_ok=True)
+        conf = data_dir / "mosquitto.conf"
+        conf.write_text(
+            f"listener {self.port} 127.0.0.1\nallow_anonymous true\npersistence true\n"
+            f"persistence_location {data_dir}/\nlog_dest stdout\n"
+            # Started as root, mosquitto would switch to the user mosquitto, who cannot write data_dir.
+            f"user {getpass.getuser()}\n"
+        )
+        super().__init__(["mosquitto", "-c", str(conf)], ready_port=self.port)
+
+    @property
+    def url(self) -> str:
+        return f"mqtt://127.0.0.1:{self.port}"
