@@ -16,6 +16,7 @@ from urllib.parse import urlsplit
 from pydantic import Field, IPvAnyAddress, SecretStr, field_validator, model_validator
 
 from streamsrv.config.base import StrictModel, rename_deprecated
+from streamsrv.config.record import CameraRecordConfig, RecordConfig
 from streamsrv.config.rules import RulesSetting
 
 CAMERA_ID_PATTERN = r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,63}$"
@@ -75,6 +76,7 @@ class CameraConfig(StrictModel):
     max_width: int = Field(3840, ge=16, le=8192, description="Frames wider than this are downscaled.")
     max_height: int = Field(2160, ge=16, le=8192, description="Frames taller than this are downscaled.")
     reconnect: ReconnectConfig = Field(default_factory=ReconnectConfig)
+    record: CameraRecordConfig = Field(default_factory=CameraRecordConfig)
     rules: RulesSetting = Field(
         None,
         description="Zones and tripwires inline, or a YAML file (relative to this config file's directory).",
@@ -353,6 +355,7 @@ class AppConfig(StrictModel):
     events: EventsConfig = Field(default_factory=EventsConfig)
     preview: PreviewConfig = Field(default_factory=PreviewConfig)
     jobs: JobsConfig = Field(default_factory=JobsConfig)
+    record: RecordConfig = Field(default_factory=RecordConfig)
     base_dir: Annotated[Path | None, Field(exclude=True)] = None
 
     @model_validator(mode="after")

@@ -27,6 +27,7 @@ from prometheus_client.registry import Collector
 from streamsrv.errors import NotFoundError
 from streamsrv.jobs.manager import JobManager
 from streamsrv.jobs.store import JobState
+from streamsrv.runtime.clip_metrics import ClipCollector
 from streamsrv.runtime.protocol import ServerApi
 from streamsrv.runtime.track_metrics import track_quality_metrics
 from streamsrv.types import CameraState, FrameResult
@@ -342,6 +343,7 @@ class ServerMetrics:
         self.registry = CollectorRegistry()
         self.registry.register(_ServerCollector(server))
         self.registry.register(_JobCollector(jobs))
+        self.registry.register(ClipCollector(server.clips))
         self._gpu = GpuCollector()
         self.registry.register(self._gpu)
         ProcessCollector(registry=self.registry)

@@ -19,9 +19,12 @@ from collections import Counter
 from collections.abc import Callable, Mapping
 
 from streamsrv.config.models import AppConfig, CameraConfig
+from streamsrv.config.record import clip_root
 from streamsrv.config.rules import RulesConfig, resolve_rules
 from streamsrv.errors import NotFoundError
 from streamsrv.events import Event, EventBus, SnapshotStore, create_bus
+from streamsrv.events.clips import ClipBook
+from streamsrv.ipc.messages import ClipStatus, RecordRequest
 from streamsrv.preview.annotate import event_snapshot
 from streamsrv.rules import RuleEngine, RuleOutput
 from streamsrv.runtime.decoders import Frame
@@ -44,6 +47,7 @@ class StreamServer:
         self.bus = bus or create_bus(cfg.events)
         ev = cfg.events
         self.snapshots = SnapshotStore(ev.snapshot_max_count, ev.snapshot_max_bytes, ev.snapshot_retention_s)
+        self.clips = ClipBook(clip_root(cfg.base_dir, cfg.record), cfg.record.max_bytes, cfg.record.max_age_s)
         self._lock = threading.RLock()
         self._engines: dict[str, RuleEngine] = {}
         self._engine_locks: dict[str, threading.Lock] = {}
@@ -54,6 +58,7 @@ class StreamServer:
             self._register(RuleEngine(cam.id, resolve_rules(cam.rules, cfg.base_dir, cam.id)))
         self.supervisor.subscribe(self._on_result)
         self.supervisor.on_state_change(self._on_state)
+        self.supervisor.on_clip(self._on_clip)
 
     @property
     def started(self) -> bool:
@@ -227,7 +232,7 @@ class StreamServer:
             self._keep(engine, result, output)
         self._snapshot(result, [e for e in output.events if e.bbox is not None])
         for event in output.events:
-            self._publish(event)
+            self._publish(self._with_clip(event, result.frame.video_ts))
 
     def _on_state(self, camera_id: str, state: CameraState, error: str | None) -> None:
         with self._lock:
@@ -243,6 +248,35 @@ class StreamServer:
         with lock:
             event = engine.camera_status(state == CameraState.ONLINE, time.time())
         self._publish(event)
+
+    def request_clip(self, event: Event, video_ts: float) -> Event:
+        """Ask the event's camera for a clip around ``video_ts`` (the event's frame pts, seconds); the event with its
+        clip (``recording``, or ``failed`` when the camera's decoder is not running)."""
+        rec = self.camera_config(event.camera_id).record
+        req = RecordRequest(event.id, video_ts, rec.pre_s, rec.post_s, rec.max_clip_s)
+        if self.supervisor.request_clip(event.camera_id, req):
+            clip = self.clips.start(event.id)
+        else:
+            clip = self.clips.fail(event.id, "the camera's decoder is not running")
+        return event.model_copy(update={"clip": clip})
+
+    def _with_clip(self, event: Event, video_ts: float) -> Event:
+        try:
+            rec = self.camera_config(event.camera_id).record
+        except NotFoundError:
+            return event
+        return self.request_clip(event, video_ts) if rec.enabled and event.type in rec.types else event
+
+    def _on_clip(self, status: ClipStatus) -> None:
+        """A decoder finished a clip: tell each of its events' consumers (``clip.ready``), in the camera's sequence."""
+        for event_id, clip in self.clips.finish(status):
+            try:
+                engine, lock = self._engine_and_lock(status.camera_id)
+            except NotFoundError:
+                return
+            with lock:
+                event = engine.events.make("clip.ready", time.time(), event_id=event_id, clip=clip)
+            self._publish(event)
 
     def _publish(self, event: Event) -> None:
         self.events_by_type[(event.camera_id, event.type)] += 1
