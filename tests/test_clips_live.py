@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import multiprocessing as mp
 import threading
+import time
 import uuid
 from collections.abc import Iterator
 from pathlib import Path
@@ -18,6 +19,7 @@ from playwright.sync_api import sync_playwright
 
 from streamsrv.api.app import create_app
 from streamsrv.config.models import AppConfig
+from streamsrv.events.model import EventSequencer
 from streamsrv.ipc.messages import ClipStatus, RecordRequest
 from streamsrv.ipc.signals import FramesReady
 from streamsrv.runtime.decoders import Decoders
@@ -31,6 +33,7 @@ pytestmark = pytest.mark.rtsp
 CHROMIUM = "/usr/bin/chromium"
 CHROMIUM_ARGS = ["--headless", "--no-sandbox", "--disable-gpu", "--disable-background-networking", "--no-first-run"]
 PRE_S, POST_S, GOP_S = 2.0, 2.0, 1.0
+TRACK = {"track_id": 1, "label": "person", "confidence": 0.9, "bbox": (10, 10, 50, 90), "zone": "door"}
 
 
 class Cameras:
@@ -120,8 +123,8 @@ def test_a_looping_file_camera_makes_a_clip_in_its_own_folder(clip_360p: Path, t
 
 
 @pytest.fixture
-def clip_server(rtsp_clip: ClipStatus, tmp_path: Path) -> Iterator[str]:
-    """The real app (on a fake server that knows the clip) under uvicorn: its base URL."""
+def clip_server(rtsp_clip: ClipStatus, tmp_path: Path) -> Iterator[tuple[str, FakeServer]]:
+    """The real app (on a fake server that knows the clip) under uvicorn: its base URL and the server."""
     cfg = AppConfig.model_validate({"record": {"dir": str(Path(rtsp_clip.path).parents[1])}})
     server = FakeServer(cfg)
     server.clips.finish(rtsp_clip)
@@ -131,26 +134,43 @@ def clip_server(rtsp_clip: ClipStatus, tmp_path: Path) -> Iterator[str]:
     thread.start()
     try:
         wait_for(lambda: web.started, 60, "uvicorn to start")
-        yield f"http://127.0.0.1:{port}"
+        yield f"http://127.0.0.1:{port}", server
     finally:
         web.should_exit = True
         thread.join(30)
 
 
 @pytest.mark.browser
-def test_chromium_plays_the_clip_from_the_api(clip_server: str, rtsp_clip: ClipStatus) -> None:
+def test_chromium_plays_the_clip_from_the_api_and_the_event_list(
+    clip_server: tuple[str, FakeServer], rtsp_clip: ClipStatus
+) -> None:
     if not Path(CHROMIUM).exists():
         pytest.skip("Debian chromium is not installed")
-    url = f"{clip_server}/api/events/{rtsp_clip.event_ids[0]}/clip.mp4"
+    base, server = clip_server
+    event_id = rtsp_clip.event_ids[0]
+    url = f"{base}/api/events/{event_id}/clip.mp4"
     with sync_playwright() as p:
         browser = p.chromium.launch(executable_path=CHROMIUM, args=CHROMIUM_ARGS)
         try:
             page = browser.new_page()
-            page.goto(f"{clip_server}/healthz")  # same origin as the clip
+            page.goto(f"{base}/healthz")  # same origin as the clip
             page.set_content(f'<video id="v" muted preload="auto" src="{url}"></video>')
             page.wait_for_function("document.getElementById('v').readyState >= 2", timeout=60_000)
             duration = page.evaluate("document.getElementById('v').duration")
             error = page.evaluate("document.getElementById('v').error")
+            assert error is None and duration > PRE_S + POST_S - 0.2
+
+            # The dashboard: the event shows in the list, its clip.ready adds a button that plays the clip inline.
+            page.goto(f"{base}/")
+            page.wait_for_function("document.getElementById('feed-state').textContent === 'live'", timeout=60_000)
+            seqr = EventSequencer("gate")
+            ready = server.clips.state(event_id)
+            assert ready is not None and ready.state == "ready"
+            recording = ready.model_copy(update={"state": "recording"})
+            entered = seqr.make("zone.enter", time.time(), clip=recording, **TRACK).model_copy(update={"id": event_id})
+            server.bus.publish(entered)
+            server.bus.publish(seqr.make("clip.ready", time.time(), event_id=event_id, clip=ready))
+            page.click(".clip-toggle", timeout=30_000)
+            page.wait_for_function("document.querySelector('video.clip')?.readyState >= 2", timeout=60_000)
         finally:
             browser.close()
-    assert error is None and duration > PRE_S + POST_S - 0.2
