@@ -51,7 +51,8 @@ def record(
         for frame in src.frames():
             while pending and frame.video_ts >= pending[0][1]:
                 event_id, ts = pending.pop(0)
-                recorder.request(RecordRequest(event_id, ts, pre_s, post_s, 60.0))
+                extend = event_id.endswith("+")  # "id+": the event id's event goes on
+                recorder.request(RecordRequest(event_id.rstrip("+"), ts, pre_s, post_s, 60.0, extend_only=extend))
             if frame.video_ts >= until_s:
                 break
     finally:
@@ -101,6 +102,14 @@ def test_overlapping_events_share_one_clip_that_runs_past_the_last(clip_360p: Pa
     assert status.state == "ready" and status.event_ids == (EVENT_A, EVENT_B)
     duration, _, _ = clip_facts(Path(status.path))
     assert 3.0 + 2.0 + 0.2 <= duration <= 4.2 + 2.0 + FRAME_S  # from the keyframe at 1.0 s to 6.2 s
+
+
+def test_an_event_that_goes_on_keeps_its_clip_open_and_never_starts_one(clip_360p: Path, tmp_path: Path) -> None:
+    going_on = [(EVENT_A + "+", 4.0), (EVENT_A + "+", 5.0), (EVENT_B + "+", 5.5)]  # B has no clip: ignored
+    [status] = record(clip_360p, tmp_path, [(EVENT_A, 3.0), *going_on], until_s=9.0, post_s=1.0)
+    assert status.state == "ready" and status.event_ids == (EVENT_A,)
+    duration, _, _ = clip_facts(Path(status.path))
+    assert 5.0 - FRAME_S <= duration <= 5.0 + FRAME_S  # the keyframe at 1.0 s through 5.0 + post_s
 
 
 @pytest.fixture

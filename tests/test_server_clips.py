@@ -11,6 +11,7 @@ from collections.abc import Callable
 from streamsrv.config.models import AppConfig
 from streamsrv.ipc.messages import ClipStatus, RecordRequest
 from streamsrv.runtime.server import StreamServer
+from streamsrv.types import FrameResult
 from tests.test_server_snapshots import FrameStore, person_at
 
 
@@ -32,8 +33,13 @@ class Recorders(FrameStore):
         self.clip_callbacks.append(callback)
 
 
-def serve(tmp_path: object, running: bool = True) -> tuple[StreamServer, Recorders]:
-    zone = {"name": "left", "polygon": [[0, 0], [320, 0], [320, 360], [0, 360]]}
+def serve(
+    tmp_path: object,
+    running: bool = True,
+    zone_extra: dict[str, object] | None = None,
+    types: list[str] | None = None,
+) -> tuple[StreamServer, Recorders]:
+    zone = {"name": "left", "polygon": [[0, 0], [320, 0], [320, 360], [0, 360]], **(zone_extra or {})}
     cfg = AppConfig.model_validate(
         {
             "record": {"dir": str(tmp_path)},
@@ -42,7 +48,7 @@ def serve(tmp_path: object, running: bool = True) -> tuple[StreamServer, Recorde
                     "id": "door",
                     "url": "rtsp://127.0.0.1:1/none",
                     "rules": {"zones": [zone]},
-                    "record": {"enabled": True, "pre_s": 3, "post_s": 4, "types": ["zone.enter"]},
+                    "record": {"enabled": True, "pre_s": 3, "post_s": 4, "types": types or ["zone.enter"]},
                 }
             ],
         }
@@ -51,11 +57,16 @@ def serve(tmp_path: object, running: bool = True) -> tuple[StreamServer, Recorde
     return StreamServer(cfg, supervisor=store), store  # type: ignore[arg-type]
 
 
+def at(seq: int) -> FrameResult:
+    """Frame ``seq`` (wall time 1.7e9 + seq, pts 50 + seq) with a person in the zone."""
+    result = person_at(seq, 100.0)
+    return dataclasses.replace(result, frame=dataclasses.replace(result.frame, video_ts=50.0 + seq))
+
+
 def walk_in(server: StreamServer, store: Recorders) -> None:
     for seq in (1, 2, 3):
         for callback in store.callbacks:
-            result = person_at(seq, 100.0)
-            callback(dataclasses.replace(result, frame=dataclasses.replace(result.frame, video_ts=50.0 + seq)))
+            callback(at(seq))
 
 
 def test_an_event_asks_its_decoder_for_a_clip_and_clip_ready_follows(tmp_path: object) -> None:
@@ -91,3 +102,15 @@ def test_a_full_disk_or_a_stopped_decoder_fails_the_clip_but_delivers_the_event(
     (ready,) = [r.event for r in server.bus.history(type="clip.ready")]
     assert ready.clip is not None and ready.clip.state == "failed" and "No space" in (ready.clip.error or "")
     assert server.clips.outcomes["skipped"] == 1
+
+
+def test_a_loitering_object_keeps_its_clip_open_while_it_stays(tmp_path: object) -> None:
+    server, store = serve(tmp_path, zone_extra={"loiter_s": 2}, types=["loiter.start", "loiter.end"])
+    for seq in range(1, 9):  # a frame a second (wall and pts), the person standing in the zone
+        for callback in store.callbacks:
+            callback(at(seq))
+    (started,) = [r.event for r in server.bus.history(type="loiter.start")]
+    first, *extensions = store.requests
+    assert first[1].event_id == started.id and not first[1].extend_only
+    assert extensions and all(r.event_id == started.id and r.extend_only for _, r in extensions)
+    assert [r.video_ts for _, r in extensions] == [first[1].video_ts + k for k in range(1, len(extensions) + 1)]

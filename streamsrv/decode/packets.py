@@ -23,7 +23,7 @@ continue it), which is what a record request names.
 from __future__ import annotations
 
 from collections import deque
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from typing import Any, Protocol
 
 
@@ -94,7 +94,6 @@ class CutClip:
     packets: list[EncodedPacket]
     end_s: float  # collect packets through this time (in decoding order)
     limit_s: float  # never beyond this: start + max_clip_s
-    requested: list[float] = field(default_factory=list)  # the events' times, for the report
 
     @property
     def duration_s(self) -> float:
@@ -111,13 +110,19 @@ class ClipCutter:
         self.ring = ring
         self.open: CutClip | None = None
 
-    def request(self, event_id: str, video_ts: float, pre_s: float, post_s: float, max_clip_s: float) -> list[CutClip]:
+    def request(
+        self, event_id: str, video_ts: float, pre_s: float, post_s: float, max_clip_s: float, extend_only: bool = False
+    ) -> list[CutClip]:
         """Start or extend a clip; returns the clips this finished: the open one when the event is past its end,
-        the new one when the ring already holds everything through its end (a late request)."""
+        the new one when the ring already holds everything through its end (a late request). ``extend_only``
+        moves the end of the open clip that holds ``event_id`` and does nothing else."""
         clip = self.open
+        if extend_only:
+            if clip is not None and event_id in clip.event_ids:
+                clip.end_s = min(max(clip.end_s, video_ts + post_s), clip.limit_s)
+            return []
         if clip is not None and video_ts - pre_s <= clip.end_s:
             clip.event_ids.append(event_id)
-            clip.requested.append(video_ts)
             clip.end_s = min(max(clip.end_s, video_ts + post_s), clip.limit_s)
             return []
         finished = [clip] if clip is not None else []
@@ -125,7 +130,7 @@ class ClipCutter:
         start = packets[0].pts_s if packets else video_ts - pre_s
         limit = start + max_clip_s
         end = min(video_ts + post_s, limit)
-        new = CutClip([event_id], [p for p in packets if p.dts_s <= end], end, limit, [video_ts])
+        new = CutClip([event_id], [p for p in packets if p.dts_s <= end], end, limit)
         if packets and packets[-1].dts_s > end:
             self.open = None
             return [*finished, new]

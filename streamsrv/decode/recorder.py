@@ -74,7 +74,10 @@ class ClipRecorder:
         self._finish(self.cutter.add(kept))
 
     def request(self, req: RecordRequest) -> None:
-        for clip in self.cutter.request(req.event_id, req.video_ts, req.pre_s, req.post_s, req.max_clip_s):
+        finished = self.cutter.request(
+            req.event_id, req.video_ts, req.pre_s, req.post_s, req.max_clip_s, req.extend_only
+        )
+        for clip in finished:
             self._finish(clip)
 
     def close(self) -> None:
@@ -120,12 +123,16 @@ def _remux(clip: CutClip, template: _Template, path: Path) -> None:
     with av.open(str(path), "w", format="mp4", options={"movflags": "+faststart"}) as out:
         stream = out.add_stream_from_template(template.stream)
         stream.time_base = _TIME_BASE
+        last_dts = -1
         for p in clip.packets:
             packet = av.Packet(p.data)
             packet.stream = stream
             packet.time_base = _TIME_BASE
-            packet.pts = round((p.pts_s - t0) / _TIME_BASE)
-            packet.dts = round((p.dts_s - t0) / _TIME_BASE)
+            # A looping file's next pass starts with dts a frame or two below the last pass's end (B-frames):
+            # the muxer needs them rising.
+            dts = last_dts = max(round((p.dts_s - t0) / _TIME_BASE), last_dts + 1)
+            packet.dts = dts
+            packet.pts = max(round((p.pts_s - t0) / _TIME_BASE), dts)
             packet.duration = round(p.duration_s / _TIME_BASE)
             packet.is_keyframe = p.keyframe
             out.mux(packet)

@@ -100,6 +100,8 @@ class RecordRequest:
     """Ask a camera's decoder for a clip around an event seen in the frame at ``video_ts`` (its pts, seconds).
 
     A request that falls inside a clip still being collected joins it (one file for overlapping events).
+    ``extend_only``: the event is still going on (an object loitering): keep its open clip going through
+    ``video_ts + post_s``; never starts a clip.
     """
 
     event_id: str
@@ -107,6 +109,7 @@ class RecordRequest:
     pre_s: float
     post_s: float
     max_clip_s: float
+    extend_only: bool = False
 
 
 @dataclass(frozen=True, slots=True)

@@ -36,6 +36,7 @@ from streamsrv.runtime.supervisor import Supervisor
 from streamsrv.types import CameraState, FrameResult
 
 log = logging.getLogger(__name__)
+_EXTEND_EVERY_S = 1.0  # how often a loitering object's clip is told to keep going
 
 
 class StreamServer:
@@ -54,6 +55,7 @@ class StreamServer:
         self._online: set[str] = set()
         self._latest: dict[str, Latest] = {}
         self.events_by_type: Counter[tuple[str, str]] = Counter()  # (camera_id, type) -> n, for metrics
+        self._loiter_clips: dict[str, tuple[str, float]] = {}  # camera -> (loiter.start id, pts last extended)
         for cam in cfg.cameras:
             self._register(RuleEngine(cam.id, resolve_rules(cam.rules, cfg.base_dir, cam.id)))
         self.supervisor.subscribe(self._on_result)
@@ -214,6 +216,7 @@ class StreamServer:
             self._engine_locks.pop(camera_id, None)
             self._online.discard(camera_id)
             self._latest.pop(camera_id, None)
+            self._loiter_clips.pop(camera_id, None)
 
     def _set_config(self, cam: CameraConfig, present: bool) -> None:
         with self._lock:
@@ -233,6 +236,7 @@ class StreamServer:
         self._snapshot(result, [e for e in output.events if e.bbox is not None])
         for event in output.events:
             self._publish(self._with_clip(event, result.frame.video_ts))
+        self._extend_loitering_clip(result.camera_id, output, result.frame.video_ts)
 
     def _on_state(self, camera_id: str, state: CameraState, error: str | None) -> None:
         with self._lock:
@@ -256,6 +260,9 @@ class StreamServer:
         req = RecordRequest(event.id, video_ts, rec.pre_s, rec.post_s, rec.max_clip_s)
         if self.supervisor.request_clip(event.camera_id, req):
             clip = self.clips.start(event.id)
+            if event.type == "loiter.start":
+                with self._lock:
+                    self._loiter_clips[event.camera_id] = (event.id, video_ts)
         else:
             clip = self.clips.fail(event.id, "the camera's decoder is not running")
         return event.model_copy(update={"clip": clip})
@@ -266,6 +273,20 @@ class StreamServer:
         except NotFoundError:
             return event
         return self.request_clip(event, video_ts) if rec.enabled and event.type in rec.types else event
+
+    def _extend_loitering_clip(self, camera_id: str, output: RuleOutput, video_ts: float) -> None:
+        """While objects loiter, the loiter.start's clip stays open (up to ``max_clip_s``): the event lasts."""
+        with self._lock:
+            held = self._loiter_clips.get(camera_id)
+            if held is None or video_ts - held[1] < _EXTEND_EVERY_S:
+                return
+            if not output.loitering_ids:
+                del self._loiter_clips[camera_id]
+                return
+            self._loiter_clips[camera_id] = (held[0], video_ts)
+        rec = self.camera_config(camera_id).record
+        req = RecordRequest(held[0], video_ts, rec.pre_s, rec.post_s, rec.max_clip_s, extend_only=True)
+        self.supervisor.request_clip(camera_id, req)
 
     def _on_clip(self, status: ClipStatus) -> None:
         """A decoder finished a clip: tell each of its events' consumers (``clip.ready``), in the camera's sequence."""
