@@ -5,8 +5,10 @@ as looping file cameras with ``--source file``), optionally a Redis server for e
 with a tripwire on every camera, so decoding, inference, tracking, rules and events all run. Every
 ``--interval`` seconds it samples:
 
-- per process of the server's tree (``main``, ``inference``, ``decoder:<camera>``, ``resource_tracker``): RSS,
-  open file descriptors and threads (psutil), and the tree's totals;
+- per process of the server's tree (``main``, ``inference``, ``decoder:<camera>``, ``resource_tracker``, known by
+  the titles the server gives them): RSS, open file descriptors and threads (psutil), and the tree's totals;
+- how full the server's bounded caches are (``streamsrv_cache_*`` in ``/metrics``: snapshots, events, job results,
+  preview frames);
 - shared memory: the server's frame rings in /dev/shm and the POSIX semaphores its processes have mapped;
 - per camera from ``GET /api/cameras/{id}/stats``: state, processed fps, frames processed, frame age p50/p95,
   frames dropped (latest-wins and stale), reconnects, decoder restarts; plus a ``snapshot.jpg`` so the preview
@@ -26,7 +28,9 @@ After ``--warmup`` seconds the samples are judged. It fails (exit status 1) when
     python -m benchmarks.soak --duration 120 --cameras 2                                # the CI variant
 
 Progress goes to stderr, a line per sample; the JSON report (settings, every sample, the per-series summary and
-the checks) to ``--out`` and its summary to stdout.
+the checks) to ``--out`` and its summary to stdout. The summary's ``memory`` gives each process's RSS slope after the
+warm-up (MB/hour, and whether it levels off: under 5 MB/hour), ``caches`` each cache's final size and growth: memory
+that keeps growing while the caches are full or flat is a leak.
 """
 
 from __future__ import annotations
@@ -50,7 +54,6 @@ import httpx
 import numpy as np
 import psutil
 
-from streamsrv.runtime.rings import ring_camera_id
 from tests.support.app_server import READY_TIMEOUT_S, AppServer
 from tests.support.processes import RedisServer, RtspServer
 
@@ -63,6 +66,8 @@ COUNT_KEYS = ("fds", "threads")
 TREE_COUNT_KEYS = ("fds", "threads", "processes", "shm_rings", "semaphores")
 # A count "keeps growing" only if its trend adds up to at least this much over the window (see the docstring).
 MIN_COUNT_GROWTH = 2.0
+# A process "levels off" once its RSS grows less than this per hour (reported in the summary, not judged).
+LEVEL_MB_PER_HOUR = 5.0
 
 
 @dataclass(frozen=True)
@@ -76,17 +81,17 @@ class ProcessSample:
     threads: int
 
 
-def process_role(proc: psutil.Process, server_pid: int, mapped: set[str]) -> str:
-    """What a process of the server's tree is, from what it maps: torch means inference, one ring a decoder."""
+def process_role(proc: psutil.Process, server_pid: int) -> str:
+    """What a process of the server's tree is, from the title it gives itself (``streamsrv: decoder door``)."""
     if proc.pid == server_pid:
         return "main"
-    if any("resource_tracker" in part for part in proc.cmdline()):
-        return "resource_tracker"
-    if any("libtorch" in path for path in mapped):
+    title = " ".join(proc.cmdline()).strip()  # the title is padded to the length of the original command line
+    if title == "streamsrv: inference":
         return "inference"
-    cameras = {ring_camera_id(Path(p).name.removesuffix(" (deleted)"), str(server_pid)) for p in mapped} - {None}
-    if len(cameras) == 1:
-        return f"decoder:{cameras.pop()}"
+    if title.startswith("streamsrv: decoder "):
+        return f"decoder:{title.removeprefix('streamsrv: decoder ')}"
+    if "resource_tracker" in title:
+        return "resource_tracker"
     return f"other:{proc.pid}"
 
 
@@ -102,7 +107,7 @@ def sample_processes(server_pid: int) -> tuple[list[ProcessSample], set[str]]:
                 memory = proc.memory_info()
                 samples.append(
                     ProcessSample(
-                        role=process_role(proc, server_pid, mapped),
+                        role=process_role(proc, server_pid),
                         pid=proc.pid,
                         rss_mb=memory.rss / 2**20,
                         anon_mb=(memory.rss - memory.shared) / 2**20,
@@ -143,7 +148,8 @@ def sample(http: httpx.Client, server_pid: int, cameras: list[str], t_s: float, 
         if snapshots:
             cams[cam]["snapshot_status"] = http.get(f"/api/cameras/{cam}/snapshot.jpg").status_code
     ready = http.get("/readyz").json()
-    heap = inference_heap_mb(http.get("/metrics").text)
+    metrics = http.get("/metrics").text
+    heap = inference_heap_mb(metrics)
     return {
         "t_s": round(t_s, 1),
         "processes": [asdict(p) for p in procs],
@@ -159,6 +165,7 @@ def sample(http: httpx.Client, server_pid: int, cameras: list[str], t_s: float, 
         },
         "inference_restarts": ready["inference_restarts"],
         "inference_heap_mb": heap,
+        "caches": cache_sizes(metrics),
         "cameras": cams,
     }
 
@@ -172,6 +179,18 @@ def inference_heap_mb(metrics_text: str) -> dict[str, float]:
         if line.startswith(prefix):
             state, value = line[len(prefix) :].split('"}')
             out[state] = round(float(value) / 2**20, 1)
+    return out
+
+
+def cache_sizes(metrics_text: str) -> dict[str, dict[str, float]]:
+    """Per bounded cache (``streamsrv_cache_*{cache=...}``), its items and bytes now, from a ``/metrics`` scrape."""
+    out: dict[str, dict[str, float]] = {}
+    for line in metrics_text.splitlines():
+        for key in ("items", "bytes"):
+            prefix = f'streamsrv_cache_{key}{{cache="'
+            if line.startswith(prefix):
+                cache, value = line[len(prefix) :].split('"}')
+                out.setdefault(cache, {})[key] = float(value)
     return out
 
 
@@ -258,7 +277,42 @@ def analyse(samples: list[dict[str, Any]], warmup_s: float, max_growth_pct: floa
             "reconnects": last["reconnects"] - first["reconnects"],
             "decoder_restarts": last["decoder_restarts"] - first["decoder_restarts"],
         }
-    return {"window_s": [t[0], t[-1]], "samples": len(post), "cameras": cameras, "checks": checks}
+    return {
+        "window_s": [t[0], t[-1]],
+        "samples": len(post),
+        "memory": memory_summary(checks),
+        "caches": cache_summary(post),
+        "cameras": cameras,
+        "checks": checks,
+    }
+
+
+def memory_summary(checks: list[dict[str, Any]]) -> dict[str, dict[str, Any]]:
+    """Per process role (and the tree), RSS at the start and end of the judged window and its slope in MB/hour.
+
+    Over days what matters is the slope once the caches are full: ``levels_off`` says whether it is within
+    LEVEL_MB_PER_HOUR. A short run may still be filling caches, so this is reported, not judged.
+    """
+    out = {}
+    for check in checks:
+        if check["series"].endswith(".rss_mb"):
+            out[check["series"].removesuffix(".rss_mb")] = {
+                "rss_mb_first_quarter": check["first_quarter_median"],
+                "rss_mb_last_quarter": check["last_quarter_median"],
+                "slope_mb_per_hour": check["slope_per_hour"],
+                "levels_off": abs(check["slope_per_hour"]) < LEVEL_MB_PER_HOUR,
+            }
+    return out
+
+
+def cache_summary(samples: list[dict[str, Any]]) -> dict[str, dict[str, float]]:
+    """Per bounded cache, its size at the end of the window and how fast its bytes grew (MB/hour) over it."""
+    out = {}
+    for cache, last in samples[-1].get("caches", {}).items():
+        points = [(s["t_s"], s["caches"][cache].get("bytes", 0.0)) for s in samples if cache in s.get("caches", {})]
+        t, y = [p[0] for p in points], [p[1] / 2**20 for p in points]
+        out[cache] = {**last, "bytes_slope_mb_per_hour": round(slope_per_s(t, y) * 3600, 2)}
+    return out
 
 
 def write_config(

@@ -26,15 +26,23 @@ def _load(path: str | None) -> AppConfig:
 
 
 def cmd_serve(args: argparse.Namespace) -> int:
-    # Each command imports what it runs, so `events` and `validate-config` start quickly and never load torch.
-    from streamsrv.api.app import HttpServer, create_app
+    from setproctitle import setproctitle
+
+    from streamsrv.config.exposure import check_exposure
 
     cfg = _load(args.config)
     if args.host:
         cfg.server.host = args.host
     if args.port is not None:
         cfg.server.port = args.port
+    warning = check_exposure(cfg.server)  # before anything heavy is imported: a refused server exits at once
+    # Each command imports what it runs, so `events` and `validate-config` start quickly and never load torch.
+    from streamsrv.api.app import HttpServer, create_app
+
     setup_logging(cfg.server.log_level, cfg.server.log_json)
+    setproctitle("streamsrv: api")  # `ps` tells the server from its decoders and inference process
+    if warning:
+        log.warning("%s", warning)
     app = create_app(cfg, config_path=Path(args.config) if args.config else None)
     log.info("streamsrv serving on http://%s:%d with %d camera(s)", cfg.server.host, cfg.server.port, len(cfg.cameras))
     # uvicorn shuts down gracefully on SIGTERM/SIGINT and then re-raises the signal. With Python's defaults

@@ -40,6 +40,9 @@ REQUIRED_METRICS = {
     "streamsrv_jobs",
     "streamsrv_jobs_finished_total",
     "streamsrv_jobs_frames_analysed_total",
+    "streamsrv_job_turnaround_seconds_bucket",
+    "streamsrv_cache_bytes",
+    "streamsrv_cache_items",
 }
 
 

@@ -31,7 +31,7 @@ from streamsrv.config import parse_config
 from streamsrv.config.models import CameraConfig
 from streamsrv.runtime.supervisor import Supervisor
 from streamsrv.types import CameraState, FrameResult
-from tests.support.fake_cameras import HttpTsCamera, Segment, SilentServer, mpegts
+from tests.support.fake_cameras import HlsCamera, HttpTsCamera, Segment, SilentServer, mpegts
 from tests.support.processes import RtspServerFactory
 from tests.support.waiting import wait_for
 
@@ -245,6 +245,29 @@ def test_a_file_that_ends_goes_offline_and_is_not_restarted(
     assert stats.state == CameraState.OFFLINE and stats.error == "end of file", stats
     assert stats.decoder_restarts == 0 and stats.reconnects == 0, stats
     assert pipeline.log.states("tape")[-1:] == [CameraState.OFFLINE]
+
+
+def test_sources_that_smuggle_in_other_protocols_fail_clearly_and_alone(
+    pipeline: Pipeline, camera_cleanup: list[str], clip_360p: Path, tmp_path: Path
+) -> None:
+    # An HLS playlist over HTTP whose segment is a local file, and a path that FFmpeg would read as its concat
+    # protocol: each goes to `error` with a message saying what failed, and steady goes on.
+    hls = HlsCamera(tmp_path / "www", clip_360p)
+    local = tmp_path / "local.ts"
+    local.write_bytes(hls.segment.read_bytes())
+    try:
+        sneaky = hls.playlist("sneaky.m3u8", f"file://{local}")
+        pipeline.add(f'{{id: playlist, url: "{sneaky}", {FAST}}}')
+        pipeline.add(f'{{id: concat, url: "concat:{clip_360p}|{clip_360p}", {FAST}}}')
+        camera_cleanup.extend(["playlist", "concat"])
+        for camera_id in ("playlist", "concat"):
+            wait_for(lambda c=camera_id: pipeline.state(c) == CameraState.ERROR, 60, f"{camera_id} in error")
+        assert "sneaky.m3u8: not a readable video stream" in (pipeline.sup.camera_stats("playlist").error or "")
+        assert f"concat:{clip_360p}|{clip_360p}: not found" in (pipeline.sup.camera_stats("concat").error or "")
+        assert pipeline.sup.camera_stats("concat").frames_decoded == 0
+        pipeline.wait_processed("steady", 2, 60, "steady beside the refused sources")
+    finally:
+        hls.close()
 
 
 def test_removing_a_camera_whose_decoder_is_stuck_does_not_stall_the_others(

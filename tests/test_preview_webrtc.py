@@ -170,7 +170,8 @@ def test_twenty_viewers_come_and_go_and_leave_nothing_behind(live: Live) -> None
         asyncio.run(view(live.url, frames=1, hang_up=i % 2 == 1))
     # Hung-up peers are noticed when DTLS closes (or, at worst, when ICE consent expires).
     wait_for(lambda: live.stats()["webrtc_peers"] == 0, 90, "every peer to be closed")
-    wait_for(lambda: live.stats() == {"feeds": 0, "viewers": 0, "cameras": {}, "webrtc_peers": 0}, 20, "idle hub")
+    idle = {"feeds": 0, "viewers": 0, "cameras": {}, "webrtc_peers": 0, "buffered_frames": 0, "buffered_bytes": 0}
+    wait_for(lambda: live.stats() == idle, 20, "idle hub")
     wait_for(
         lambda: not [t for t in threading.enumerate() if t.name.startswith("streamsrv-preview")],
         20,

@@ -11,6 +11,7 @@ import numpy as np
 import numpy.typing as npt
 
 from streamsrv.config.models import AppConfig
+from streamsrv.runtime.caches import event_cache_sizes
 from streamsrv.runtime.server import StreamServer
 from streamsrv.types import FrameRef, FrameResult, Tracks
 
@@ -114,3 +115,17 @@ def test_the_latest_result_and_rules_output_are_kept_together() -> None:
     assert latest.result is not None and latest.result.frame.seq == 3
     assert latest.output.occupancy == {"left": {"person": 1}} == server.occupancy("door")
     assert [e.type for e in latest.output.events] == []  # the enter came with frame 2
+
+
+def test_the_server_reports_how_full_its_caches_are() -> None:
+    server, store = serve()
+    empty = {c.cache: c for c in event_cache_sizes(server.cfg.events, server.snapshots, server.bus)}
+    assert (empty["snapshots"].items, empty["snapshots"].bytes, empty["events"].items) == (0, 0, 0)
+    assert empty["snapshots"].max_bytes == 64 * 2**20 and empty["events"].max_items == 1000
+
+    event_id = enter(server, store, keep=lambda seq: True)
+
+    sizes = {c.cache: c for c in event_cache_sizes(server.cfg.events, server.snapshots, server.bus)}
+    jpeg = server.snapshots.get(event_id)
+    assert jpeg is not None and (sizes["snapshots"].items, sizes["snapshots"].bytes) == (1, len(jpeg))
+    assert sizes["events"].items == len(server.bus.history(limit=1000)) >= 1

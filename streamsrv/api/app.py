@@ -17,9 +17,12 @@ from fastapi.staticfiles import StaticFiles
 
 from streamsrv import __version__
 from streamsrv.api.middleware import BodySizeLimit, redacted_validation_error
+from streamsrv.api.routers import caches as caches_router
 from streamsrv.api.routers import cameras, clips, detect, events, health, jobs, metrics, preview, probe, rules
 from streamsrv.config.models import AppConfig
 from streamsrv.jobs.manager import JobManager
+from streamsrv.jobs.store import JobStats
+from streamsrv.runtime.caches import Caches, CacheSize, event_cache_sizes
 from streamsrv.runtime.metrics import ServerMetrics
 from streamsrv.runtime.protocol import ServerApi
 from streamsrv.runtime.registry import CameraRegistry, ConfigFileStore
@@ -38,7 +41,10 @@ def create_app(cfg: AppConfig, server: ServerApi | None = None, config_path: Pat
     store = ConfigFileStore(config_path) if config_path is not None and cfg.server.persist else None
     registry = CameraRegistry(srv, store)
     job_manager = JobManager(srv, cfg)
-    server_metrics = ServerMetrics(srv, job_manager)
+    caches = Caches()  # the preview adds its own in its router's lifespan
+    caches.add(lambda: event_cache_sizes(cfg.events, srv.snapshots, srv.bus))
+    caches.add(lambda: [job_results_size(job_manager.stats())])
+    server_metrics = ServerMetrics(srv, job_manager, caches)
 
     @asynccontextmanager
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:
@@ -58,6 +64,7 @@ def create_app(cfg: AppConfig, server: ServerApi | None = None, config_path: Pat
     app.state.api_key = cfg.server.api_key.get_secret_value() if cfg.server.api_key else None
     app.state.registry = registry
     app.state.metrics = server_metrics
+    app.state.caches = caches
     app.state.jobs = job_manager
     app.state.shutdown = asyncio.Event()
     app.add_middleware(BodySizeLimit, max_bytes=cfg.server.max_body_bytes, overrides=jobs.upload_limits(cfg.jobs))
@@ -67,6 +74,7 @@ def create_app(cfg: AppConfig, server: ServerApi | None = None, config_path: Pat
     app.include_router(rules.router)
     app.include_router(probe.router)
     app.include_router(metrics.router)
+    app.include_router(caches_router.router)
     app.include_router(preview.router)
     app.mount("/static", StaticFiles(directory=preview.WEB_DIR), name="static")
     app.include_router(events.router)
@@ -92,3 +100,13 @@ class HttpServer(uvicorn.Server):
     async def shutdown(self, sockets: list[socket.socket] | None = None) -> None:
         self.app.state.shutdown.set()
         await super().shutdown(sockets)
+
+
+def job_results_size(stats: JobStats) -> CacheSize:
+    """The finished jobs kept with their results (in memory, or in Redis when ``events.redis_url`` is set)."""
+    return CacheSize(
+        cache="job_results",
+        items=stats.done + stats.failed,
+        bytes=stats.result_bytes,
+        max_bytes=stats.result_store_bytes,
+    )

@@ -200,7 +200,19 @@ class ServerConfig(StrictModel):
 
     host: str = Field("127.0.0.1", description="Bind address.")
     port: int = Field(8080, ge=0, le=65535, description="Bind port (0 picks a free one).")
-    api_key: SecretStr | None = Field(None, description="Bearer token required when set; use ${ENV_VAR}.")
+    api_key: SecretStr | None = Field(
+        None, description="Bearer token required when set (empty means unset); use ${ENV_VAR}."
+    )
+    allow_unauthenticated: bool = Field(
+        False,
+        description="Serve on a non-loopback address without api_key (a warning is logged); without it such a "
+        "server refuses to start.",
+    )
+    allowed_file_dirs: list[str] = Field(
+        default_factory=list,
+        description="Directories whose files cameras added or changed through the API may read (file:// URLs and "
+        "paths); none by default. Cameras in this file may read any path.",
+    )
     log_json: bool = Field(False, description="Structured JSON log lines.")
     log_level: Literal["debug", "info", "warning", "error"] = Field("info")
     persist: bool = Field(
@@ -211,6 +223,12 @@ class ServerConfig(StrictModel):
     max_body_bytes: int = Field(
         1_048_576, ge=1024, le=2**30, description="Request bodies larger than this are refused with 413."
     )
+
+    @field_validator("api_key", mode="before")
+    @classmethod
+    def _empty_key_is_none(cls, key: Any) -> Any:
+        # `api_key: ${STREAMSRV_API_KEY:-}` leaves it empty when the variable is unset: that is no key, not "".
+        return None if key == "" else key
 
 
 class EventsConfig(StrictModel):
@@ -341,6 +359,9 @@ class JobsConfig(StrictModel):
     allowed_file_dir: str | None = Field(
         None,
         description="Jobs may read file:// URLs and server paths only inside this directory; none when unset.",
+    )
+    allow_link_local_urls: bool = Field(
+        False, description="Let job URLs reach link-local addresses (169.254.0.0/16, fe80::/10): cloud metadata."
     )
 
 

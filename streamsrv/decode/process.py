@@ -21,6 +21,8 @@ from multiprocessing.connection import Connection
 from pathlib import Path
 from types import FrameType
 
+from setproctitle import setproctitle
+
 from streamsrv.config.models import CameraConfig
 from streamsrv.decode.backoff import Backoff
 from streamsrv.decode.recorder import ClipRecorder
@@ -151,6 +153,7 @@ def run_decoder(
 ) -> None:
     """Process entry point. The camera comes as JSON so the child needs no pickled pydantic state."""
     cam = CameraConfig.model_validate_json(cam_json)
+    setproctitle(f"streamsrv: decoder {cam.id}")  # not `python -c from multiprocessing.spawn ...` in `ps`
 
     def on_term(signum: int, frame: FrameType | None) -> None:
         stop.set()

@@ -30,6 +30,7 @@ from av.codec.hwaccel import HWAccel, hwdevices_available
 
 from streamsrv.config.models import CameraConfig, redact_url
 from streamsrv.decode.packets import PacketTap
+from streamsrv.decode.protocols import ffmpeg_input
 from streamsrv.errors import SourceError, SourceTimeout, SourceUnavailable
 
 log = logging.getLogger(__name__)
@@ -208,8 +209,7 @@ class VideoSource:
     def __init__(
         self, cam: CameraConfig, realtime: bool | None = None, skip: bool = True, tap: PacketTap | None = None
     ) -> None:
-        self.cam = cam
-        self.tap = tap
+        self.cam, self.tap = cam, tap
         self.is_file = _is_file(cam.url) and not cam.url.startswith("/dev/video")
         self.realtime = cam.realtime if realtime is None else realtime
         self.skipper = FrameSkipper(cam.detect_fps) if skip else None
@@ -227,8 +227,8 @@ class VideoSource:
 
     def open(self) -> None:
         cam = self.cam
-        url = cam.url.removeprefix("file://")
         options: dict[str, str] = {}
+        url, options["protocol_whitelist"] = ffmpeg_input(cam.url)  # a URL reaches nothing its scheme does not
         kwargs: dict[str, Any] = {"timeout": (cam.open_timeout_s, cam.read_timeout_s)}
         if url.startswith(("rtsp://", "rtsps://")):
             options["rtsp_transport"] = cam.rtsp_transport

@@ -85,7 +85,8 @@ class InProcessBus:
 
     def stats(self) -> BusStats:
         with self._lock:
-            return BusStats(self._n, self._n, 0, 0, None, 0, len(self._subs), None)
+            history = self._history
+            return BusStats(self._n, self._n, 0, 0, None, 0, len(self._subs), None, len(history), history.maxlen or 0)
 
     def close(self) -> None:
         with self._lock:

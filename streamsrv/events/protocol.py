@@ -31,7 +31,8 @@ class BusStats:
 
     ``accepted``: handed to ``publish``; ``published``: delivered (to Redis, or to history and subscribers
     in-process); ``buffered``: waiting for Redis now; ``dropped``: lost to the buffer bound (never silently:
-    counted here and logged); ``redis_connected`` is None for the in-process bus.
+    counted here and logged); ``redis_connected`` is None for the in-process bus. ``held``: events kept in this
+    process's memory now (the in-process bus's history, or those waiting for Redis), at most ``held_max``.
     """
 
     accepted: int
@@ -42,6 +43,8 @@ class BusStats:
     reconnects: int
     subscribers: int
     last_error: str | None
+    held: int = 0
+    held_max: int = 0
 
 
 @dataclass(frozen=True, slots=True)

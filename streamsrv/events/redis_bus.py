@@ -175,6 +175,8 @@ class RedisBus:
                 reconnects=self._reconnects,
                 subscribers=len(self._subs),
                 last_error=self._last_error,
+                held=len(self._buffer) + self._inflight,
+                held_max=self.buffer_max_events,
             )
 
     def _drop(self, why: str) -> None:

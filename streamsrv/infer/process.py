@@ -21,6 +21,7 @@ from typing import TYPE_CHECKING, Any
 
 import numpy as np
 import numpy.typing as npt
+from setproctitle import setproctitle
 
 from streamsrv.config.models import AppConfig
 from streamsrv.errors import StreamsrvError
@@ -212,7 +213,7 @@ def run_inference(
 ) -> None:
     """Process entry point: load the model, then loop until ``stop`` is set."""
     cfg = AppConfig.model_validate_json(cfg_json)
-
+    setproctitle("streamsrv: inference")  # not `python -c from multiprocessing.spawn ...` in `ps`
     serving = False
 
     def on_term(signum: int, frame: FrameType | None) -> None:

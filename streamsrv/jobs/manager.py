@@ -26,6 +26,7 @@ import threading
 import time
 import uuid
 from collections import deque
+from collections.abc import Callable
 from pathlib import Path
 
 import redis
@@ -78,6 +79,7 @@ class JobManager:
         self._rejected = self._frames_analysed = 0
         self._finished = dict.fromkeys(JOB_OUTCOMES, 0)
         self._mean_job_s = _FIRST_GUESS_JOB_S
+        self.finished_listeners: list[Callable[[Job], None]] = []  # called with each job that ends done or failed
 
     # -- life cycle -----------------------------------------------------------------------------------------------
     def start(self) -> None:
@@ -120,7 +122,7 @@ class JobManager:
 
     def check_source(self, url: str) -> str:
         """The URL or server path a job may read; ValueError naming what is wrong otherwise."""
-        return check_source(url, self.cfg.allowed_file_dir)
+        return check_source(url, self.cfg.allowed_file_dir, self.cfg.allow_link_local_urls)
 
     def submit(
         self,
@@ -304,6 +306,8 @@ class JobManager:
             return
         self._persist(stored)
         log.info("job %s %s%s", job.id, job.state, f": {job.error}" if job.error else "")
+        for listener in list(self.finished_listeners):
+            listener(job)
 
     def _stopped(self, run: JobRun) -> None:
         stored = run.stored

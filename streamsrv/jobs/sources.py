@@ -1,15 +1,21 @@
 """Where a job reads its clip: a checked stream URL or server path, or an uploaded clip in the spool directory.
 
 A job may read what a camera may (``CameraConfig``'s URL checks), and files only inside ``jobs.allowed_file_dir``.
+Its stream URL may not lead to a link-local address or a cloud metadata service (where a cloud server's own
+credentials are served) unless ``jobs.allow_link_local_urls``: the job's result would show what it answered.
 Uploads wait in the spool (``jobs.spool_dir``, or a temporary directory of the server's own) until their job ends.
 
->>> check_source("rtsp://cam.local/stream", allowed_file_dir=None)
-'rtsp://cam.local/stream'
+>>> check_source("rtsp://10.0.0.5/stream", allowed_file_dir=None)
+'rtsp://10.0.0.5/stream'
+>>> metadata_host("http://169.254.169.254/latest/meta-data/"), metadata_host("http://[fd00:ec2::254]/")
+('169.254.169.254', 'fd00:ec2::254')
 """
 
 from __future__ import annotations
 
+import ipaddress
 import shutil
+import socket
 import tempfile
 import uuid
 from pathlib import Path
@@ -22,9 +28,33 @@ from streamsrv.jobs.store import StoredJob
 
 STREAM_SCHEMES = ("http", "https", "rtsp", "rtsps")
 _UPLOAD_PREFIX = "upload-"
+METADATA_NAMES = frozenset({"metadata.google.internal", "metadata.goog", "metadata"})
+# Link-local (AWS, GCP, Azure, OpenStack metadata at 169.254.169.254), AWS's IPv6 metadata, Alibaba's metadata.
+METADATA_NETWORKS = tuple(
+    ipaddress.ip_network(n) for n in ("169.254.0.0/16", "fe80::/10", "fd00:ec2::254/128", "100.100.100.200/32")
+)
 
 
-def check_source(url: str, allowed_file_dir: str | None) -> str:
+def metadata_host(url: str) -> str | None:
+    """The host of ``url`` when it is, or resolves to, a link-local or cloud metadata address; else None."""
+    host = (urlsplit(url).hostname or "").rstrip(".")
+    if host in METADATA_NAMES:
+        return host
+    try:
+        # getaddrinfo also reads the spellings ip_address does not: 2852039166, 0xa9.0xfe.0xa9.0xfe
+        infos = socket.getaddrinfo(host, None, proto=socket.IPPROTO_TCP) if host else []
+    except OSError:
+        return None  # nothing to connect to: the job fails on its own
+    for info in infos:
+        address = ipaddress.ip_address(str(info[4][0]).split("%")[0])
+        if isinstance(address, ipaddress.IPv6Address) and address.ipv4_mapped is not None:
+            address = address.ipv4_mapped
+        if any(address in network for network in METADATA_NETWORKS):
+            return host
+    return None
+
+
+def check_source(url: str, allowed_file_dir: str | None, allow_link_local: bool = False) -> str:
     """The URL or server path a job may read; ValueError naming what is wrong otherwise."""
     try:
         CameraConfig(id="job", url=url)  # what a camera's URL may be, a job's may be
@@ -32,6 +62,11 @@ def check_source(url: str, allowed_file_dir: str | None) -> str:
         raise ValueError(str(exc.errors()[0]["msg"]).removeprefix("Value error, ")) from None
     scheme = urlsplit(url).scheme.lower() if "://" in url else ""
     if scheme in STREAM_SCHEMES:
+        if not allow_link_local and (host := metadata_host(url)) is not None:
+            raise ValueError(
+                f"{host} is a link-local or cloud metadata address; jobs may not read it "
+                "(jobs.allow_link_local_urls is false)"
+            )
         return url
     if allowed_file_dir is None:
         raise ValueError("this server reads no files for jobs (jobs.allowed_file_dir is not set); upload the clip")

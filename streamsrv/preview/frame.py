@@ -63,6 +63,12 @@ class PreviewFrame:
             return self._jpeg
 
     @property
+    def nbytes(self) -> int:
+        """Memory the frame holds: pixels and the encodings made so far."""
+        vp8 = len(self.vp8.data) if self.vp8 is not None else 0
+        return int(self.image.nbytes) + len(self._jpeg or b"") + vp8
+
+    @property
     def has_jpeg(self) -> bool:
         return self._jpeg is not None
 

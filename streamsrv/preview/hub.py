@@ -28,12 +28,11 @@ import time
 from collections import Counter, deque
 from typing import Literal
 
-from pydantic import BaseModel, Field
-
 from streamsrv.config.models import PreviewConfig
 from streamsrv.errors import NotFoundError
 from streamsrv.preview.annotate import Annotator, Image, Overlay, placeholder, preview_size
 from streamsrv.preview.frame import EncodeCounts, PreviewFrame
+from streamsrv.preview.stats import CameraPreviewStats, PreviewStats
 from streamsrv.preview.vp8 import VIDEO_CLOCK_HZ, Vp8Stream
 from streamsrv.runtime.protocol import ServerApi
 from streamsrv.runtime.stats import CameraStats
@@ -62,23 +61,6 @@ def yield_cpu(niceness: int) -> None:
         os.setpriority(os.PRIO_PROCESS, tid, min(19, os.getpriority(os.PRIO_PROCESS, tid) + niceness))
     except OSError as exc:  # not Linux, or a sandbox that forbids it: the preview then runs at normal priority
         log.debug("cannot lower the preview thread's priority: %s", exc)
-
-
-class CameraPreviewStats(BaseModel):
-    viewers: dict[str, int] = Field(description="Open viewers by kind (mjpeg, webrtc).")
-    frames: int = Field(description="Annotated frames made since the feed started.")
-    jpeg_encodes: int = Field(description="JPEG encodings since the feed started (one per frame for all viewers).")
-    vp8_encodes: int = Field(description="VP8 encodings since the feed started (one per frame for all viewers).")
-    width: int = 0
-    height: int = 0
-
-
-class PreviewStats(BaseModel):
-    """What the preview is doing now; every number is zero when nobody watches."""
-
-    feeds: int = Field(description="Cameras with a running annotate loop (one thread each).")
-    viewers: int = Field(description="Open viewers over all cameras.")
-    cameras: dict[str, CameraPreviewStats] = Field(default_factory=dict)
 
 
 class Viewer:
@@ -162,8 +144,7 @@ class _Renderer:
         self._key = None
 
     def render(self, seq: int) -> PreviewFrame | None:
-        """A new frame if anything changed since the last call (None if not); NotFoundError once the camera is
-        removed."""
+        """A new frame if anything changed since the last call, else None; NotFoundError once the camera is gone."""
         server, cam_id = self.hub.server, self.camera_id
         cam = server.camera_config(cam_id)
         latest = server.latest(cam_id)
@@ -356,10 +337,15 @@ class PreviewHub:
                     width=latest.width if latest else 0,
                     height=latest.height if latest else 0,
                 )
+            # Each feed's latest frame and its WebRTC viewers' queues, each frame once (a queue holds frames that were
+            # the latest). [*queue] copies in one step: the viewers' event loop changes their queues meanwhile.
+            held = {id(p): p for f in feeds for p in [f.latest, *(q for v in f.viewers for q in [*v._queue])] if p}
             return PreviewStats(
                 feeds=sum(f.thread.is_alive() for f in feeds),
                 viewers=sum(len(f.viewers) for f in feeds),
                 cameras=cameras,
+                buffered_frames=len(held),
+                buffered_bytes=sum(p.nbytes for p in held.values()),
             )
 
     def close(self) -> None:

@@ -9,7 +9,7 @@ Each server has its own registry (not prometheus_client's global one), so severa
 (tests) do not collide.
 
 Example:
-    >>> metrics = ServerMetrics(server, job_manager)  # doctest: +SKIP
+    >>> metrics = ServerMetrics(server, job_manager, caches)  # doctest: +SKIP
     >>> metrics.render().decode().splitlines()[0]  # doctest: +SKIP
     '# HELP streamsrv_camera_processed_fps ...'
 """
@@ -26,8 +26,9 @@ from prometheus_client.registry import Collector
 
 from streamsrv.errors import NotFoundError
 from streamsrv.jobs.manager import JobManager
-from streamsrv.jobs.store import JobState
+from streamsrv.runtime.caches import CacheCollector, Caches
 from streamsrv.runtime.clip_metrics import ClipCollector
+from streamsrv.runtime.job_metrics import JobCollector, JobTurnaround
 from streamsrv.runtime.protocol import ServerApi
 from streamsrv.runtime.track_metrics import track_quality_metrics
 from streamsrv.types import CameraState, FrameResult
@@ -235,48 +236,6 @@ class _ServerCollector(Collector):
         yield occupancy
 
 
-class _JobCollector(Collector):
-    """Clip analysis jobs, from one ``JobManager.stats()`` snapshot, so states and counters agree with each other
-    and with ``GET /api/jobs``."""
-
-    def __init__(self, jobs: JobManager) -> None:
-        self.jobs = jobs
-
-    def collect(self) -> Iterator[Metric]:
-        stats = self.jobs.stats()
-        states = GaugeMetricFamily(
-            "streamsrv_jobs",
-            "Jobs kept now, by state: queued (the queue's depth), running, and done or failed (kept for "
-            "jobs.result_ttl_s).",
-            labels=["state"],
-        )
-        by_state = {
-            JobState.QUEUED: stats.queued,
-            JobState.RUNNING: stats.running,
-            JobState.DONE: stats.done,
-            JobState.FAILED: stats.failed,
-        }
-        for state, n in by_state.items():
-            states.add_metric([state.value], n)
-        yield states
-        finished = CounterMetricFamily(
-            "streamsrv_jobs_finished",
-            "Jobs that ended, by outcome: done, failed, or cancelled (deleted while queued or running).",
-            labels=["outcome"],
-        )
-        for outcome, n in stats.finished.items():
-            finished.add_metric([outcome], n)
-        yield finished
-        yield CounterMetricFamily(
-            "streamsrv_jobs_frames_analysed",
-            "Frames jobs analysed (inferred, tracked and run through the job's rules).",
-            value=stats.frames_analysed,
-        )
-        yield CounterMetricFamily(
-            "streamsrv_jobs_rejected", "Job submissions refused with 429: the queue was full.", value=stats.rejected
-        )
-
-
 class GpuCollector(Collector):
     """Utilisation and memory of every GPU NVML sees, read at scrape time (label ``gpu``: NVML's index).
 
@@ -336,14 +295,16 @@ class GpuCollector(Collector):
 
 
 class ServerMetrics:
-    """A Prometheus registry for one server and its jobs; ``render()`` gives the text exposition format."""
+    """A Prometheus registry for one server, its jobs and caches; ``render()`` gives the text exposition format."""
 
-    def __init__(self, server: ServerApi, jobs: JobManager) -> None:
+    def __init__(self, server: ServerApi, jobs: JobManager, caches: Caches) -> None:
         self.server = server
         self.registry = CollectorRegistry()
         self.registry.register(_ServerCollector(server))
-        self.registry.register(_JobCollector(jobs))
+        self.registry.register(JobCollector(jobs))
+        self.registry.register(CacheCollector(caches))
         self.registry.register(ClipCollector(server.clips))
+        self._turnaround = JobTurnaround(jobs, self.registry)
         self._gpu = GpuCollector()
         self.registry.register(self._gpu)
         ProcessCollector(registry=self.registry)
@@ -392,4 +353,5 @@ class ServerMetrics:
 
     def close(self) -> None:
         self._unsubscribe()
+        self._turnaround.close()
         self._gpu.close()

@@ -37,6 +37,7 @@ import yaml
 from pydantic import ValidationError
 from pydantic_core import InitErrorDetails, PydanticCustomError
 
+from streamsrv.config.file_access import check_file_access
 from streamsrv.config.loader import parse_config
 from streamsrv.config.models import CameraConfig, redact_url
 from streamsrv.config.rules import RulesConfig, resolve_rules, save_rules
@@ -195,7 +196,7 @@ class CameraRegistry:
         """Apply a whole new config to an existing camera; only that camera restarts, and only if it must."""
         with self._lock:
             old = self.server.camera_config(cam.id)
-            cam = self._prepared(cam.model_copy(update={"url": self._keep_secret(old.url, cam.url)}))
+            cam = self._prepared(cam.model_copy(update={"url": self._keep_secret(old.url, cam.url)}), old.url)
             self._apply(old, cam)
         return cam
 
@@ -207,7 +208,7 @@ class CameraRegistry:
             data.update(changes)
             if isinstance(data["url"], str):
                 data["url"] = self._keep_secret(old.url, data["url"])
-            cam = self._prepared(CameraConfig.model_validate(data))
+            cam = self._prepared(CameraConfig.model_validate(data), old.url)
             self._apply(old, cam)
         return cam
 
@@ -238,8 +239,18 @@ class CameraRegistry:
         return rules
 
     # -- internals ---------------------------------------------------------------------------
-    def _prepared(self, cam: CameraConfig) -> CameraConfig:
+    def _prepared(self, cam: CameraConfig, old_url: str | None = None) -> CameraConfig:
+        """``cam`` as it will run; ValidationError when a field may not be given through the API.
+
+        A changed URL may read server files only inside ``server.allowed_file_dirs``; an unchanged one was written
+        by the operator (the config file may point anywhere).
+        """
         cam = cam.model_copy(update={"url": absolute_url(cam.url, self.base_dir)})
+        if cam.url != old_url:
+            try:
+                check_file_access(cam.url, self.server.cfg.server.allowed_file_dirs, self.base_dir)
+            except ValueError as exc:
+                raise field_error("url", str(exc), redact_url(cam.url)) from None
         try:
             resolve_rules(cam.rules, self.base_dir, cam.id)
         except ConfigError as exc:

@@ -35,13 +35,16 @@ def rtsp(rtsp_server_factory: RtspServerFactory, clip_360p: Path) -> RtspServer:
 
 
 @pytest.fixture(scope="module")
-def config_file(tmp_path_factory: pytest.TempPathFactory, person_model: Path, rtsp: RtspServer) -> Path:
+def config_file(
+    tmp_path_factory: pytest.TempPathFactory, person_model: Path, rtsp: RtspServer, clip_360p: Path
+) -> Path:
     root = tmp_path_factory.mktemp("registry")
     path = root / "streamsrv.yaml"
     path.write_text(
         "# A hand-written config: its comments survive in streamsrv.yaml.bak.\n"
         + model_section(person_model)
-        + f"""cameras:
+        + f"""server: {{allowed_file_dirs: ["{clip_360p.parent}"]}}
+cameras:
   - id: north
     url: ${{STREAMSRV_TEST_CLIP}}
     loop: true
@@ -104,6 +107,15 @@ def test_cameras_from_the_config_file_run(http: httpx.Client, app: AppServer) ->
     assert cameras["north"]["detect_fps"] == 1
     wait_processing(http, app, {"north": 0, "south": 0})
     assert {c["state"] for c in http.get("/api/cameras").json()} == {"online"}
+
+
+def test_every_process_says_what_it_is(app: AppServer) -> None:
+    # What `ps` shows (/proc/<pid>/cmdline): the server, its inference process and a decoder per camera.
+    assert app.pid is not None
+    titles = {pid: " ".join(psutil.Process(pid).cmdline()).strip() for pid in [app.pid, *app.child_pids()]}
+    assert titles[app.pid] == "streamsrv: api"
+    named = sorted(t for t in titles.values() if t.startswith("streamsrv: ") and t != "streamsrv: api")
+    assert named == ["streamsrv: decoder north", "streamsrv: decoder south", "streamsrv: inference"], titles
 
 
 def test_add_and_remove_a_camera_while_others_run(http: httpx.Client, app: AppServer, rtsp: RtspServer) -> None:
@@ -207,6 +219,9 @@ def test_put_replaces_a_camera(http: httpx.Client, clip_360p: Path) -> None:
         ({"id": "x y", "url": "rtsp://cam/1"}, "id", "should match pattern"),
         ({"url": "rtsp://cam/1"}, "id", "Field required"),
         ({"id": "x", "url": "rtsp://a:***@cam/1"}, "url", "redacted password"),
+        ({"id": "x", "url": "file:///etc/passwd"}, "url", "outside server.allowed_file_dirs"),
+        ({"id": "x", "url": "/etc/passwd"}, "url", "outside server.allowed_file_dirs"),
+        ({"id": "x", "url": "../../../../../../etc/passwd"}, "url", "outside server.allowed_file_dirs"),
         ({"id": "x", "url": "rtsp://cam/1", "rules": "zones/missing.yaml"}, "rules", "cannot read rules file"),
         (
             {

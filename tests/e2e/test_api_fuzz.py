@@ -35,8 +35,9 @@ EXAMPLES_PER_OPERATION_AND_MODE = 6
 
 
 @pytest.fixture(scope="module")
-def app(module_app_factory: AppServers, person_model: Path) -> AppServer:
-    return module_app_factory(model_section(person_model) + f'server: {{api_key: "{API_KEY}"}}\n')
+def app(module_app_factory: AppServers, person_model: Path, clip_360p: Path) -> AppServer:
+    server = f'server: {{api_key: "{API_KEY}", allowed_file_dirs: ["{clip_360p.parent}"]}}\n'
+    return module_app_factory(model_section(person_model) + server)
 
 
 def _streams(operation: Any) -> bool:

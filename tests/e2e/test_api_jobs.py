@@ -6,6 +6,7 @@ again."""
 from __future__ import annotations
 
 import json
+import re
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -168,6 +169,12 @@ def test_url_jobs_read_only_what_the_server_allows(http: httpx.Client, clip_360p
     done = wait_state(http, job_id, "done", "failed")
     assert done["state"] == "done" and done["video"] == f"file://{clip_360p}"
     assert records_of(http, job_id)[-1]["frames"] == 14
+    # the job ended: its turnaround is observed and its result counted among the bounded caches
+    metrics = http.get("/metrics").text
+    done_count = re.search(r'^streamsrv_job_turnaround_seconds_count\{outcome="done"\} (\S+)$', metrics, re.M)
+    assert done_count is not None and float(done_count.group(1)) >= 1, metrics[-2000:]
+    results = {c["cache"]: c for c in http.get("/api/caches").json()}["job_results"]
+    assert results["items"] >= 1 and results["bytes"] > 0 and results["max_bytes"] == 256 * 2**20
 
     for url, message in [
         ("/etc/passwd", "outside the directory"),
@@ -176,6 +183,8 @@ def test_url_jobs_read_only_what_the_server_allows(http: httpx.Client, clip_360p
         ("missing.mp4", "not a file"),
         ("ftp://example.com/clip.mp4", "unsupported URL scheme 'ftp'"),
         ("http://example.com/a\x00b.mp4", "control characters"),
+        ("http://169.254.169.254/latest/meta-data/", "jobs.allow_link_local_urls"),
+        ("http://metadata.google.internal/computeMetadata/v1/", "cloud metadata"),
     ]:
         response = http.post("/api/jobs", data={"url": url})
         assert response.status_code == 422 and message in response.json()["detail"], (url, response.text)

@@ -24,8 +24,12 @@ def rtsp(rtsp_server_factory: RtspServerFactory, clip_360p: Path) -> RtspServer:
 
 
 @pytest.fixture(scope="module")
-def app(module_app_factory: AppServers, person_model: Path) -> AppServer:
-    return module_app_factory(model_section(person_model), ready=False)
+def app(
+    module_app_factory: AppServers, person_model: Path, clip_720p: Path, tmp_path_factory: pytest.TempPathFactory
+) -> AppServer:
+    # Probes read server files only inside server.allowed_file_dirs: here the clips' and the tests' own directories.
+    allowed = [str(clip_720p.parent), str(tmp_path_factory.getbasetemp())]
+    return module_app_factory(model_section(person_model) + f"server: {{allowed_file_dirs: {allowed}}}\n", ready=False)
 
 
 @pytest.fixture
@@ -75,6 +79,16 @@ def test_video_file(http: httpx.Client, clip_720p: Path) -> None:
 
     assert result["ok"] is True, result
     assert (result["codec"], result["width"], result["height"], result["fps"]) == ("h264", 1280, 720, 25.0)
+
+
+def test_files_outside_the_allowed_directories_are_refused(http: httpx.Client, clip_720p: Path) -> None:
+    for url in ("/etc/passwd", "file:///etc/passwd", "../../../../../../../../../etc/passwd"):
+        response = http.post("/api/probe", json={"url": url})
+        assert response.status_code == 422, response.text
+        (error,) = response.json()["detail"]
+        assert error["loc"] == ["body", "url"] and "server.allowed_file_dirs" in error["msg"], error
+    # a path is a path: FFmpeg never reads it as its concat protocol
+    assert probe(http, f"concat:{clip_720p}|{clip_720p}")["reason"] == "not_found"
 
 
 def test_refused_port(http: httpx.Client) -> None:

@@ -113,7 +113,10 @@ def decode(jpeg: bytes) -> np.ndarray:
 
 def wait_idle(http: httpx.Client) -> None:
     wait_for(
-        lambda: preview_stats(http) == {"feeds": 0, "viewers": 0, "cameras": {}, "webrtc_peers": 0},
+        lambda: (
+            preview_stats(http)
+            == {"feeds": 0, "viewers": 0, "cameras": {}, "webrtc_peers": 0, "buffered_frames": 0, "buffered_bytes": 0}
+        ),
         20,
         "the preview to stop once nobody watches",
     )
@@ -137,6 +140,8 @@ def test_mjpeg_streams_annotated_frames_only_while_watched(http: httpx.Client) -
     assert stats["feeds"] == 1 and list(stats["cameras"]) == ["cam"]
     assert stats["cameras"]["cam"]["viewers"] == {"mjpeg": 1}
     assert stats["cameras"]["cam"]["vp8_encodes"] == 0, "nothing is VP8-encoded without a WebRTC viewer"
+    # What the preview holds: the feed's latest frame, its pixels (360 x 640 x 3) and its JPEG.
+    assert stats["buffered_frames"] == 1 and stats["buffered_bytes"] > 360 * 640 * 3
     wait_idle(http)
 
 

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import contextlib
+import functools
 import io
 import os
 import socket
@@ -10,7 +11,7 @@ import threading
 import time
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
-from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from http.server import BaseHTTPRequestHandler, SimpleHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
 from typing import Any
 
@@ -167,3 +168,40 @@ class LoginCamera:
     def close(self) -> None:
         self._server.shutdown()
         self._server.server_close()
+
+
+class HlsCamera:
+    """An HLS camera: a playlist of one MPEG-TS segment, both served over HTTP from ``root``.
+
+    ``playlist(name, segment_url)`` adds a playlist whose segment is wherever ``segment_url`` says: ``seg.ts`` (served
+    beside it), or a trick such as ``file:///...`` that must not make the server read its own files.
+    """
+
+    def __init__(self, root: Path, clip: Path) -> None:
+        self.root = root
+        root.mkdir(parents=True, exist_ok=True)
+        (root / "seg.ts").write_bytes(mpegts(clip, seconds=2.0))
+        handler = functools.partial(_QuietFiles, directory=str(root))
+        self._server = ThreadingHTTPServer(("127.0.0.1", 0), handler)
+        threading.Thread(target=self._server.serve_forever, name="hls-camera", daemon=True).start()
+
+    @property
+    def segment(self) -> Path:
+        return self.root / "seg.ts"
+
+    def playlist(self, name: str, segment_url: str) -> str:
+        """Write playlist ``name`` and return its URL."""
+        (self.root / name).write_text(
+            "#EXTM3U\n#EXT-X-VERSION:3\n#EXT-X-TARGETDURATION:10\n#EXT-X-MEDIA-SEQUENCE:0\n"
+            f"#EXTINF:2.0,\n{segment_url}\n#EXT-X-ENDLIST\n"
+        )
+        return f"http://127.0.0.1:{self._server.server_address[1]}/{name}"
+
+    def close(self) -> None:
+        self._server.shutdown()
+        self._server.server_close()
+
+
+class _QuietFiles(SimpleHTTPRequestHandler):
+    def log_message(self, format: str, *args: Any) -> None:
+        pass

@@ -23,6 +23,7 @@ from streamsrv.errors import NotFoundError
 from streamsrv.preview.hub import PreviewHub, PreviewStats
 from streamsrv.preview.mjpeg import MEDIA_TYPE, mjpeg_stream
 from streamsrv.preview.webrtc import BadOffer, PeerLimitReached, WebRtcPeers
+from streamsrv.runtime.caches import Caches, CacheSize
 
 WEB_DIR = Path(__file__).resolve().parents[2] / "web"
 _NO_STORE = {"Cache-Control": "no-store"}
@@ -34,14 +35,22 @@ async def lifespan(app: FastAPI) -> AsyncIterator[None]:
     hub = PreviewHub(app.state.server, cfg.preview)
     peers = WebRtcPeers(hub, cfg.preview)
     app.state.preview, app.state.webrtc = hub, peers
+    caches: Caches = app.state.caches
+    forget_cache = caches.add(lambda: [preview_cache_size(hub.stats())])
     try:
         yield
     finally:
+        forget_cache()
         await peers.close_all()
         await asyncio.to_thread(hub.close)
 
 
 router = APIRouter(tags=["preview"], lifespan=lifespan)
+
+
+def preview_cache_size(stats: PreviewStats) -> CacheSize:
+    """The frames the preview holds: each watched camera's latest, and WebRTC viewers' queues (bounded per viewer)."""
+    return CacheSize(cache="preview", items=stats.buffered_frames, bytes=stats.buffered_bytes)
 
 
 def get_hub(request: Request) -> PreviewHub:

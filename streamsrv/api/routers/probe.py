@@ -11,16 +11,19 @@ import asyncio
 import logging
 import time
 from concurrent.futures import ThreadPoolExecutor
+from pathlib import Path
 
 import av.error
-from fastapi import APIRouter
+from fastapi import APIRouter, Request
 from pydantic import ValidationError
 
 from streamsrv.api.deps import Authenticated
 from streamsrv.api.schemas import ProbeFailure, ProbeRequest, ProbeResult, request_error
-from streamsrv.config.models import CameraConfig, redact_url
+from streamsrv.config.file_access import check_file_access
+from streamsrv.config.models import AppConfig, CameraConfig, redact_url
 from streamsrv.decode.source import VideoSource
 from streamsrv.errors import SourceError, SourceTimeout, SourceUnavailable
+from streamsrv.runtime.registry import absolute_url, field_error
 
 log = logging.getLogger(__name__)
 router = APIRouter(tags=["probe"], dependencies=[Authenticated])
@@ -74,7 +77,8 @@ def _open(cam: CameraConfig, started: float) -> ProbeResult:
 
 
 @router.post("/api/probe", summary="Open a source briefly and report its codec, resolution and frame rate")
-async def probe(body: ProbeRequest) -> ProbeResult:
+async def probe(body: ProbeRequest, request: Request) -> ProbeResult:
+    cfg: AppConfig = request.app.state.config
     try:
         cam = CameraConfig(
             id="probe",
@@ -83,8 +87,13 @@ async def probe(body: ProbeRequest) -> ProbeResult:
             open_timeout_s=body.timeout_s,
             read_timeout_s=body.timeout_s,
         )
+        base_dir = cfg.base_dir or Path.cwd()
+        cam = cam.model_copy(update={"url": absolute_url(cam.url, base_dir)})  # opened where it was checked
+        check_file_access(cam.url, cfg.server.allowed_file_dirs, base_dir)  # what a camera may read, a probe may
     except ValidationError as err:
         raise request_error(err, "body") from None
+    except ValueError as exc:
+        raise request_error(field_error("url", str(exc), redact_url(cam.url)), "body") from None
     started = time.monotonic()
     job = asyncio.get_running_loop().run_in_executor(_PROBES, _open, cam, started)
     try:
