@@ -53,8 +53,10 @@ def test_a_line_crossing_gets_a_clip_that_the_api_serves(
         metrics = http.get("/metrics").text
     assert whole.status_code == 200 and part.status_code == 206 and part.content == whole.content[:1024]
     with av.open(io.BytesIO(whole.content)) as container:
-        times = [f.time for f in container.decode(video=0)]
-    assert PRE_S + POST_S - 0.2 <= max(times) - min(times) <= PRE_S + POST_S + 2.0  # the clip's GOP is 1 s
+        frames = list(container.decode(video=0))
+    times = [f.time for f in frames]
+    # pre_s + post_s at least; more when later crossings shared the clip (tests/test_clips.py checks the bounds)
+    assert frames[0].key_frame and PRE_S + POST_S - 0.2 <= max(times) - min(times) <= 60
     assert 'streamsrv_clips_total{outcome="ready"}' in metrics
 
 
