@@ -48,7 +48,8 @@ class ClipRecorder:
         self.cam = cam
         self.clip_dir = clip_dir
         self.report = report
-        self.ring = PacketRing(cam.record.pre_s + _REQUEST_LAG_S)
+        # requests are read between handed frames, so at a low detect_fps they wait up to a frame interval too
+        self.ring = PacketRing(cam.record.pre_s + _REQUEST_LAG_S + 1.0 / cam.detect_fps)
         self.cutter = ClipCutter(self.ring)
         self._template: _Template | None = None
         self._jobs: queue.Queue[tuple[CutClip, _Template | None] | None] = queue.Queue()
