@@ -112,6 +112,33 @@ def test_an_event_that_goes_on_keeps_its_clip_open_and_never_starts_one(clip_360
     assert 5.0 - FRAME_S <= duration <= 5.0 + FRAME_S  # the keyframe at 1.0 s through 5.0 + post_s
 
 
+@pytest.fixture(scope="module")
+def hevc_clip(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """8 s of FFmpeg's test pattern in H.265, 25 fps, a keyframe every second."""
+    path = tmp_path_factory.mktemp("hevc") / "pattern.mp4"
+    with av.open("testsrc2=size=320x180:rate=25", format="lavfi") as pattern, av.open(str(path), "w") as out:
+        stream = out.add_stream("libx265", rate=25)
+        stream.width, stream.height, stream.pix_fmt = 320, 180, "yuv420p"
+        stream.options = {"x265-params": "keyint=25:min-keyint=25:scenecut=0:log-level=error"}
+        for i, frame in enumerate(pattern.decode(video=0)):
+            if i >= 200:
+                break
+            out.mux(stream.encode(frame.reformat(format="yuv420p")))
+        out.mux(stream.encode(None))
+    return path
+
+
+def test_an_h265_camera_gives_an_h265_clip(hevc_clip: Path, tmp_path: Path) -> None:
+    [status] = record(hevc_clip, tmp_path, [(EVENT_A, 4.5)], until_s=7.5)
+    assert status.state == "ready", status
+    with av.open(status.path) as container:
+        video = container.streams.video[0]
+        assert video.codec_context.name == "hevc" and video.codec_tag == "hvc1"  # the tag Safari plays
+    duration, frames, packets = clip_facts(Path(status.path))
+    assert 4.0 <= duration <= 4.0 + GOP_S + FRAME_S and frames == round(duration / FRAME_S)
+    assert packets == source_packets(hevc_clip, 2.0, 6.5)
+
+
 @pytest.fixture
 def tiny_tmpfs(tmp_path: Path) -> Iterator[Path]:
     """A 64 KiB tmpfs: smaller than any clip (needs root, as the test image runs)."""

@@ -38,6 +38,7 @@ class _Template:
     def __init__(self, stream: Any) -> None:
         self._holder = av.open(io.BytesIO(), "w", format="mp4")
         self.stream = self._holder.add_stream_from_template(stream)
+        self.codec = stream.codec_context.name  # the decoder's name: h264, hevc
 
 
 class ClipRecorder:
@@ -124,6 +125,8 @@ def _remux(clip: CutClip, template: _Template, path: Path) -> None:
     with av.open(str(path), "w", format="mp4", options={"movflags": "+faststart"}) as out:
         stream = out.add_stream_from_template(template.stream)
         stream.time_base = _TIME_BASE
+        if template.codec == "hevc":  # Safari plays HEVC in MP4 only tagged hvc1 (FFmpeg's default is hev1)
+            stream.codec_context.codec_tag = "hvc1"
         last_dts = -1
         for p in clip.packets:
             packet = av.Packet(p.data)
