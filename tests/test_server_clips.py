@@ -8,8 +8,11 @@ from __future__ import annotations
 import dataclasses
 from collections.abc import Callable
 
+import pytest
+
 from streamsrv.config.models import AppConfig
 from streamsrv.ipc.messages import ClipStatus, RecordRequest
+from streamsrv.runtime import server as server_module
 from streamsrv.runtime.server import StreamServer
 from streamsrv.types import FrameResult
 from tests.test_server_snapshots import FrameStore, person_at
@@ -114,3 +117,16 @@ def test_a_loitering_object_keeps_its_clip_open_while_it_stays(tmp_path: object)
     assert first[1].event_id == started.id and not first[1].extend_only
     assert extensions and all(r.event_id == started.id and r.extend_only for _, r in extensions)
     assert [r.video_ts for _, r in extensions] == [first[1].video_ts + k for k in range(1, len(extensions) + 1)]
+
+
+def test_a_clip_whose_decoder_never_reports_is_given_up_with_clip_ready_failed(
+    tmp_path: object, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setattr(server_module, "_REPORT_GRACE_S", -3600.0)  # every report is overdue at once
+    server, store = serve(tmp_path)
+    walk_in(server, store)  # the enter (frame 2) asks for a clip; frame 3's result finds it overdue
+    (entered,) = [r.event for r in server.bus.history(type="zone.enter")]
+    (given_up,) = [r.event for r in server.bus.history(type="clip.ready")]
+    assert given_up.event_id == entered.id and given_up.clip is not None and given_up.clip.state == "failed"
+    assert "no word" in (given_up.clip.error or "") and server.clips.outcomes["failed"] == 1
+    assert server.clips.overdue() == [], "given up once"

@@ -54,6 +54,7 @@ class ClipBook:
         self._paths: dict[str, Path] = {}
         self._files: OrderedDict[Path, ClipFile] = OrderedDict()  # oldest first
         self.outcomes: Counter[str] = Counter()
+        self._pending: dict[str, tuple[str, float]] = {}  # event id -> (camera id, monotonic deadline of its report)
         self._adopt()
 
     @property
@@ -66,9 +67,23 @@ class ClipBook:
         with self._lock:
             return len(self._files)
 
-    def start(self, event_id: str) -> Clip:
-        """An event's clip is being cut."""
+    def start(self, event_id: str, camera_id: str = "", timeout_s: float = 3600.0) -> Clip:
+        """An event's clip is being cut; without a report within ``timeout_s`` it is given up (``overdue``)."""
+        with self._lock:
+            self._pending[event_id] = (camera_id, time.monotonic() + timeout_s)
         return self._set(event_id, Clip(url=clip_url(event_id), state="recording"))
+
+    def overdue(self) -> list[tuple[str, str, Clip]]:
+        """Give up clips whose decoder never reported (it died, or its camera went while collecting them):
+        (camera id, event id, the failed clip) of each, counted as failed."""
+        now = time.monotonic()
+        with self._lock:
+            late = [(eid, cam) for eid, (cam, deadline) in self._pending.items() if deadline < now]
+            for eid, _ in late:
+                del self._pending[eid]
+            self.outcomes["failed"] += len(late)
+        error = "no word from the camera's decoder (it stopped while collecting the clip)"
+        return [(cam, eid, self._set(eid, Clip(url=clip_url(eid), state="failed", error=error))) for eid, cam in late]
 
     def fail(self, event_id: str, error: str) -> Clip:
         """An event's clip cannot be asked for (its decoder is not running)."""
@@ -88,6 +103,8 @@ class ClipBook:
             outcome = status.state if status.state in OUTCOMES else "failed"
         with self._lock:
             self.outcomes[outcome] += 1
+            for event_id in status.event_ids:
+                self._pending.pop(event_id, None)
             if state == "ready" and path is not None:
                 self._files[path] = ClipFile(path, status.bytes, time.time())
                 for event_id in status.event_ids:

@@ -24,6 +24,7 @@ from streamsrv.config.rules import RulesConfig, resolve_rules
 from streamsrv.errors import NotFoundError
 from streamsrv.events import Event, EventBus, SnapshotStore, create_bus
 from streamsrv.events.clips import ClipBook
+from streamsrv.events.model import Clip
 from streamsrv.ipc.messages import ClipStatus, RecordRequest
 from streamsrv.preview.annotate import event_snapshot
 from streamsrv.rules import RuleEngine, RuleOutput
@@ -37,6 +38,7 @@ from streamsrv.types import CameraState, FrameResult
 
 log = logging.getLogger(__name__)
 _EXTEND_EVERY_S = 1.0  # how often a loitering object's clip is told to keep going
+_REPORT_GRACE_S = 60.0  # beyond max_clip_s, how long a clip may take to be reported before it is given up
 
 
 class StreamServer:
@@ -237,6 +239,8 @@ class StreamServer:
         for event in output.events:
             self._publish(self._with_clip(event, result.frame.video_ts))
         self._extend_loitering_clip(result.camera_id, output, result.frame.video_ts)
+        for camera_id, event_id, clip in self.clips.overdue():
+            self._clip_ready(camera_id, event_id, clip)
 
     def _on_state(self, camera_id: str, state: CameraState, error: str | None) -> None:
         with self._lock:
@@ -259,7 +263,7 @@ class StreamServer:
         rec = self.camera_config(event.camera_id).record
         req = RecordRequest(event.id, video_ts, rec.pre_s, rec.post_s, rec.max_clip_s)
         if self.supervisor.request_clip(event.camera_id, req):
-            clip = self.clips.start(event.id)
+            clip = self.clips.start(event.id, event.camera_id, rec.max_clip_s + _REPORT_GRACE_S)
             if event.type == "loiter.start":
                 with self._lock:
                     self._loiter_clips[event.camera_id] = (event.id, video_ts)
@@ -291,13 +295,16 @@ class StreamServer:
     def _on_clip(self, status: ClipStatus) -> None:
         """A decoder finished a clip: tell each of its events' consumers (``clip.ready``), in the camera's sequence."""
         for event_id, clip in self.clips.finish(status):
-            try:
-                engine, lock = self._engine_and_lock(status.camera_id)
-            except NotFoundError:
-                return
-            with lock:
-                event = engine.events.make("clip.ready", time.time(), event_id=event_id, clip=clip)
-            self._publish(event)
+            self._clip_ready(status.camera_id, event_id, clip)
+
+    def _clip_ready(self, camera_id: str, event_id: str, clip: Clip) -> None:
+        try:
+            engine, lock = self._engine_and_lock(camera_id)
+        except NotFoundError:  # the camera went: nobody numbers its events any more
+            return
+        with lock:
+            event = engine.events.make("clip.ready", time.time(), event_id=event_id, clip=clip)
+        self._publish(event)
 
     def _publish(self, event: Event) -> None:
         self.events_by_type[(event.camera_id, event.type)] += 1
