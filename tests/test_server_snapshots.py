@@ -34,6 +34,9 @@ class FrameStore:
     def on_state_change(self, callback: object) -> None:
         pass
 
+    def on_clip(self, callback: object) -> None:
+        pass
+
     def frame_at(self, camera_id: str, seq: int) -> Frame | None:
         return self.frames.get(seq)
 

@@ -18,7 +18,19 @@ from fastapi.staticfiles import StaticFiles
 from streamsrv import __version__
 from streamsrv.api.middleware import BodySizeLimit, redacted_validation_error
 from streamsrv.api.routers import caches as caches_router
-from streamsrv.api.routers import cameras, detect, events, health, jobs, metrics, outputs, preview, probe, rules
+from streamsrv.api.routers import (
+    cameras,
+    clips,
+    detect,
+    events,
+    health,
+    jobs,
+    metrics,
+    outputs,
+    preview,
+    probe,
+    rules,
+)
 from streamsrv.config.models import AppConfig
 from streamsrv.errors import NotFoundError
 from streamsrv.jobs.manager import JobManager
@@ -87,6 +99,7 @@ def create_app(cfg: AppConfig, server: ServerApi | None = None, config_path: Pat
     app.include_router(preview.router)
     app.mount("/static", StaticFiles(directory=preview.WEB_DIR), name="static")
     app.include_router(events.router)
+    app.include_router(clips.router)
     app.include_router(detect.router)
     app.include_router(jobs.router)
     app.include_router(outputs.router)

@@ -17,6 +17,7 @@ from pydantic import Field, IPvAnyAddress, SecretStr, field_validator, model_val
 
 from streamsrv.config.base import StrictModel, rename_deprecated
 from streamsrv.config.outputs import OutputsConfig
+from streamsrv.config.record import CameraRecordConfig, RecordConfig
 from streamsrv.config.rules import RulesSetting
 
 CAMERA_ID_PATTERN = r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,63}$"
@@ -76,6 +77,7 @@ class CameraConfig(StrictModel):
     max_width: int = Field(3840, ge=16, le=8192, description="Frames wider than this are downscaled.")
     max_height: int = Field(2160, ge=16, le=8192, description="Frames taller than this are downscaled.")
     reconnect: ReconnectConfig = Field(default_factory=ReconnectConfig)
+    record: CameraRecordConfig = Field(default_factory=CameraRecordConfig)
     rules: RulesSetting = Field(
         None,
         description="Zones and tripwires inline, or a YAML file (relative to this config file's directory).",
@@ -376,6 +378,7 @@ class AppConfig(StrictModel):
     preview: PreviewConfig = Field(default_factory=PreviewConfig)
     jobs: JobsConfig = Field(default_factory=JobsConfig)
     outputs: OutputsConfig = Field(default_factory=OutputsConfig)
+    record: RecordConfig = Field(default_factory=RecordConfig)
     base_dir: Annotated[Path | None, Field(exclude=True)] = None
 
     @model_validator(mode="after")

@@ -5,7 +5,9 @@ drop (refused, timeout, stall, live stream ended), ``error`` when the source loo
 wrong (not found, unauthorized, not video) — it keeps retrying at the capped delay, since cameras
 do come back — and ``offline`` when a file ends without ``loop``.
 
-Frames go to the camera's shared-memory ring; state changes go to the supervisor on a queue.
+Frames go to the camera's shared-memory ring; state changes go to the supervisor on a pipe, and so do clip
+outcomes. With ``record.enabled`` the encoded packets also go to a ``ClipRecorder``; record requests come on the
+commands pipe and are read between frames.
 """
 
 from __future__ import annotations
@@ -13,18 +15,21 @@ from __future__ import annotations
 import logging
 import os
 import signal
+import threading
 import time
 from multiprocessing.connection import Connection
+from pathlib import Path
 from types import FrameType
 
 from setproctitle import setproctitle
 
 from streamsrv.config.models import CameraConfig
 from streamsrv.decode.backoff import Backoff
+from streamsrv.decode.recorder import ClipRecorder
 from streamsrv.decode.source import VideoSource, is_permanent
 from streamsrv.errors import SourceError
 from streamsrv.ipc.frame_ring import FrameRing
-from streamsrv.ipc.messages import DecoderStatus
+from streamsrv.ipc.messages import ClipStatus, DecoderStatus, RecordRequest
 from streamsrv.ipc.signals import FramesReady, StopFlag, exit_with_parent
 from streamsrv.types import CameraState
 
@@ -36,11 +41,34 @@ _SOURCE_COUNTERS = ("decoded", "skipped", "dropped_behind", "packets")
 
 class _Decoder:
     def __init__(
-        self, cam: CameraConfig, ring: FrameRing, frames_ready: FramesReady, status: Connection, stop: StopFlag
+        self,
+        cam: CameraConfig,
+        ring: FrameRing,
+        frames_ready: FramesReady,
+        status: Connection,
+        stop: StopFlag,
+        commands: Connection | None = None,
+        clip_dir: Path | None = None,
     ) -> None:
         self.cam, self.ring, self.frames_ready, self.status, self.stop = cam, ring, frames_ready, status, stop
+        self.commands = commands
         self.backoff = Backoff(cam.reconnect)
         self.state: CameraState | None = None
+        self._send_lock = threading.Lock()  # the clip writer thread reports on the same pipe
+        self.recorder = ClipRecorder(cam, clip_dir, self._send) if cam.record.enabled and clip_dir is not None else None
+
+    def _send(self, msg: DecoderStatus | ClipStatus) -> None:
+        with self._send_lock:
+            self.status.send(msg)
+
+    def take_commands(self) -> None:
+        """Hand the record requests waiting on the commands pipe to the recorder (those without one fail)."""
+        while self.commands is not None and self.commands.poll():
+            req: RecordRequest = self.commands.recv()
+            if self.recorder is not None:
+                self.recorder.request(req)
+            else:
+                self._send(ClipStatus(self.cam.id, (req.event_id,), "failed", error="recording is off"))
 
     def report(self, state: CameraState, error: str | None = None, src: VideoSource | None = None) -> None:
         if state == self.state and error is None:
@@ -49,7 +77,7 @@ class _Decoder:
         extra: dict[str, object] = {}
         if src:
             extra = dict(codec=src.codec, width=src.width, height=src.height, source_fps=src.fps, decoder=src.decoder)
-        self.status.send(DecoderStatus(self.cam.id, state, error, ts=time.time(), **extra))  # type: ignore[arg-type]
+        self._send(DecoderStatus(self.cam.id, state, error, ts=time.time(), **extra))  # type: ignore[arg-type]
 
     def beat(self) -> None:
         self.ring.set_time("heartbeat_mono", time.monotonic())
@@ -58,7 +86,7 @@ class _Decoder:
         self.report(CameraState.STARTING)
         while not self.stop.is_set():
             self.beat()
-            src = VideoSource(self.cam)
+            src = VideoSource(self.cam, tap=self.recorder)
             try:
                 ended = self._stream(src)
             except SourceError as exc:
@@ -99,6 +127,7 @@ class _Decoder:
                 ring.add(name, value - copied[name])
                 copied[name] = value
             ring.set_time("last_frame_mono", frame.mono_ts)
+            self.take_commands()
             self.beat()
             if self.stop.is_set():
                 return False
@@ -108,11 +137,19 @@ class _Decoder:
         deadline = time.monotonic() + seconds
         while not self.stop.is_set() and (left := deadline - time.monotonic()) > 0:
             self.beat()
+            self.take_commands()
             time.sleep(min(_SLEEP_SLICE_S, left))
 
 
 def run_decoder(
-    cam_json: str, ring_path: str, frames_ready: FramesReady, status: Connection, stop: StopFlag, niceness: int
+    cam_json: str,
+    ring_path: str,
+    frames_ready: FramesReady,
+    status: Connection,
+    stop: StopFlag,
+    niceness: int,
+    commands: Connection | None = None,
+    clip_dir: str | None = None,
 ) -> None:
     """Process entry point. The camera comes as JSON so the child needs no pickled pydantic state."""
     cam = CameraConfig.model_validate_json(cam_json)
@@ -129,8 +166,11 @@ def run_decoder(
     # model leaves (its serial parts, uneven layers), which on a loaded CPU are plenty for decoding.
     os.nice(niceness)
     ring = FrameRing.attach(ring_path, writable=True)
+    decoder = _Decoder(cam, ring, frames_ready, status, stop, commands, Path(clip_dir) if clip_dir else None)
     try:
-        _Decoder(cam, ring, frames_ready, status, stop).run()
+        decoder.run()
     finally:
+        if decoder.recorder is not None:
+            decoder.recorder.close()
         ring.close()
         status.close()

@@ -9,9 +9,8 @@ the next keyframe (counted in ``dropped_behind``) instead of letting a backlog g
 
 Decoding runs on a hardware decoder (NVDEC, VA-API, Quick Sync) when the camera's ``hwaccel`` asks for
 one and this FFmpeg build and machine have it; frames are then downloaded to memory before conversion.
-Otherwise it runs on the CPU, and the reason is logged once per process.
-
-This module imports neither torch nor ultralytics: decoder processes must stay small.
+Otherwise it runs on the CPU, and the reason is logged once per process. No torch or ultralytics here: decoder
+processes must stay small. A ``PacketTap`` sees the packets before decoding (event clips).
 """
 
 from __future__ import annotations
@@ -30,6 +29,7 @@ import numpy.typing as npt
 from av.codec.hwaccel import HWAccel, hwdevices_available
 
 from streamsrv.config.models import CameraConfig, redact_url
+from streamsrv.decode.packets import PacketTap
 from streamsrv.decode.protocols import ffmpeg_input
 from streamsrv.errors import SourceError, SourceTimeout, SourceUnavailable
 
@@ -206,8 +206,10 @@ class VideoSource:
     >>> for f in src.frames(): ...  # doctest: +SKIP
     """
 
-    def __init__(self, cam: CameraConfig, realtime: bool | None = None, skip: bool = True) -> None:
-        self.cam = cam
+    def __init__(
+        self, cam: CameraConfig, realtime: bool | None = None, skip: bool = True, tap: PacketTap | None = None
+    ) -> None:
+        self.cam, self.tap = cam, tap
         self.is_file = _is_file(cam.url) and not cam.url.startswith("/dev/video")
         self.realtime = cam.realtime if realtime is None else realtime
         self.skipper = FrameSkipper(cam.detect_fps) if skip else None
@@ -266,6 +268,8 @@ class VideoSource:
         rate = stream.average_rate or stream.guessed_rate
         self.fps = float(rate) if rate else 0.0
         self.frame_count = int(stream.frames or 0)
+        if self.tap is not None:
+            self.tap.on_open(stream)
 
     def _open(self, url: str, options: dict[str, str], kwargs: dict[str, Any], device_type: str | None) -> Any:
         """Open the source, decoding on ``device_type`` when given and it takes this stream."""
@@ -316,6 +320,8 @@ class VideoSource:
         """Demux the stream to its end: each packet dropped (catching up) or decoded, the due frames handed on."""
         for packet in self._container.demux(stream):
             self.packets += 1
+            if self.tap is not None:
+                self.tap.on_packet(packet, pos.pts_offset)
             if self._drop_to_catch_up(packet, pos):
                 continue
             for frame in packet.decode():

@@ -24,8 +24,16 @@ from streamsrv.config.models import CAMERA_ID_PATTERN
 
 SCHEMA_VERSION: Literal[1] = 1
 EventType = Literal[
-    "zone.enter", "zone.exit", "line.cross", "loiter.start", "loiter.end", "camera.online", "camera.offline"
+    "zone.enter",
+    "zone.exit",
+    "line.cross",
+    "loiter.start",
+    "loiter.end",
+    "camera.online",
+    "camera.offline",
+    "clip.ready",
 ]
+ClipState = Literal["recording", "ready", "failed", "expired"]
 EVENT_TYPES: tuple[EventType, ...] = (
     "zone.enter",
     "zone.exit",
@@ -34,6 +42,7 @@ EVENT_TYPES: tuple[EventType, ...] = (
     "loiter.end",
     "camera.online",
     "camera.offline",
+    "clip.ready",
 )
 _TRACK_FIELDS = ("track_id", "label", "confidence", "bbox")
 _REQUIRED: dict[str, tuple[str, ...]] = {
@@ -44,7 +53,21 @@ _REQUIRED: dict[str, tuple[str, ...]] = {
     "loiter.end": (*_TRACK_FIELDS, "zone", "dwell_s"),
     "camera.online": (),
     "camera.offline": (),
+    "clip.ready": ("event_id", "clip"),
 }
+
+
+class Clip(BaseModel):
+    """An event's video clip: where to fetch it and how far it got."""
+
+    model_config = ConfigDict(frozen=True, extra="ignore", json_schema_serialization_defaults_required=True)
+
+    url: str = Field(description="GET it (API key applies; range requests work): /api/events/{id}/clip.mp4.")
+    state: ClipState = Field(
+        description="recording: being cut; ready: fetch it; failed: none was made (disk full, unwritable "
+        "directory, no video held); expired: deleted by retention."
+    )
+    error: str | None = Field(None, description="Why it failed.")
 
 
 class Event(BaseModel):
@@ -75,6 +98,12 @@ class Event(BaseModel):
     direction: str | None = Field(None, description="Crossing direction name as configured, e.g. in / out.")
     dwell_s: float | None = Field(
         None, ge=0, description="Seconds inside the zone (zone.exit, loiter.*), measured on frame timestamps."
+    )
+    clip: Clip | None = Field(
+        None, description="The event's clip, when its camera records (state recording here; clip.ready follows)."
+    )
+    event_id: str | None = Field(
+        None, pattern=r"^[0-9a-f]{32}$", description="clip.ready: the event the clip belongs to (one per event)."
     )
 
     @field_validator("bbox")

@@ -93,3 +93,34 @@ class InferenceFailed:
     """The inference process cannot go on (e.g. the model does not load)."""
 
     error: str
+
+
+@dataclass(frozen=True, slots=True)
+class RecordRequest:
+    """Ask a camera's decoder for a clip around an event seen in the frame at ``video_ts`` (its pts, seconds).
+
+    A request that falls inside a clip still being collected joins it (one file for overlapping events).
+    ``extend_only``: the event is still going on (an object loitering): keep its open clip going through
+    ``video_ts + post_s``; never starts a clip.
+    """
+
+    event_id: str
+    video_ts: float
+    pre_s: float
+    post_s: float
+    max_clip_s: float
+    extend_only: bool = False
+
+
+@dataclass(frozen=True, slots=True)
+class ClipStatus:
+    """A decoder's word on a clip: ``ready`` (written to ``path``), ``skipped`` (disk full, unwritable) or
+    ``failed`` (the stream went before the clip was complete, or no video was held for it)."""
+
+    camera_id: str
+    event_ids: tuple[str, ...]
+    state: str
+    path: str = ""
+    bytes: int = 0
+    duration_s: float = 0.0
+    error: str | None = None

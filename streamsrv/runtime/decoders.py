@@ -21,10 +21,11 @@ import numpy as np
 import numpy.typing as npt
 
 from streamsrv.config.models import AppConfig, CameraConfig, redact_url
+from streamsrv.config.record import clip_root
 from streamsrv.decode.process import run_decoder
 from streamsrv.errors import NotFoundError
 from streamsrv.ipc.frame_ring import FrameRing
-from streamsrv.ipc.messages import AddCamera, CameraCounters, DecoderStatus, RemoveCamera
+from streamsrv.ipc.messages import AddCamera, CameraCounters, ClipStatus, DecoderStatus, RecordRequest, RemoveCamera
 from streamsrv.ipc.signals import FramesReady, StopFlag
 from streamsrv.runtime.inference import restart_delay
 from streamsrv.runtime.rings import camera_ring_name
@@ -33,6 +34,7 @@ from streamsrv.types import CameraState, FrameRef, FrameResult
 
 log = logging.getLogger(__name__)
 StateCallback = Callable[[str, CameraState, str | None], None]
+ClipCallback = Callable[[ClipStatus], None]
 ControlSend = Callable[[AddCamera | RemoveCamera], None]
 Frame = tuple[FrameRef, npt.NDArray[np.uint8]]
 
@@ -48,6 +50,7 @@ class _Camera:
     stats: CameraStatsTracker
     process: BaseProcess | None = None
     status_conn: Connection | None = None
+    commands: Connection | None = None  # record requests to the decoder
     stop: StopFlag | None = None
     restart_at: float | None = None
     finished: bool = False  # a file that ended: not restarted
@@ -87,6 +90,8 @@ class Decoders:
         self._send = send
         self._cameras: dict[str, _Camera] = {}
         self._state_listeners: list[StateCallback] = []
+        self._clip_listeners: list[ClipCallback] = []
+        self.clip_dir = clip_root(cfg.base_dir, cfg.record)
 
     # -- the camera set ---------------------------------------------------------------------------------------------
     def ids(self) -> list[str]:
@@ -159,6 +164,24 @@ class Decoders:
         with self._lock:
             self._state_listeners.append(callback)
 
+    def on_clip(self, callback: ClipCallback) -> None:
+        """Call ``callback(status)`` with each clip outcome a decoder reports (on the status thread)."""
+        with self._lock:
+            self._clip_listeners.append(callback)
+
+    def request_clip(self, camera_id: str, req: RecordRequest) -> bool:
+        """Ask the camera's decoder for a clip; False when it cannot be asked (no decoder running)."""
+        with self._lock:
+            rt = self._cameras.get(camera_id)
+            conn = rt.commands if rt is not None and rt.process is not None else None
+            if conn is None:
+                return False
+            try:
+                conn.send(req)
+            except OSError:  # the decoder just died; its restart gets a new pipe
+                return False
+        return True
+
     # -- what inference reports -------------------------------------------------------------------------------------
     def on_result(self, result: FrameResult) -> bool:
         """Count a result in its camera's stats; False when the camera is gone. Called with the lock held."""
@@ -210,12 +233,16 @@ class Decoders:
 
     def _receive(self, rt: _Camera, conn: Connection) -> None:
         try:
-            msg: DecoderStatus = conn.recv()
+            msg: DecoderStatus | ClipStatus = conn.recv()
         except (EOFError, OSError):
             with self._lock:
                 if rt.status_conn is conn:
                     rt.status_conn.close()
                     rt.status_conn = None
+            return
+        if isinstance(msg, ClipStatus):  # a clip is news even from a camera removed since
+            for callback in list(self._clip_listeners):
+                callback(msg)
             return
         with self._lock:
             if self._cameras.get(rt.cfg.id) is not rt:  # removed or replaced since: its news is old
@@ -268,6 +295,7 @@ class Decoders:
     # -- the processes ----------------------------------------------------------------------------------------------
     def _spawn(self, rt: _Camera) -> None:
         reader, writer = self._ctx.Pipe(duplex=False)
+        commands_in, rt.commands = self._ctx.Pipe(duplex=False)
         rt.stop = StopFlag(self._ctx)
         rt.status_conn = reader
         rt.ring.set_time("heartbeat_mono", time.monotonic())
@@ -280,12 +308,15 @@ class Decoders:
                 writer,
                 rt.stop,
                 self.cfg.inference.decoder_niceness,
+                commands_in,
+                str(self.clip_dir),
             ),
             name=f"streamsrv-decoder-{rt.cfg.id}",
             daemon=True,
         )
         rt.process.start()
         writer.close()  # the child holds the only write end, so a dead child reads as EOF
+        commands_in.close()
         rt.restart_at = None
 
     def _signal(self, rt: _Camera) -> None:
@@ -304,5 +335,7 @@ class Decoders:
                 proc.join(_JOIN_TIMEOUT_S)
         with self._lock:  # the status thread closes it too, when the decoder's end reads as EOF
             conn, rt.status_conn, rt.process = rt.status_conn, None, None
-        if conn is not None:
-            conn.close()
+            commands, rt.commands = rt.commands, None
+        for c in (conn, commands):
+            if c is not None:
+                c.close()

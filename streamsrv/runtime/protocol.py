@@ -18,6 +18,7 @@ from typing import Protocol
 from streamsrv.config.models import AppConfig, CameraConfig
 from streamsrv.config.rules import RulesConfig
 from streamsrv.events import EventBus, SnapshotStore
+from streamsrv.events.clips import ClipBook
 from streamsrv.jobs.shared import SharedInference
 from streamsrv.rules import RuleOutput
 from streamsrv.runtime.decoders import Frame
@@ -55,6 +56,11 @@ class ServerApi(SharedInference, Protocol):
 
     @property
     def snapshots(self) -> SnapshotStore: ...
+
+    @property
+    def clips(self) -> ClipBook:
+        """Event clips: states by event, the files kept, outcome counts."""
+        ...
 
     @property
     def events_by_type(self) -> Mapping[tuple[str, str], int]:

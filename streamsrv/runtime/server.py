@@ -19,9 +19,13 @@ from collections import Counter
 from collections.abc import Callable, Mapping
 
 from streamsrv.config.models import AppConfig, CameraConfig
+from streamsrv.config.record import clip_root
 from streamsrv.config.rules import RulesConfig, resolve_rules
 from streamsrv.errors import NotFoundError
 from streamsrv.events import Event, EventBus, SnapshotStore, create_bus
+from streamsrv.events.clips import ClipBook
+from streamsrv.events.model import Clip
+from streamsrv.ipc.messages import ClipStatus, RecordRequest
 from streamsrv.preview.annotate import event_snapshot
 from streamsrv.rules import RuleEngine, RuleOutput
 from streamsrv.runtime.decoders import Frame
@@ -33,6 +37,8 @@ from streamsrv.runtime.supervisor import Supervisor
 from streamsrv.types import CameraState, FrameResult
 
 log = logging.getLogger(__name__)
+_EXTEND_EVERY_S = 1.0  # how often a loitering object's clip is told to keep going
+_REPORT_GRACE_S = 60.0  # beyond max_clip_s, how long a clip may take to be reported before it is given up
 
 
 class StreamServer:
@@ -44,16 +50,19 @@ class StreamServer:
         self.bus = bus or create_bus(cfg.events)
         ev = cfg.events
         self.snapshots = SnapshotStore(ev.snapshot_max_count, ev.snapshot_max_bytes, ev.snapshot_retention_s)
+        self.clips = ClipBook(clip_root(cfg.base_dir, cfg.record), cfg.record.max_bytes, cfg.record.max_age_s)
         self._lock = threading.RLock()
         self._engines: dict[str, RuleEngine] = {}
         self._engine_locks: dict[str, threading.Lock] = {}
         self._online: set[str] = set()
         self._latest: dict[str, Latest] = {}
         self.events_by_type: Counter[tuple[str, str]] = Counter()  # (camera_id, type) -> n, for metrics
+        self._loiter_clips: dict[str, tuple[str, float]] = {}  # camera -> (loiter.start id, pts last extended)
         for cam in cfg.cameras:
             self._register(RuleEngine(cam.id, resolve_rules(cam.rules, cfg.base_dir, cam.id)))
         self.supervisor.subscribe(self._on_result)
         self.supervisor.on_state_change(self._on_state)
+        self.supervisor.on_clip(self._on_clip)
 
     @property
     def started(self) -> bool:
@@ -209,6 +218,7 @@ class StreamServer:
             self._engine_locks.pop(camera_id, None)
             self._online.discard(camera_id)
             self._latest.pop(camera_id, None)
+            self._loiter_clips.pop(camera_id, None)
 
     def _set_config(self, cam: CameraConfig, present: bool) -> None:
         with self._lock:
@@ -227,7 +237,10 @@ class StreamServer:
             self._keep(engine, result, output)
         self._snapshot(result, [e for e in output.events if e.bbox is not None])
         for event in output.events:
-            self._publish(event)
+            self._publish(self._with_clip(event, result.frame.video_ts))
+        self._extend_loitering_clip(result.camera_id, output, result.frame.video_ts)
+        for camera_id, event_id, clip in self.clips.overdue():
+            self._clip_ready(camera_id, event_id, clip)
 
     def _on_state(self, camera_id: str, state: CameraState, error: str | None) -> None:
         with self._lock:
@@ -242,6 +255,55 @@ class StreamServer:
             return
         with lock:
             event = engine.camera_status(state == CameraState.ONLINE, time.time())
+        self._publish(event)
+
+    def request_clip(self, event: Event, video_ts: float) -> Event:
+        """Ask the event's camera for a clip around ``video_ts`` (the event's frame pts, seconds); the event with its
+        clip (``recording``, or ``failed`` when the camera's decoder is not running)."""
+        rec = self.camera_config(event.camera_id).record
+        req = RecordRequest(event.id, video_ts, rec.pre_s, rec.post_s, rec.max_clip_s)
+        if self.supervisor.request_clip(event.camera_id, req):
+            clip = self.clips.start(event.id, event.camera_id, rec.max_clip_s + _REPORT_GRACE_S)
+            if event.type == "loiter.start":
+                with self._lock:
+                    self._loiter_clips[event.camera_id] = (event.id, video_ts)
+        else:
+            clip = self.clips.fail(event.id, "the camera's decoder is not running")
+        return event.model_copy(update={"clip": clip})
+
+    def _with_clip(self, event: Event, video_ts: float) -> Event:
+        try:
+            rec = self.camera_config(event.camera_id).record
+        except NotFoundError:
+            return event
+        return self.request_clip(event, video_ts) if rec.enabled and event.type in rec.types else event
+
+    def _extend_loitering_clip(self, camera_id: str, output: RuleOutput, video_ts: float) -> None:
+        """While objects loiter, the loiter.start's clip stays open (up to ``max_clip_s``): the event lasts."""
+        with self._lock:
+            held = self._loiter_clips.get(camera_id)
+            if held is None or video_ts - held[1] < _EXTEND_EVERY_S:
+                return
+            if not output.loitering_ids:
+                del self._loiter_clips[camera_id]
+                return
+            self._loiter_clips[camera_id] = (held[0], video_ts)
+        rec = self.camera_config(camera_id).record
+        req = RecordRequest(held[0], video_ts, rec.pre_s, rec.post_s, rec.max_clip_s, extend_only=True)
+        self.supervisor.request_clip(camera_id, req)
+
+    def _on_clip(self, status: ClipStatus) -> None:
+        """A decoder finished a clip: tell each of its events' consumers (``clip.ready``), in the camera's sequence."""
+        for event_id, clip in self.clips.finish(status):
+            self._clip_ready(status.camera_id, event_id, clip)
+
+    def _clip_ready(self, camera_id: str, event_id: str, clip: Clip) -> None:
+        try:
+            engine, lock = self._engine_and_lock(camera_id)
+        except NotFoundError:  # the camera went: nobody numbers its events any more
+            return
+        with lock:
+            event = engine.events.make("clip.ready", time.time(), event_id=event_id, clip=clip)
         self._publish(event)
 
     def _publish(self, event: Event) -> None:

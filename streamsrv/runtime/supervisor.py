@@ -21,9 +21,9 @@ import time
 from collections.abc import Callable
 
 from streamsrv.config.models import AppConfig, CameraConfig
-from streamsrv.ipc.messages import CameraCounters
+from streamsrv.ipc.messages import CameraCounters, RecordRequest
 from streamsrv.ipc.signals import FramesReady
-from streamsrv.runtime.decoders import Decoders, Frame, StateCallback
+from streamsrv.runtime.decoders import ClipCallback, Decoders, Frame, StateCallback
 from streamsrv.runtime.inference import InferenceHealth, InferenceProcess
 from streamsrv.runtime.lanes import Lane, Lanes, ResultCallback
 from streamsrv.runtime.rings import sweep_stale_rings
@@ -133,6 +133,14 @@ class Supervisor:
     def on_state_change(self, callback: StateCallback) -> None:
         """Call ``callback(camera_id, state, error)`` whenever a camera's state changes."""
         self.decoders.on_state_change(callback)
+
+    def request_clip(self, camera_id: str, req: RecordRequest) -> bool:
+        """Ask a camera's decoder for an event clip; False when no decoder runs to ask."""
+        return self.decoders.request_clip(camera_id, req)
+
+    def on_clip(self, callback: ClipCallback) -> None:
+        """Call ``callback(status)`` with each clip outcome the decoders report."""
+        self.decoders.on_clip(callback)
 
     # -- inference --------------------------------------------------------------------------------------------------
     def open_lane(

@@ -284,7 +284,25 @@ function thumbnail(e) {
   return box;
 }
 
+// A clip.ready event gives its event's list item a button that plays the clip inline (range requests let it seek).
+function attachClip(e) {
+  const item = $("feed").querySelector(`li[data-event-id="${e.event_id}"]`);
+  if (!item || e.clip.state !== "ready" || item.querySelector(".clip-toggle")) return;
+  const button = html("button", { className: "clip-toggle", type: "button", textContent: "▶ clip" });
+  button.addEventListener("click", (ev) => {
+    ev.stopPropagation();
+    const shown = item.querySelector("video.clip");
+    if (shown) return shown.remove();
+    const video = html("video", { className: "clip", controls: true, autoplay: true, muted: true });
+    video.src = tokenUrl(e.clip.url);
+    video.addEventListener("click", (v) => v.stopPropagation());
+    item.querySelector(".event-text").append(video);
+  });
+  item.querySelector(".event-text").append(button);
+}
+
 function addEvent(e) {
+  if (e.type === "clip.ready") return attachClip(e);
   const thumb = thumbnail(e);
   const who = e.track_id != null ? ` · #${e.track_id} ${e.label}` : "";
   const item = html("li", { className: `event ${e.type.replace(".", "-")}` }, [
@@ -299,6 +317,7 @@ function addEvent(e) {
   ]);
   item.dataset.type = e.type;
   item.dataset.camera = e.camera_id;
+  item.dataset.eventId = e.id;
   item.addEventListener("click", () => (location.hash = `#/camera/${encodeURIComponent(e.camera_id)}`));
   const feed = $("feed");
   feed.prepend(item);

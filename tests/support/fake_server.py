@@ -31,9 +31,11 @@ from fastapi.testclient import TestClient
 
 from streamsrv.api.app import create_app
 from streamsrv.config.models import AppConfig, CameraConfig
+from streamsrv.config.record import clip_root
 from streamsrv.config.rules import RulesConfig, resolve_rules
 from streamsrv.errors import LaneClosed, NotFoundError
 from streamsrv.events import Event, SnapshotStore, create_bus
+from streamsrv.events.clips import ClipBook
 from streamsrv.preview.annotate import event_snapshot
 from streamsrv.rules import RuleEngine, RuleOutput
 from streamsrv.runtime.decoders import Frame
@@ -67,6 +69,7 @@ class FakeServer:
         self.bus = create_bus(cfg.events)
         ev = cfg.events
         self.snapshots = SnapshotStore(ev.snapshot_max_count, ev.snapshot_max_bytes, ev.snapshot_retention_s)
+        self.clips = ClipBook(clip_root(cfg.base_dir, cfg.record), cfg.record.max_bytes, cfg.record.max_age_s)
         self.events_by_type: Counter[tuple[str, str]] = Counter()
         self.health = health
         self.started = False

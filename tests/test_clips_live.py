@@ -1,0 +1,176 @@
+"""Event clips from real decoder processes: an RTSP camera (GStreamer's test server) and a looping file camera
+record their encoded packets; a record request on the commands pipe comes back as a ready MP4 on the status pipe
+that covers pre_s + post_s within one GOP, decodes end to end, and plays in Chromium from the clip API.
+"""
+
+from __future__ import annotations
+
+import multiprocessing as mp
+import threading
+import time
+import uuid
+from collections.abc import Iterator
+from pathlib import Path
+
+import av
+import pytest
+import uvicorn
+from playwright.sync_api import sync_playwright
+
+from streamsrv.api.app import create_app
+from streamsrv.config.models import AppConfig
+from streamsrv.events.model import EventSequencer
+from streamsrv.ipc.messages import ClipStatus, RecordRequest
+from streamsrv.ipc.signals import FramesReady
+from streamsrv.runtime.decoders import Decoders
+from streamsrv.types import CameraState
+from tests.support.fake_server import FakeServer
+from tests.support.processes import free_port
+from tests.support.waiting import wait_for
+
+pytestmark = pytest.mark.rtsp
+
+CHROMIUM = "/usr/bin/chromium"
+CHROMIUM_ARGS = ["--headless", "--no-sandbox", "--disable-gpu", "--disable-background-networking", "--no-first-run"]
+PRE_S, POST_S, GOP_S = 2.0, 2.0, 1.0
+TRACK = {"track_id": 1, "label": "person", "confidence": 0.9, "bbox": (10, 10, 50, 90), "zone": "door"}
+
+
+class Cameras:
+    """Decoder processes for ``cfg``'s cameras (no inference), their states and the clip reports they send."""
+
+    def __init__(self, cfg: AppConfig) -> None:
+        ctx = mp.get_context("spawn")
+        self.decoders = Decoders(cfg, uuid.uuid4().hex[:8], ctx, FramesReady(ctx), threading.RLock(), lambda m: None)
+        self.states: dict[str, CameraState] = {}
+        self.clips: list[ClipStatus] = []
+        self.decoders.on_state_change(lambda cam, state, error: self.states.__setitem__(cam, state))
+        self.decoders.on_clip(self.clips.append)
+        self._stopping = threading.Event()
+        self._status = threading.Thread(target=self.decoders.read_status, args=(self._stopping,), daemon=True)
+        self.cfg = cfg
+
+    def __enter__(self) -> Cameras:
+        for cam in self.cfg.cameras:
+            self.decoders.add(cam)
+        self._status.start()
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.decoders.retire(self.decoders.detach_all())
+        self._stopping.set()
+        self._status.join(10)
+
+    def clip_around_now(self, camera_id: str, event_id: str) -> ClipStatus:
+        """Ask for a clip around the camera's newest frame (as an event on it would) and wait for the report."""
+        wait_for(lambda: self.states.get(camera_id) == CameraState.ONLINE, 60, f"{camera_id} online")
+        first = self.decoders.latest_frame(camera_id)
+        assert first is not None
+        wait_for(
+            lambda: (
+                (f := self.decoders.latest_frame(camera_id)) is not None
+                and f[0].video_ts - first[0].video_ts > PRE_S + GOP_S
+            ),
+            60,
+            f"{camera_id}: {PRE_S + GOP_S}s of video",
+        )
+        frame = self.decoders.latest_frame(camera_id)
+        assert frame is not None
+        assert self.decoders.request_clip(camera_id, RecordRequest(event_id, frame[0].video_ts, PRE_S, POST_S, 60))
+        wait_for(lambda: any(event_id in c.event_ids for c in self.clips), 60, f"{camera_id}: the clip's report")
+        return next(c for c in self.clips if event_id in c.event_ids)
+
+
+def config(tmp_path: Path, cameras: list[dict[str, object]]) -> AppConfig:
+    record = {"enabled": True, "pre_s": PRE_S, "post_s": POST_S}
+    return AppConfig.model_validate(
+        {
+            "record": {"dir": str(tmp_path / "clips")},
+            "cameras": [{**c, "detect_fps": 5, "hwaccel": "none", "record": record} for c in cameras],
+        }
+    )
+
+
+def check_clip(status: ClipStatus) -> None:
+    assert status.state == "ready", status
+    with av.open(status.path) as container:
+        stream = container.streams.video[0]
+        frames = list(container.decode(stream))
+    times = [f.time for f in frames]
+    duration = max(times) - min(times)
+    assert PRE_S + POST_S - 0.2 <= duration <= PRE_S + POST_S + GOP_S + 0.2, duration
+    assert frames[0].key_frame and len(frames) >= (PRE_S + POST_S) * 25 * 0.9
+
+
+@pytest.fixture
+def rtsp_clip(rtsp_server_factory, clip_360p: Path, tmp_path: Path) -> ClipStatus:  # type: ignore[no-untyped-def]
+    server = rtsp_server_factory(mounts={"cam": clip_360p})
+    cfg = config(tmp_path, [{"id": "gate", "url": server.url("cam"), "open_timeout_s": 5, "read_timeout_s": 5}])
+    with Cameras(cfg) as cams:
+        return cams.clip_around_now("gate", "c" * 32)
+
+
+def test_an_rtsp_camera_makes_a_clip_that_decodes_end_to_end(rtsp_clip: ClipStatus) -> None:
+    check_clip(rtsp_clip)
+
+
+def test_a_looping_file_camera_makes_a_clip_in_its_own_folder(clip_360p: Path, tmp_path: Path) -> None:
+    cfg = config(tmp_path, [{"id": "hall", "url": str(clip_360p), "loop": True}])
+    with Cameras(cfg) as cams:
+        status = cams.clip_around_now("hall", "d" * 32)
+    check_clip(status)
+    assert status.event_ids == ("d" * 32,) and Path(status.path).parent.name == "hall"
+
+
+@pytest.fixture
+def clip_server(rtsp_clip: ClipStatus, tmp_path: Path) -> Iterator[tuple[str, FakeServer]]:
+    """The real app (on a fake server that knows the clip) under uvicorn: its base URL and the server."""
+    cfg = AppConfig.model_validate({"record": {"dir": str(Path(rtsp_clip.path).parents[1])}})
+    server = FakeServer(cfg)
+    server.clips.finish(rtsp_clip)
+    port = free_port()
+    web = uvicorn.Server(uvicorn.Config(create_app(cfg, server=server), host="127.0.0.1", port=port, log_config=None))
+    thread = threading.Thread(target=web.run, daemon=True)
+    thread.start()
+    try:
+        wait_for(lambda: web.started, 60, "uvicorn to start")
+        yield f"http://127.0.0.1:{port}", server
+    finally:
+        web.should_exit = True
+        thread.join(30)
+
+
+@pytest.mark.browser
+def test_chromium_plays_the_clip_from_the_api_and_the_event_list(
+    clip_server: tuple[str, FakeServer], rtsp_clip: ClipStatus
+) -> None:
+    if not Path(CHROMIUM).exists():
+        pytest.skip("Debian chromium is not installed")
+    base, server = clip_server
+    event_id = rtsp_clip.event_ids[0]
+    url = f"{base}/api/events/{event_id}/clip.mp4"
+    with sync_playwright() as p:
+        browser = p.chromium.launch(executable_path=CHROMIUM, args=CHROMIUM_ARGS)
+        try:
+            page = browser.new_page()
+            page.goto(f"{base}/healthz")  # same origin as the clip
+            page.set_content(f'<video id="v" muted preload="auto" src="{url}"></video>')
+            page.wait_for_function("document.getElementById('v').readyState >= 2", timeout=60_000)
+            duration = page.evaluate("document.getElementById('v').duration")
+            error = page.evaluate("document.getElementById('v').error")
+            assert error is None and duration > PRE_S + POST_S - 0.2
+
+            # The dashboard: the event shows in the list, its clip.ready adds a button that plays the clip inline.
+            page.goto(f"{base}/")
+            page.wait_for_function("document.getElementById('feed-state').textContent === 'live'", timeout=60_000)
+            seqr = EventSequencer("gate")
+            ready = server.clips.state(event_id)
+            assert ready is not None and ready.state == "ready"
+            recording = ready.model_copy(update={"state": "recording"})
+            entered = seqr.make("zone.enter", time.time(), clip=recording, **TRACK).model_copy(update={"id": event_id})
+            server.bus.publish(entered)
+            server.bus.publish(seqr.make("clip.ready", time.time(), event_id=event_id, clip=ready))
+            page.click(".clip-toggle", timeout=30_000)
+            page.wait_for_function("document.querySelector('video.clip')?.readyState >= 2", timeout=60_000)
+        finally:
+            browser.close()
