@@ -16,6 +16,7 @@ from urllib.parse import urlsplit
 from pydantic import Field, IPvAnyAddress, SecretStr, field_validator, model_validator
 
 from streamsrv.config.base import StrictModel, rename_deprecated
+from streamsrv.config.motion import MotionConfig
 from streamsrv.config.rules import RulesSetting
 
 CAMERA_ID_PATTERN = r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,63}$"
@@ -75,6 +76,7 @@ class CameraConfig(StrictModel):
     max_width: int = Field(3840, ge=16, le=8192, description="Frames wider than this are downscaled.")
     max_height: int = Field(2160, ge=16, le=8192, description="Frames taller than this are downscaled.")
     reconnect: ReconnectConfig = Field(default_factory=ReconnectConfig)
+    motion: MotionConfig = Field(default_factory=MotionConfig)
     rules: RulesSetting = Field(
         None,
         description="Zones and tripwires inline, or a YAML file (relative to this config file's directory).",
@@ -362,6 +364,12 @@ class AppConfig(StrictModel):
             if cam.id in seen:
                 raise ValueError(f"duplicate camera id {cam.id!r}")
             seen.add(cam.id)
+            if cam.motion.enabled and cam.motion.max_interval_s > self.tracker.lost_track_s:
+                raise ValueError(
+                    f"camera {cam.id!r}: motion.max_interval_s ({cam.motion.max_interval_s}) exceeds "
+                    f"tracker.lost_track_s ({self.tracker.lost_track_s}): a still object's track would be dropped "
+                    "between two forced detections"
+                )
         return self
 
 
