@@ -129,6 +129,7 @@ class JobManager:
         spooled: bool = False,
         detect_fps: float | None = None,
         rules: RulesConfig | None = None,
+        motion_gating: bool = True,
     ) -> Job:
         """Queue a job reading ``source`` (a checked URL or path, or a spooled upload the job then owns).
 
@@ -140,6 +141,7 @@ class JobManager:
             video=redact_url(video),
             detect_fps=detect_fps,
             rules=rules or RulesConfig(),
+            motion_gating=motion_gating,
             created_ts=time.time(),
         )
         stored = StoredJob(job=job, source=source, spooled=spooled)
