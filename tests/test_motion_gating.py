@@ -117,3 +117,62 @@ def test_mask_coordinates_are_checked_like_zones() -> None:
 def test_skipped_no_motion_is_read_from_the_ring_into_stats() -> None:
     assert "skipped_no_motion" in RING_COUNTERS
     assert CameraStats.model_fields["skipped_no_motion"].default == 0
+
+
+# -- the real model on real clips (slow) ------------------------------------------------------------------------
+ROOM_STILL_S = 5.5  # the room clip shows no motion before about 6 s (../shared/README.md)
+
+
+def _app(person_model: Path) -> AppConfig:
+    return AppConfig.model_validate(
+        {
+            "model": {"path": str(person_model), "labels": {"Normal": "person", "Fall": "person"}},
+            "inference": {"threads": 1, "device": "cpu"},
+        }
+    )
+
+
+@pytest.mark.slow
+def test_room_clip_skips_still_frames_and_refreshes_every_max_interval(person_model: Path, shared_dir: Path) -> None:
+    from streamsrv.analyze import Analyzer
+
+    clip = shared_dir / "media" / "room_walkins_432p.mp4"
+    analyzer = Analyzer(_app(person_model))
+    stamps = []
+    for result in analyzer.run(str(clip)):
+        if result.frame.video_ts > 9.0:
+            break
+        stamps.append(result.frame.video_ts)
+    assert analyzer.gate is not None
+    still = [t for t in stamps if t < ROOM_STILL_S]
+    assert len(still) <= ROOM_STILL_S + 1, f"still frames went to the detector: {still}"
+    assert analyzer.gate.skipped_no_motion >= 40
+    gaps = np.diff(stamps)
+    assert gaps.max() <= 1.0 + 1e-6, "the detector ran at least every max_interval_s"
+    walking = [t for t in stamps if 6.0 <= t <= 8.0]
+    assert len(walking) >= 15, "the walk-in (6-8 s) is detected on (nearly) every due frame"
+
+
+@pytest.mark.slow
+def test_a_crossing_is_counted_the_same_with_gating(person_model: Path, clip_360p: Path) -> None:
+    from streamsrv.analyze import Analyzer
+
+    camera = CameraConfig.model_validate(
+        {
+            "id": "concourse",
+            "url": str(clip_360p),
+            "rules": {"lines": [{"name": "mid", "units": "norm", "points": [[0, 0.55], [1, 0.55]]}]},
+        }
+    )
+    analyzer = Analyzer(_app(person_model))
+
+    def counts(gating: bool) -> tuple[dict[str, object], int]:
+        records = analyzer.records(str(clip_360p), camera, detect_fps=5, motion_gating=gating)
+        summary = next(r for r in records if r["type"] == "summary")
+        return summary["line_counts"], summary["handed"]
+
+    gated, handed = counts(True)
+    plain, every = counts(False)
+    assert sum(sum(d.values()) for d in gated["mid"].values()) >= 1  # type: ignore[union-attr]
+    assert gated == plain
+    assert handed <= every

@@ -326,6 +326,8 @@ class VideoSource:
                     self.skipped += 1
                     continue
                 yield DecodedFrame(self._to_bgr(frame), pos.index - 1, pts, time.monotonic(), time.time())
+                # time the consumer held the frame (offline analysis waiting on a slow detector) is not a stall
+                pos.last_frame_mono = time.monotonic()
             self._check_stall(pos)
 
     def _drop_to_catch_up(self, packet: Any, pos: _Position) -> bool:
