@@ -16,7 +16,7 @@ from urllib.parse import urlsplit
 from pydantic import Field, IPvAnyAddress, SecretStr, field_validator, model_validator
 
 from streamsrv.config.base import StrictModel, rename_deprecated
-from streamsrv.config.motion import MotionConfig
+from streamsrv.config.motion import MotionConfig, refresh_error
 from streamsrv.config.rules import RulesSetting
 
 CAMERA_ID_PATTERN = r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,63}$"
@@ -364,12 +364,8 @@ class AppConfig(StrictModel):
             if cam.id in seen:
                 raise ValueError(f"duplicate camera id {cam.id!r}")
             seen.add(cam.id)
-            if cam.motion.enabled and cam.motion.max_interval_s > self.tracker.lost_track_s:
-                raise ValueError(
-                    f"camera {cam.id!r}: motion.max_interval_s ({cam.motion.max_interval_s}) exceeds "
-                    f"tracker.lost_track_s ({self.tracker.lost_track_s}): a still object's track would be dropped "
-                    "between two forced detections"
-                )
+            if problem := refresh_error(cam.motion, self.tracker.lost_track_s):
+                raise ValueError(f"camera {cam.id!r}: {problem}")
         return self
 
 

@@ -56,3 +56,19 @@ class MotionConfig(StrictModel):
         description="A due frame is handed on at least this often without motion; at most tracker.lost_track_s, "
         "so a still object's track is refreshed before it would be dropped.",
     )
+
+
+def refresh_error(motion: MotionConfig, lost_track_s: float) -> str | None:
+    """Why ``motion`` cannot go with a tracker that keeps lost tracks ``lost_track_s``; None when it can.
+
+    >>> refresh_error(MotionConfig(max_interval_s=3), lost_track_s=2.0) is not None
+    True
+    >>> refresh_error(MotionConfig(max_interval_s=3, enabled=False), lost_track_s=2.0) is None
+    True
+    """
+    if not motion.enabled or motion.max_interval_s <= lost_track_s:
+        return None
+    return (
+        f"motion.max_interval_s ({motion.max_interval_s}) exceeds tracker.lost_track_s ({lost_track_s}): a still "
+        "object's track would be dropped between two forced detections"
+    )

@@ -33,6 +33,7 @@ WORK_WIDTH = 160
 # seconds (and is then refreshed by max_interval_s), while a lighting change is absorbed as quickly.
 BACKGROUND_ALPHA = 0.3
 _BLUR = (5, 5)
+_JOIN = np.ones((3, 3), np.uint8)
 # Box = (x1, y1, x2, y2) as fractions of the frame.
 MotionBox = tuple[float, float, float, float]
 
@@ -50,8 +51,8 @@ class MotionDetector:
         h, w = image.shape[:2]
         small_h = max(1, round(h * WORK_WIDTH / w))
         step = max(1, w // (2 * WORK_WIDTH))  # a strided view first: area-averaging a 720p frame costs ~1 ms
-        grey = cv2.cvtColor(cv2.resize(image[::step, ::step], (WORK_WIDTH, small_h)), cv2.COLOR_BGR2GRAY)
-        grey = cv2.GaussianBlur(grey, _BLUR, 0).astype(np.float32)
+        small = cv2.cvtColor(cv2.resize(image[::step, ::step], (WORK_WIDTH, small_h)), cv2.COLOR_BGR2GRAY)
+        grey = np.asarray(cv2.GaussianBlur(small, _BLUR, 0), np.float32)
         if self._background is None or self._background.shape != grey.shape:
             self._background = grey
             self._keep = self._keep_mask(w, h, grey.shape)
@@ -60,9 +61,9 @@ class MotionDetector:
         cv2.accumulateWeighted(grey, self._background, BACKGROUND_ALPHA)
         moving = (diff > self.cfg.threshold).astype(np.uint8) * 255
         if self._keep is not None:
-            moving = cv2.bitwise_and(moving, self._keep)
-        moving = cv2.dilate(moving, None, iterations=2)  # join the pieces of one moving body
-        count, _, stats, _ = cv2.connectedComponentsWithStats(moving, connectivity=8)
+            moving &= self._keep
+        joined = cv2.dilate(moving, _JOIN, iterations=2)  # join the pieces of one moving body
+        count, _, stats, _ = cv2.connectedComponentsWithStats(joined, connectivity=8)
         min_px = self.cfg.min_area * grey.size
         sw, sh = grey.shape[1], grey.shape[0]
         return [
