@@ -176,3 +176,33 @@ def test_a_crossing_is_counted_the_same_with_gating(person_model: Path, clip_360
     assert sum(sum(d.values()) for d in gated["mid"].values()) >= 1  # type: ignore[union-attr]
     assert gated == plain
     assert handed <= every
+
+
+def test_the_decoder_process_counts_held_back_frames_in_its_ring(flashing_corner_clip: Path) -> None:
+    import multiprocessing
+
+    from streamsrv.decode.process import _Decoder
+    from streamsrv.decode.source import VideoSource
+    from streamsrv.ipc.frame_ring import FrameRing
+    from streamsrv.ipc.signals import FramesReady, StopFlag
+
+    ctx = multiprocessing.get_context("spawn")
+    cam = CameraConfig.model_validate(
+        {
+            "id": "tv",
+            "url": str(flashing_corner_clip),
+            "realtime": False,
+            "detect_fps": 10,
+            "motion": {"mask": [{"polygon": [[0, 0], [96, 0], [96, 90], [0, 90]]}]},
+        }
+    )
+    ring = FrameRing.create(f"test-motion-{id(cam)}", 320, 180)
+    status, _ = ctx.Pipe()
+    try:
+        decoder = _Decoder(cam, ring, FramesReady(ctx), status, StopFlag(ctx))
+        assert decoder._stream(VideoSource(cam))
+        assert ring.counter("skipped_no_motion") >= 20
+        assert ring.latest_seq + ring.counter("skipped_no_motion") == 30
+    finally:
+        ring.close()
+        ring.unlink()
