@@ -20,7 +20,9 @@ from dataclasses import dataclass
 from typing import IO, TYPE_CHECKING, Any
 
 from streamsrv.config.models import AppConfig, CameraConfig
+from streamsrv.config.motion import MotionConfig
 from streamsrv.config.rules import resolve_rules
+from streamsrv.decode.motion import MotionGate, gated
 from streamsrv.decode.source import DecodedFrame, VideoSource
 from streamsrv.infer.backend import create_backend
 from streamsrv.jobs.records import build_records, jsonl_line
@@ -44,14 +46,20 @@ class Analyzer:
         self.cfg = cfg
         self.detector = detector or Detector(create_backend(cfg.model, cfg.inference), cfg.model, cfg.inference.imgsz)
         self.total_frames: int | None = None
+        self.gate: MotionGate | None = None  # of the latest run: its handed and skipped_no_motion counts
 
     def run(
-        self, path: str, camera: CameraConfig | None = None, detect_fps: float | None = None
+        self,
+        path: str,
+        camera: CameraConfig | None = None,
+        detect_fps: float | None = None,
+        motion_gating: bool = True,
     ) -> Iterator[FrameResult]:
-        """Yield a FrameResult per processed frame; every frame unless ``detect_fps`` is given."""
-        video = open_video(path, camera, detect_fps)
+        """Yield a FrameResult per processed frame: every frame (or frames spaced to ``detect_fps``) that the camera's
+        motion gate hands on, as a live camera would; all of them with ``motion_gating`` off."""
+        video = open_video(path, camera, detect_fps, motion_gating)
         cam, source, fps = video.camera, video.source, video.fps
-        self.total_frames = video.total_frames
+        self.total_frames, self.gate = video.total_frames, video.gate
         tracker = create_tracker(self.cfg.tracker, fps, getattr(self.detector.backend, "device", "cpu"))
         max_batch = self.cfg.inference.max_batch
         handoff: queue.Queue[object] = queue.Queue(maxsize=2 * max_batch)
@@ -60,7 +68,7 @@ class Analyzer:
 
         def decode() -> None:
             try:
-                for frame in source.frames():
+                for frame in video.frames():
                     while not stop.is_set():
                         try:
                             handoff.put(frame, timeout=0.2)
@@ -117,12 +125,17 @@ class Analyzer:
             )
 
     def records(
-        self, path: str, camera: CameraConfig | None = None, detect_fps: float | None = None
+        self,
+        path: str,
+        camera: CameraConfig | None = None,
+        detect_fps: float | None = None,
+        motion_gating: bool = True,
     ) -> Iterator[dict[str, Any]]:
         """Frame, event and summary records for a file, with ``camera``'s rules applied if given."""
         camera_id = camera.id if camera else "analyze"
         rules = resolve_rules(camera.rules, self.cfg.base_dir, camera.id) if camera else resolve_rules(None, None)
-        return build_records(self.run(path, camera, detect_fps), RuleEngine(camera_id, rules, clock="video"), path)
+        engine = RuleEngine(camera_id, rules, clock="video")
+        return build_records(self.run(path, camera, detect_fps, motion_gating), engine, path, lambda: self.gate)
 
 
 @dataclass
@@ -132,11 +145,19 @@ class OpenVideo:
     camera: CameraConfig
     source: VideoSource
     fps: float  # of the frames handed on: detect_fps, or the source's own rate
-    total_frames: int | None  # of those frames, when the container declares a length
+    total_frames: int | None  # of those frames, when the container declares a length (before motion gating)
+    gate: MotionGate
+
+    def frames(self) -> Iterator[DecodedFrame]:
+        """The frames the motion gate hands on, as the camera's decoder process would."""
+        return gated(self.source.frames(), self.gate)
 
 
-def open_video(path: str, camera: CameraConfig | None = None, detect_fps: float | None = None) -> OpenVideo:
-    """Open ``path`` for analysis as fast as it decodes: every frame, or frames spaced to ``detect_fps``.
+def open_video(
+    path: str, camera: CameraConfig | None = None, detect_fps: float | None = None, motion_gating: bool = True
+) -> OpenVideo:
+    """Open ``path`` for analysis as fast as it decodes: every frame, or frames spaced to ``detect_fps``, that the
+    camera's motion gate hands on (all of them with ``motion_gating`` off).
 
     Raises SourceError when it cannot be opened.
     """
@@ -148,7 +169,8 @@ def open_video(path: str, camera: CameraConfig | None = None, detect_fps: float 
     fps = detect_fps or source.fps or 25.0
     frames = source.frame_count
     total = int(frames * min(1.0, fps / source.fps)) if frames and source.fps else None
-    return OpenVideo(cam, source, fps, total)
+    motion = cam.motion if motion_gating else MotionConfig(enabled=False)
+    return OpenVideo(cam, source, fps, total, MotionGate(motion))
 
 
 def write_jsonl(records: Iterable[dict[str, Any]], out: IO[str]) -> dict[str, Any]:

@@ -79,7 +79,9 @@ def cmd_analyze(args: argparse.Namespace) -> int:
                 progress.update()
             yield record
 
-    records = counted(analyzer.records(args.video, camera=camera, detect_fps=args.detect_fps))
+    records = counted(
+        analyzer.records(args.video, camera=camera, detect_fps=args.detect_fps, motion_gating=not args.no_motion_gating)
+    )
     if args.out:
         with open(args.out, "w", encoding="utf-8") as out:
             summary = write_jsonl(records, out)
@@ -145,6 +147,11 @@ def build_parser() -> argparse.ArgumentParser:
     a.add_argument("--model", "-m", help="override model.path")
     a.add_argument("--camera", help="apply this configured camera's rules and settings")
     a.add_argument("--detect-fps", type=float, help="process only this many frames/s (default: every frame)")
+    a.add_argument(
+        "--no-motion-gating",
+        action="store_true",
+        help="run the detector on every frame (default: skip frames without motion, as a live camera would)",
+    )
     a.add_argument("--out", "-o", help="write JSON lines here (default: stdout)")
     a.add_argument("--quiet", "-q", action="store_true", help="no progress bar")
     a.set_defaults(func=cmd_analyze)

@@ -151,6 +151,11 @@ def test_put_replaces_a_camera(http: TestClient) -> None:
             "rules",
             "polygon is not valid",
         ),
+        (
+            {"id": "x", "url": "rtsp://cam/1", "motion": {"max_interval_s": 5}},
+            "motion",
+            "exceeds tracker.lost_track_s",
+        ),
     ],
 )
 def test_bad_camera_is_refused_naming_the_field(http: TestClient, body: dict[str, Any], field: str, says: str) -> None:

@@ -18,8 +18,9 @@ import numpy as np
 import pytest
 
 from streamsrv.config.models import CameraConfig
+from streamsrv.decode.hwaccel import HW_DECODERS, choose_hw_decoder, hw_decoder_unusable
 from streamsrv.decode.process import _Decoder
-from streamsrv.decode.source import HW_DECODERS, VideoSource, choose_hw_decoder, hw_decoder_unusable
+from streamsrv.decode.source import VideoSource
 from streamsrv.ipc.frame_ring import FrameRing
 from streamsrv.ipc.messages import DecoderStatus
 from streamsrv.ipc.signals import FramesReady, StopFlag
@@ -56,7 +57,7 @@ def test_none_decodes_on_the_cpu(clip_360p: Path) -> None:
 def test_auto_without_a_hardware_decoder_decodes_on_the_cpu_and_says_why(
     clip_360p: Path, caplog: pytest.LogCaptureFixture
 ) -> None:
-    with caplog.at_level(logging.INFO, logger="streamsrv.decode.source"):
+    with caplog.at_level(logging.INFO, logger="streamsrv.decode.hwaccel"):
         src, frames = first_frames(CameraConfig(id="c", url=str(clip_360p), hwaccel="auto"), 5)
         again, _ = first_frames(CameraConfig(id="c", url=str(clip_360p), hwaccel="auto"), 1)
     assert src.decoder == again.decoder == "cpu"
@@ -76,7 +77,7 @@ def test_a_named_device_that_is_unusable_falls_back_with_a_warning(
     reason = hw_decoder_unusable(device_type)
     if reason is None:
         pytest.skip(f"{device_type} decoding works here")
-    with caplog.at_level(logging.INFO, logger="streamsrv.decode.source"):
+    with caplog.at_level(logging.INFO, logger="streamsrv.decode.hwaccel"):
         cam = CameraConfig.model_validate({"id": "c", "url": str(clip_360p), "hwaccel": device_type})
         src, frames = first_frames(cam, 3)
     assert src.decoder == "cpu"

@@ -163,3 +163,11 @@ def test_real_frame_of_the_sample_clip(clip_360p: Path) -> None:
     out = Annotator(960, 540).draw(image, overlay(res, rules=RulesConfig()))
     assert out.shape == (360, 640, 3)
     assert not np.array_equal(out, image)
+
+
+def test_header_shows_a_no_motion_badge_while_the_detector_idles(frame: np.ndarray) -> None:
+    plain = Annotator(960, 540).draw(frame, overlay())
+    idle = Annotator(960, 540).draw(frame, overlay(no_motion=True))
+    differs = np.any(plain[:30] != idle[:30], axis=2)
+    assert differs.any() and not np.any(plain[40:] != idle[40:])
+    assert differs[:, :80].sum() < differs.sum(), "drawn after the camera name"

@@ -17,7 +17,7 @@ import pytest
 
 from benchmarks.gpu_reference import GPUS, gpu_for_device_name, yolov8_variant
 from benchmarks.streams_per_gpu import ramp_counts
-from streamsrv.decode.source import choose_hw_decoder
+from streamsrv.decode.hwaccel import choose_hw_decoder
 
 REPO = Path(__file__).resolve().parent.parent
 

@@ -94,7 +94,7 @@ class ZoneConfig(ObjectFilter):
 
     @model_validator(mode="after")
     def _check_polygon(self) -> ZoneConfig:
-        _check_units(self.polygon, self.units, f"zone {self.name!r}")
+        check_units(self.polygon, self.units, f"zone {self.name!r}")
         shape = shapely.Polygon(self.polygon)
         if not shape.is_valid:
             raise ValueError(
@@ -139,7 +139,7 @@ class LineConfig(ObjectFilter):
     @model_validator(mode="after")
     def _check_line(self) -> LineConfig:
         where = f"line {self.name!r}"
-        _check_units(self.points, self.units, where)
+        check_units(self.points, self.units, where)
         if self.left_to_right == self.right_to_left:
             raise ValueError(f"{where}: left_to_right and right_to_left need different names")
         if any(a == b for a, b in zip(self.points, self.points[1:], strict=False)):
@@ -240,7 +240,7 @@ def to_pixels(points: list[Point], units: Units, width: int, height: int) -> npt
     return xy * np.array([width, height], np.float64) if units == "norm" else xy
 
 
-def _check_units(points: list[Point], units: Units, where: str) -> None:
+def check_units(points: list[Point], units: Units, where: str) -> None:
     xy = np.asarray(points, np.float64)
     if units == "norm" and ((xy < 0) | (xy > 1)).any():
         raise ValueError(f"{where}: with units norm every coordinate must be within 0..1")

@@ -25,8 +25,9 @@ from setproctitle import setproctitle
 
 from streamsrv.config.models import CameraConfig
 from streamsrv.decode.backoff import Backoff
+from streamsrv.decode.motion import MotionGate
 from streamsrv.decode.recorder import ClipRecorder
-from streamsrv.decode.source import VideoSource, is_permanent
+from streamsrv.decode.source import DecodedFrame, VideoSource, is_permanent
 from streamsrv.errors import SourceError
 from streamsrv.ipc.frame_ring import FrameRing
 from streamsrv.ipc.messages import ClipStatus, DecoderStatus, RecordRequest
@@ -53,6 +54,7 @@ class _Decoder:
         self.cam, self.ring, self.frames_ready, self.status, self.stop = cam, ring, frames_ready, status, stop
         self.commands = commands
         self.backoff = Backoff(cam.reconnect)
+        self.gate = MotionGate(cam.motion)
         self.state: CameraState | None = None
         self._send_lock = threading.Lock()  # the clip writer thread reports on the same pipe
         self.recorder = ClipRecorder(cam, clip_dir, self._send) if cam.record.enabled and clip_dir is not None else None
@@ -113,14 +115,10 @@ class _Decoder:
             if self.state != CameraState.ONLINE:
                 self.report(CameraState.ONLINE, src=src)
                 self.backoff.reset()
-            ring.write(
-                frame.image,
-                frame_index=frame.frame_index,
-                wall_ts=frame.wall_ts,
-                mono_ts=frame.mono_ts,
-                video_ts=frame.video_ts,
-            )
-            self.frames_ready.notify()
+            if self.gate.check(frame.image, frame.mono_ts):
+                self._hand_on(frame)
+            else:
+                ring.add("skipped_no_motion")
             # counters are deltas so a reconnect (new VideoSource) keeps the totals rising
             for name in _SOURCE_COUNTERS:
                 value = getattr(src, name)
@@ -132,6 +130,16 @@ class _Decoder:
             if self.stop.is_set():
                 return False
         return True
+
+    def _hand_on(self, frame: DecodedFrame) -> None:
+        self.ring.write(
+            frame.image,
+            frame_index=frame.frame_index,
+            wall_ts=frame.wall_ts,
+            mono_ts=frame.mono_ts,
+            video_ts=frame.video_ts,
+        )
+        self.frames_ready.notify()
 
     def _sleep(self, seconds: float) -> None:
         deadline = time.monotonic() + seconds

@@ -15,7 +15,6 @@ processes must stay small. A ``PacketTap`` sees the packets before decoding (eve
 
 from __future__ import annotations
 
-import functools
 import logging
 import time
 from collections.abc import Iterator
@@ -26,9 +25,10 @@ import av
 import av.error
 import numpy as np
 import numpy.typing as npt
-from av.codec.hwaccel import HWAccel, hwdevices_available
+from av.codec.hwaccel import HWAccel
 
 from streamsrv.config.models import CameraConfig, redact_url
+from streamsrv.decode.hwaccel import choose_hw_decoder
 from streamsrv.decode.packets import PacketTap
 from streamsrv.decode.protocols import ffmpeg_input
 from streamsrv.errors import SourceError, SourceTimeout, SourceUnavailable
@@ -47,8 +47,6 @@ _PERMANENT = (
 )
 _TIMEOUTS = (av.error.TimeoutError, av.error.ExitError)
 # What hwaccel "auto" tries, in order. Cameras send H.264 or HEVC, so those are what a device is probed with.
-HW_DECODERS = ("cuda", "vaapi", "qsv")
-_PROBE_CODECS = ("h264", "hevc")
 # Timestamps are rounded to the stream's time base; 1 ms keeps 25 -> 5 fps at exactly every 5th frame.
 _TS_TOLERANCE_S = 1e-3
 
@@ -131,46 +129,6 @@ def classify_error(exc: BaseException, url: str) -> SourceError:
     if isinstance(exc, av.error.ConnectionRefusedError | ConnectionRefusedError):
         return SourceError(f"{where}: connection refused")
     return SourceError(f"{where}: {type(exc).__name__}: {exc}")
-
-
-@functools.cache
-def hw_decoder_unusable(device_type: str) -> str | None:
-    """Why ``device_type`` cannot decode camera video here, or None when it can; probed once per process."""
-    if device_type not in hwdevices_available():
-        return f"this FFmpeg build has no {device_type} support"
-    for codec in _PROBE_CODECS:
-        try:
-            HWAccel(device_type).create(av.Codec(codec, "r"))
-        except NotImplementedError:  # this codec has no decoder config for the device type
-            continue
-        except Exception as exc:  # av_hwdevice_ctx_create: no device, no driver, no permission
-            return f"no usable {device_type} device ({type(exc).__name__}: {exc})"
-        return None
-    return f"this FFmpeg build cannot decode {' or '.join(_PROBE_CODECS)} with {device_type}"
-
-
-@functools.cache
-def choose_hw_decoder(hwaccel: str) -> str | None:
-    """The hardware decoder to open cameras with for a ``hwaccel`` setting, or None for the CPU.
-
-    Logs why it falls back to the CPU once per process: a warning when a device was asked for by name.
-    """
-    if hwaccel == "none":
-        return None
-    candidates = HW_DECODERS if hwaccel == "auto" else (hwaccel,)
-    reasons = []
-    for device_type in candidates:
-        reason = hw_decoder_unusable(device_type)
-        if reason is None:
-            return device_type
-        reasons.append(reason)
-    log.log(
-        logging.INFO if hwaccel == "auto" else logging.WARNING,
-        "hwaccel %s: decoding on the CPU: %s",
-        hwaccel,
-        "; ".join(reasons),
-    )
-    return None
 
 
 def is_permanent(err: SourceError) -> bool:
@@ -333,6 +291,8 @@ class VideoSource:
                     self.skipped += 1
                     continue
                 yield DecodedFrame(self._to_bgr(frame), pos.index - 1, pts, time.monotonic(), time.time())
+                # time the consumer held the frame (offline analysis waiting on a slow detector) is not a stall
+                pos.last_frame_mono = time.monotonic()
             self._check_stall(pos)
 
     def _drop_to_catch_up(self, packet: Any, pos: _Position) -> bool:

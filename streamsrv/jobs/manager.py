@@ -131,6 +131,7 @@ class JobManager:
         spooled: bool = False,
         detect_fps: float | None = None,
         rules: RulesConfig | None = None,
+        motion_gating: bool = True,
     ) -> Job:
         """Queue a job reading ``source`` (a checked URL or path, or a spooled upload the job then owns).
 
@@ -142,6 +143,7 @@ class JobManager:
             video=redact_url(video),
             detect_fps=detect_fps,
             rules=rules or RulesConfig(),
+            motion_gating=motion_gating,
             created_ts=time.time(),
         )
         stored = StoredJob(job=job, source=source, spooled=spooled)

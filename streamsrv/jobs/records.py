@@ -8,16 +8,25 @@ from __future__ import annotations
 
 import json
 from collections import Counter
-from collections.abc import Iterable, Iterator
-from typing import Any
+from collections.abc import Callable, Iterable, Iterator
+from typing import TYPE_CHECKING, Any
 
 from streamsrv.rules import RuleEngine
 from streamsrv.types import FrameResult
 
+if TYPE_CHECKING:
+    from streamsrv.decode.motion import MotionGate
 
-def build_records(results: Iterable[FrameResult], engine: RuleEngine, video: str) -> Iterator[dict[str, Any]]:
+
+def build_records(
+    results: Iterable[FrameResult],
+    engine: RuleEngine,
+    video: str,
+    gate: Callable[[], MotionGate | None] = lambda: None,
+) -> Iterator[dict[str, Any]]:
     """The frame, event and summary records of ``streamsrv analyze``: one frame record per result, each followed
-    by the events ``engine`` raised on it, and a summary with counts at the end. Records name the engine's camera."""
+    by the events ``engine`` raised on it, and a summary with counts at the end. Records name the engine's camera.
+    ``gate`` gives the run's motion gate once the results are done: its handed and skipped_no_motion counts."""
     frames = 0
     by_type: Counter[str] = Counter()
     output = engine.output()
@@ -36,6 +45,17 @@ def build_records(results: Iterable[FrameResult], engine: RuleEngine, video: str
         "events": dict(by_type),
         "line_counts": output.line_counts,
         "occupancy": output.occupancy,
+        **_gating(gate()),
+    }
+
+
+def _gating(gate: MotionGate | None) -> dict[str, Any]:
+    if gate is None:
+        return {}
+    return {
+        "motion_gating": gate.detector is not None,
+        "handed": gate.handed,
+        "skipped_no_motion": gate.skipped_no_motion,
     }
 
 

@@ -65,7 +65,7 @@ class JobRun:
         """The job's records as JSON lines. Raises JobStopped when halted, or what failed the job."""
         job = self.stored.job
         self._wait_for_model()
-        video = open_video(self.stored.source, None, job.detect_fps)
+        video = open_video(self.stored.source, None, job.detect_fps, job.motion_gating)
         results: queue.Queue[object] = queue.Queue()
         feeder = threading.Thread(target=self._feed, args=(video, results), name=f"streamsrv-job-feed-{job.id}")
         try:
@@ -80,7 +80,7 @@ class JobRun:
             engine = RuleEngine(job.id, job.rules, clock="video")
             lines: list[bytes] = []
             size = 0
-            for record in build_records(self._results(results), engine, job.video):
+            for record in build_records(self._results(results), engine, job.video, lambda: video.gate):
                 line = jsonl_line(record).encode()
                 size += len(line)
                 if size > self._max_result_bytes:
@@ -116,7 +116,7 @@ class JobRun:
         submitted = 0
         first_pts: float | None = None
         try:
-            for frame in video.source.frames():
+            for frame in video.frames():
                 first_pts = frame.video_ts if first_pts is None else first_pts
                 if frame.video_ts - first_pts >= self._cfg.max_video_s:
                     self.stored.job.truncated = True

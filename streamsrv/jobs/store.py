@@ -53,6 +53,9 @@ class Job(BaseModel):
     state: JobState
     video: str = Field(description="The uploaded file's name, or the URL (any password redacted).")
     detect_fps: float | None = Field(description="Frames per second analysed; every frame when null.")
+    motion_gating: bool = Field(
+        True, description="Skip frames without motion as a live camera would (the default camera's motion settings)."
+    )
     rules: RulesConfig = Field(description="Zones and tripwires applied to the clip.")
     created_ts: float = Field(description="When the job was submitted (Unix epoch seconds).")
     started_ts: float | None = None

@@ -50,6 +50,7 @@ _STATE_BGR = {
 }
 _ZONE_ALPHA_EMPTY, _ZONE_ALPHA_OCCUPIED = 0.15, 0.32
 _HIGHLIGHT_BGR = (0, 200, 255)  # event snapshots and /api/detect boxes
+_NO_MOTION, _NO_MOTION_BGR = "NO MOTION", (110, 110, 110)
 
 
 @dataclass(frozen=True, slots=True)
@@ -66,6 +67,7 @@ class Overlay:
     stationary_ids: frozenset[int] = frozenset()
     loitering_ids: frozenset[int] = frozenset()
     ts: float | None = None  # the pixels' wall_ts (epoch s); the header shows it
+    no_motion: bool = False  # frames were held back for lack of motion since the last drawn one (motion gating)
 
 
 def preview_size(width: int, height: int, max_width: int, max_height: int) -> tuple[int, int]:
@@ -292,6 +294,11 @@ def _header(image: Image, overlay: Overlay, text_scale: float) -> None:
     band[:] = cv2.addWeighted(band, 0.35, np.full_like(band, _HEADER_BG), 0.65, 0)
     y = 5 + th
     cv2.putText(image, overlay.camera_name, (8, y), _FONT, text_scale, _WHITE, 1, cv2.LINE_AA)
+    if overlay.no_motion:  # the detector idles: this frame is a max_interval_s refresh (docs/motion.md)
+        (nw, _), _ = cv2.getTextSize(overlay.camera_name, _FONT, text_scale, 1)
+        (bw, _), _ = cv2.getTextSize(_NO_MOTION, _FONT, text_scale, 1)
+        cv2.rectangle(image, (nw + 16, 3), (nw + bw + 28, bar_h - 3), _NO_MOTION_BGR, -1)
+        cv2.putText(image, _NO_MOTION, (nw + 22, y), _FONT, text_scale, _WHITE, 1, cv2.LINE_AA)
     when = time.strftime("%Y-%m-%d %H:%M:%S", time.localtime(overlay.ts)) if overlay.ts else ""
     right = f"{when}  {overlay.processed_fps:.1f} fps"
     (rw, _), _ = cv2.getTextSize(right, _FONT, text_scale, 1)

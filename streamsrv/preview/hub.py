@@ -28,7 +28,7 @@ import time
 from collections import Counter, deque
 from typing import Literal
 
-from streamsrv.config.models import PreviewConfig
+from streamsrv.config.preview import PreviewConfig
 from streamsrv.errors import NotFoundError
 from streamsrv.preview.annotate import Annotator, Image, Overlay, placeholder, preview_size
 from streamsrv.preview.frame import EncodeCounts, PreviewFrame
@@ -138,6 +138,7 @@ class _Renderer:
         self._placeholder_at = 0.0
         self._result_key: tuple[str, int] | None = None
         self._result_seen_at = 0.0
+        self._skipped_no_motion = 0  # the camera's count when the last frame was drawn: a rise means idle
 
     def invalidate(self) -> None:
         """Draw the next frame even if nothing changed."""
@@ -169,6 +170,7 @@ class _Renderer:
         if key == self._key:
             return None
         self._key, self._drawn = key, (result, out)  # kept alive, so no new object can take their ids in the key
+        skipped, self._skipped_no_motion = self._skipped_no_motion, stats.skipped_no_motion if stats else 0
         overlay = Overlay(
             camera_name=cam.display_name,
             state=state,
@@ -180,6 +182,7 @@ class _Renderer:
             stationary_ids=out.stationary_ids,
             loitering_ids=out.loitering_ids,
             ts=ref.wall_ts,
+            no_motion=self._skipped_no_motion > skipped,
         )
         image = self.annotator.draw(pixels, overlay)
         return PreviewFrame(seq, image, self.hub.cfg.jpeg_quality, True, self.counts)

@@ -25,7 +25,7 @@ from aiortc import RTCConfiguration, RTCIceServer, RTCPeerConnection, RTCRtpSend
 from aiortc.exceptions import OperationError
 from aiortc.mediastreams import MediaStreamError, MediaStreamTrack
 
-from streamsrv.config.models import PreviewConfig
+from streamsrv.config.preview import PreviewConfig
 from streamsrv.errors import StreamsrvError
 from streamsrv.preview.hub import PreviewHub, Viewer
 from streamsrv.preview.vp8 import TIME_BASE

@@ -102,7 +102,8 @@ class _ServerCollector(Collector):
         dropped = CounterMetricFamily(
             "streamsrv_camera_frames_dropped",
             "Frames not processed, by reason: skipped (detect_fps spacing, by design), behind (not decoded: the "
-            "decoder fell behind real time and skipped to a keyframe), latest_wins (replaced by a newer frame "
+            "decoder fell behind real time and skipped to a keyframe), no_motion (due, but no motion and "
+            "motion.max_interval_s not yet up: the detector was not needed), latest_wins (replaced by a newer frame "
             "before inference took it), stale (too old when inference took it).",
             labels=["camera", "reason"],
         )
@@ -124,6 +125,7 @@ class _ServerCollector(Collector):
             processed.add_metric(cam_label, s.frames_processed)
             dropped.add_metric([s.camera_id, "skipped"], s.dropped_skipped)
             dropped.add_metric([s.camera_id, "behind"], s.dropped_behind)
+            dropped.add_metric([s.camera_id, "no_motion"], s.skipped_no_motion)
             dropped.add_metric([s.camera_id, "latest_wins"], s.dropped_latest_wins)
             dropped.add_metric([s.camera_id, "stale"], s.dropped_stale)
             reconnects.add_metric(cam_label, s.reconnects)

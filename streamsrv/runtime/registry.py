@@ -40,6 +40,7 @@ from pydantic_core import InitErrorDetails, PydanticCustomError
 from streamsrv.config.file_access import check_file_access
 from streamsrv.config.loader import parse_config
 from streamsrv.config.models import CameraConfig, redact_url
+from streamsrv.config.motion import refresh_error
 from streamsrv.config.rules import RulesConfig, resolve_rules, save_rules
 from streamsrv.errors import ConfigError, ConflictError, StreamsrvError
 from streamsrv.fileio import atomic_write_text
@@ -255,6 +256,8 @@ class CameraRegistry:
             resolve_rules(cam.rules, self.base_dir, cam.id)
         except ConfigError as exc:
             raise field_error("rules", str(exc), cam.rules) from None
+        if problem := refresh_error(cam.motion, self.server.cfg.tracker.lost_track_s):
+            raise field_error("motion", problem, cam.motion.model_dump())
         return cam
 
     @staticmethod

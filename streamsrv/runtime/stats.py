@@ -19,7 +19,7 @@ from streamsrv.types import CameraState, FrameResult, TrackQuality
 RATE_WINDOW_S = 5.0
 TRACK_RATE_WINDOW_S = 60.0  # people arrive a few a minute: a 5 s window would mostly read 0
 # The decoder's counters that stats read from its frame ring's header.
-RING_COUNTERS = ("decoded", "skipped", "dropped_behind", "reconnects", "packets", "latest_seq")
+RING_COUNTERS = ("decoded", "skipped", "dropped_behind", "skipped_no_motion", "reconnects", "packets", "latest_seq")
 SAMPLE_WINDOW = 256
 
 
@@ -69,6 +69,9 @@ class CameraStats(BaseModel):
     dropped_skipped: int = Field(0, description="Decoded but not handed on (detect_fps spacing), by design.")
     dropped_behind: int = Field(
         0, description="Not decoded: the decoder fell max_lag_s behind real time and skipped to a keyframe."
+    )
+    skipped_no_motion: int = Field(
+        0, description="Due but not handed on: no motion, and motion.max_interval_s not yet up since the last one."
     )
     dropped_latest_wins: int = Field(0, description="Overwritten by a newer frame before inference took it.")
     dropped_stale: int = Field(0, description="Older than the staleness budget when inference took it.")
@@ -162,6 +165,7 @@ class CameraStatsTracker:
             frames_processed=self.processed,
             dropped_skipped=self.ring_counts["skipped"],
             dropped_behind=self.ring_counts["dropped_behind"],
+            skipped_no_motion=self.ring_counts["skipped_no_motion"],
             dropped_latest_wins=base.dropped_latest_wins + now.dropped_latest_wins,
             dropped_stale=base.dropped_stale + now.dropped_stale,
             reconnects=self.ring_counts["reconnects"],

@@ -168,6 +168,9 @@ async def create_job(
     detect_fps: Annotated[
         float | None, Form(gt=0, le=120, description="Analyse frames spaced to this rate; every frame when unset.")
     ] = None,
+    motion_gating: Annotated[
+        bool, Form(description="Skip frames without motion, as a live camera would; false analyses every frame.")
+    ] = True,
 ) -> Job:
     if (file is None) == (url is None):
         raise HTTPException(status.HTTP_422_UNPROCESSABLE_CONTENT, "give either a file upload or a url, not both")
@@ -186,7 +189,7 @@ async def create_job(
         except ValueError as exc:
             raise HTTPException(status.HTTP_422_UNPROCESSABLE_CONTENT, f"url: {exc}") from None
     try:
-        job = jobs.submit(source, video, spooled, detect_fps, parsed_rules)
+        job = jobs.submit(source, video, spooled, detect_fps, parsed_rules, motion_gating)
     except (Busy, JobStoreUnavailable) as exc:
         if spooled:
             FilePath(source).unlink(missing_ok=True)
