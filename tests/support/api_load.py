@@ -75,7 +75,10 @@ async def api_load(base_url: str, cameras: Sequence[str], seconds: float, api_ke
     load = Load()
     deadline = time.monotonic() + seconds
     paths = read_paths(cameras)
-    limits = httpx.Limits(max_connections=CLIENTS + 2 * MJPEG_VIEWERS_PER_CAMERA * len(cameras))
+    # httpx keeps idle connections 5 s, as long as uvicorn keeps them open (timeout_keep_alive 5 s): a connection
+    # idle that long can be closed by the server just as the client sends on it (a ReadError that is neither side's
+    # fault, and that browsers retry). Dropping idle connections sooner leaves every failure counted a real one.
+    limits = httpx.Limits(max_connections=CLIENTS + 2 * MJPEG_VIEWERS_PER_CAMERA * len(cameras), keepalive_expiry=2.0)
     headers = {"Authorization": f"Bearer {api_key}"} if api_key else {}
     async with httpx.AsyncClient(base_url=base_url, timeout=20, limits=limits, headers=headers) as http:
         tasks = [_client(http, paths, n, deadline, load) for n in range(CLIENTS)]
