@@ -1,0 +1,44 @@
+"""Requests the API must refuse, shared by the in-process API tests (tests/test_app_*.py, fake server) and the
+end-to-end ones (tests/e2e/, ``streamsrv serve``), so both check the same cases with the same expectations."""
+
+from __future__ import annotations
+
+from typing import Any
+
+import httpx
+
+# (body of POST /api/cameras, the field the 422 names, what its message says)
+BAD_CAMERAS: list[tuple[dict[str, Any], str, str]] = [
+    ({"id": "x", "url": "ftp://cam/1"}, "url", "unsupported URL scheme 'ftp'"),
+    ({"id": "x", "url": "rtsp://cam/1", "detect_fps": 0}, "detect_fps", "greater than 0"),
+    ({"id": "x", "url": "rtsp://cam/1", "detect_fps": -3}, "detect_fps", "greater than 0"),
+    ({"id": "x", "url": "rtsp://cam/1", "fps": 5}, "fps", "Extra inputs are not permitted"),
+    ({"id": "x y", "url": "rtsp://cam/1"}, "id", "should match pattern"),
+    ({"id": "../etc", "url": "rtsp://cam/1"}, "id", "should match pattern"),
+    ({"id": "café", "url": "rtsp://cam/1"}, "id", "should match pattern"),
+    ({"url": "rtsp://cam/1"}, "id", "Field required"),
+    ({"id": "x", "url": "rtsp://a:***@cam/1"}, "url", "redacted password"),
+    ({"id": "x", "url": "rtsp://h/s\r\nx"}, "url", "control characters"),
+    ({"id": "x", "url": "file:///etc/passwd"}, "url", "outside server.allowed_file_dirs"),
+    ({"id": "x", "url": "/etc/passwd"}, "url", "outside server.allowed_file_dirs"),
+    ({"id": "x", "url": "../../../../../../etc/passwd"}, "url", "outside server.allowed_file_dirs"),
+    ({"id": "x", "url": "rtsp://cam/1", "rules": "zones/missing.yaml"}, "rules", "cannot read rules file"),
+    (
+        {
+            "id": "x",
+            "url": "rtsp://cam/1",
+            "rules": {"zones": [{"name": "z", "polygon": [[0, 0], [9, 9], [0, 9], [9, 0]]}]},
+        },
+        "rules",
+        "polygon is not valid",
+    ),
+    ({"id": "x", "url": "rtsp://cam/1", "motion": {"max_interval_s": 5}}, "motion", "exceeds tracker.lost_track_s"),
+]
+
+
+def assert_refused_naming(response: httpx.Response, field: str, says: str) -> None:
+    """A 422 with one error, on ``field`` of the body, whose message contains ``says``."""
+    assert response.status_code == 422, response.text
+    (error,) = response.json()["detail"]
+    assert error["loc"][:2] == ["body", field]
+    assert says in error["msg"]
