@@ -14,6 +14,7 @@ import yaml
 from fastapi.testclient import TestClient
 
 from streamsrv.config.rules import load_rules
+from tests.support.api_cases import zone_create_replace_delete
 from tests.support.builders import frame_result, track, tracks
 from tests.support.fake_server import FakeServer, app_config, serve_in_process
 
@@ -101,25 +102,7 @@ def test_replacing_a_line_keeps_its_counts(app: tuple[TestClient, FakeServer]) -
 
 
 def test_zone_create_replace_delete(http: TestClient) -> None:
-    right = {"name": "right", "polygon": [[640, 0], [1280, 0], [1280, 720], [640, 720]], "labels": ["person"]}
-
-    assert http.post("/api/cameras/hall/zones", json=right).status_code == 201
-    duplicate = http.post("/api/cameras/hall/zones", json=right)
-    assert duplicate.status_code == 409
-    assert duplicate.json()["detail"] == "name: zone 'right' already exists"
-
-    smaller = {**right, "polygon": [[800, 0], [1280, 0], [1280, 720]]}
-    assert http.put("/api/cameras/hall/zones/right", json=smaller).status_code == 200
-    assert http.get("/api/cameras/hall/zones/right").json()["polygon"] == smaller["polygon"]
-    renamed = http.put("/api/cameras/hall/zones/right", json={**smaller, "name": "east"})
-    assert renamed.status_code == 422
-    assert renamed.json()["detail"][0]["loc"] == ["body", "name"]
-    assert http.put("/api/cameras/hall/zones/nowhere", json={**smaller, "name": "nowhere"}).status_code == 404
-
-    assert http.delete("/api/cameras/hall/zones/right").status_code == 204
-    assert http.get("/api/cameras/hall/zones/right").status_code == 404
-    assert http.delete("/api/cameras/hall/zones/right").status_code == 404
-    assert [z["name"] for z in http.get("/api/cameras/hall/zones").json()] == ["left"]
+    zone_create_replace_delete(http, 1280, 720, others=["left"])
 
 
 def test_line_create_and_delete(http: TestClient) -> None:

@@ -15,6 +15,7 @@ import pytest
 import yaml
 
 from streamsrv.config.rules import load_rules
+from tests.support.api_cases import zone_create_replace_delete
 from tests.support.app_server import AppServer, AppServers, model_section
 from tests.support.waiting import wait_for
 
@@ -97,25 +98,7 @@ def test_replacing_a_line_keeps_its_counts(http: httpx.Client) -> None:
 
 
 def test_zone_create_replace_delete(http: httpx.Client) -> None:
-    right = {"name": "right", "polygon": [[320, 0], [640, 0], [640, 360], [320, 360]], "labels": ["person"]}
-
-    assert http.post("/api/cameras/hall/zones", json=right).status_code == 201
-    duplicate = http.post("/api/cameras/hall/zones", json=right)
-    assert duplicate.status_code == 409
-    assert duplicate.json()["detail"] == "name: zone 'right' already exists"
-
-    smaller = {**right, "polygon": [[400, 0], [640, 0], [640, 360]]}
-    assert http.put("/api/cameras/hall/zones/right", json=smaller).status_code == 200
-    assert http.get("/api/cameras/hall/zones/right").json()["polygon"] == smaller["polygon"]
-    renamed = http.put("/api/cameras/hall/zones/right", json={**smaller, "name": "east"})
-    assert renamed.status_code == 422
-    assert renamed.json()["detail"][0]["loc"] == ["body", "name"]
-    assert http.put("/api/cameras/hall/zones/nowhere", json={**smaller, "name": "nowhere"}).status_code == 404
-
-    assert http.delete("/api/cameras/hall/zones/right").status_code == 204
-    assert http.get("/api/cameras/hall/zones/right").status_code == 404
-    assert http.delete("/api/cameras/hall/zones/right").status_code == 404
-    assert [z["name"] for z in http.get("/api/cameras/hall/zones").json()] == ["left"]
+    zone_create_replace_delete(http, 640, 360, others=["left"])
 
 
 @pytest.mark.parametrize(

@@ -42,3 +42,30 @@ def assert_refused_naming(response: httpx.Response, field: str, says: str) -> No
     (error,) = response.json()["detail"]
     assert error["loc"][:2] == ["body", field]
     assert says in error["msg"]
+
+
+def zone_create_replace_delete(http: httpx.Client, width: int, height: int, others: list[str]) -> None:
+    """Camera ``hall``'s zones through their life: created (a second time: 409), replaced (a rename: 422, an
+    unknown zone: 404), deleted (twice: 404), leaving the zones ``others``. ``width``/``height``: the frame's size."""
+    right = {
+        "name": "right",
+        "polygon": [[width // 2, 0], [width, 0], [width, height], [width // 2, height]],
+        "labels": ["person"],
+    }
+    assert http.post("/api/cameras/hall/zones", json=right).status_code == 201
+    duplicate = http.post("/api/cameras/hall/zones", json=right)
+    assert duplicate.status_code == 409
+    assert duplicate.json()["detail"] == "name: zone 'right' already exists"
+
+    smaller = {**right, "polygon": [[width * 5 // 8, 0], [width, 0], [width, height]]}
+    assert http.put("/api/cameras/hall/zones/right", json=smaller).status_code == 200
+    assert http.get("/api/cameras/hall/zones/right").json()["polygon"] == smaller["polygon"]
+    renamed = http.put("/api/cameras/hall/zones/right", json={**smaller, "name": "east"})
+    assert renamed.status_code == 422
+    assert renamed.json()["detail"][0]["loc"] == ["body", "name"]
+    assert http.put("/api/cameras/hall/zones/nowhere", json={**smaller, "name": "nowhere"}).status_code == 404
+
+    assert http.delete("/api/cameras/hall/zones/right").status_code == 204
+    assert http.get("/api/cameras/hall/zones/right").status_code == 404
+    assert http.delete("/api/cameras/hall/zones/right").status_code == 404
+    assert [z["name"] for z in http.get("/api/cameras/hall/zones").json()] == others
