@@ -29,22 +29,33 @@ import yaml
 from dockerfile_parse import DockerfileParser
 
 from streamsrv.config.loader import load_config
+from tests.support.dashboards import TARGET_LABELS
 from tests.support.processes import free_port
 
 REPO_ROOT = Path(__file__).resolve().parent.parent
 COMPOSE_FILE = REPO_ROOT / "docker-compose.yml"
 DOCKERFILE = REPO_ROOT / "Dockerfile"
+CLUSTER_ENV = REPO_ROOT / "examples" / "cluster.env"
 CONTAINER_PORT = 8080
 SERVER_SERVICES = ("streamsrv", "streamsrv-cpu")
 
 # ${VAR}, ${VAR:-default}, ${VAR-default}, and $$ for a literal $ (Compose's interpolation; no nesting used here).
-_COMPOSE_VAR = re.compile(r"\$\$|\$\{([A-Za-z_][A-Za-z0-9_]*)(?::?-([^}]*))?\}")
+_COMPOSE_VAR = re.compile(r"\$\$|\$\{([A-Za-z_][A-Za-z0-9_]*)(?:(:?)-([^}]*))?\}")
+
+
+def _substitute(m: re.Match[str], env: dict[str, str]) -> str:
+    if m.group(0) == "$$":
+        return "$"
+    name, colon, default = m.group(1), m.group(2), m.group(3) or ""
+    value = env.get(name)
+    # ${VAR:-default} takes the default when VAR is unset or empty, ${VAR-default} only when it is unset.
+    return default if value is None or (colon and value == "") else value
 
 
 def interpolate(value: Any, env: dict[str, str]) -> Any:
     """``value`` with Compose's variable references replaced; unset variables without a default become ''."""
     if isinstance(value, str):
-        return _COMPOSE_VAR.sub(lambda m: "$" if m.group(0) == "$$" else env.get(m.group(1), m.group(2) or ""), value)
+        return _COMPOSE_VAR.sub(lambda m: _substitute(m, env), value)
     if isinstance(value, dict):
         return {k: interpolate(v, env) for k, v in value.items()}
     if isinstance(value, list):
@@ -56,6 +67,23 @@ def interpolate(value: Any, env: dict[str, str]) -> Any:
 def compose() -> dict[str, Any]:
     """docker-compose.yml as Compose sees it with no variables set (anchors and merge keys resolved by YAML)."""
     return dict(interpolate(yaml.safe_load(COMPOSE_FILE.read_text()), {}))
+
+
+def env_file(path: Path) -> dict[str, str]:
+    """A Compose ``--env-file``: NAME=value lines; ``NAME=`` sets NAME to the empty string."""
+    lines = [ln for ln in path.read_text().splitlines() if ln.strip() and not ln.startswith("#")]
+    return dict(ln.split("=", 1) for ln in lines)
+
+
+@pytest.fixture(scope="module")
+def cluster_env() -> dict[str, str]:
+    return env_file(CLUSTER_ENV)
+
+
+@pytest.fixture(scope="module")
+def cluster_compose(cluster_env: dict[str, str]) -> dict[str, Any]:
+    """docker-compose.yml as ``docker compose --env-file examples/cluster.env`` sees it."""
+    return dict(interpolate(yaml.safe_load(COMPOSE_FILE.read_text()), cluster_env))
 
 
 @pytest.fixture(scope="module")
@@ -100,9 +128,12 @@ def host_path(service: dict[str, Any], container_path: str) -> Path:
 # --- docker-compose.yml --------------------------------------------------------------------------------------------
 
 
-def test_compose_file_is_valid_for_the_compose_specification(compose: dict[str, Any], tmp_path: Path) -> None:
+@pytest.mark.parametrize("variables", ["none", "cluster.env"])
+def test_compose_file_is_valid_for_the_compose_specification(
+    compose: dict[str, Any], cluster_compose: dict[str, Any], variables: str, tmp_path: Path
+) -> None:
     instance = tmp_path / "docker-compose.json"
-    instance.write_text(json.dumps(compose))
+    instance.write_text(json.dumps(compose if variables == "none" else cluster_compose))
     result = subprocess.run(
         [sys.executable, "-m", "check_jsonschema", "--builtin-schema", "vendor.compose-spec", str(instance)],
         capture_output=True,
@@ -206,6 +237,46 @@ def test_server_cameras_are_the_simulator_paths(compose: dict[str, Any], monkeyp
     assert simulator["rtspTransports"] == ["tcp"] and all(cam.rtsp_transport == "tcp" for cam in cfg.cameras)
 
 
+# --- a cluster: docker compose --env-file examples/cluster.env up --scale streamsrv-cpu=3 ---------------------------
+
+
+def test_cluster_env_runs_cpu_nodes_on_the_cluster_config(
+    cluster_env: dict[str, str], cluster_compose: dict[str, Any]
+) -> None:
+    assert cluster_env["COMPOSE_PROFILES"].split(",") == ["cpu", "demo"]
+    service = cluster_compose["services"]["streamsrv-cpu"]
+    config = host_path(service, service["command"][service["command"].index("--config") + 1])
+    assert config == REPO_ROOT / "examples" / "cluster.yaml"
+    # Each replica on a free host port: a fixed one would let only the first replica start.
+    assert service["ports"] == [f"127.0.0.1::{CONTAINER_PORT}"]
+    # Anything naming the container would clash between replicas, and HOSTNAME must stay the container's id.
+    assert not {"container_name", "hostname"} & set(service)
+
+
+def test_cluster_config_is_the_compose_config_with_a_node_per_container() -> None:
+    cluster = yaml.safe_load((REPO_ROOT / "examples" / "cluster.yaml").read_text())
+    single = yaml.safe_load((REPO_ROOT / "examples" / "compose.yaml").read_text())
+    section = cluster.pop("cluster")
+    # The rest is the single server's config (which test_server_config_loads_and_its_files_are_mounted loads).
+    assert cluster == single
+    assert section["node_id"] == "${HOSTNAME}"  # Docker sets it to the container id, which its DNS resolves
+    assert section["advertise_url"] == f"http://${{HOSTNAME}}:{CONTAINER_PORT}"
+    assert section["redis_url"] == cluster["events"]["redis_url"]
+
+
+def test_cluster_config_loads_with_the_cluster_section(
+    cluster_compose: dict[str, Any], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # Passes once cluster mode (the `cluster:` section of the config model) is merged.
+    monkeypatch.setenv("HOSTNAME", "3f2a9c1b7d4e")
+    cfg: Any = load_config(REPO_ROOT / "examples" / "cluster.yaml")
+    assert cfg.cluster.node_id == "3f2a9c1b7d4e"
+    assert cfg.cluster.advertise_url == f"http://3f2a9c1b7d4e:{CONTAINER_PORT}"
+    assert cfg.cluster.redis_url == cfg.events.redis_url == "redis://redis:6379/0"
+    assert "redis" in cluster_compose["services"]
+    assert cfg.cluster.lease_s == 10
+
+
 # --- camera simulator ----------------------------------------------------------------------------------------------
 
 
@@ -244,12 +315,33 @@ def test_publisher_runs_ffmpeg_on_the_clip(clip_720p: Path) -> None:
 # --- Prometheus and Grafana ----------------------------------------------------------------------------------------
 
 
-def test_prometheus_scrapes_the_server(compose: dict[str, Any]) -> None:
+def prometheus_job(compose: dict[str, Any]) -> dict[str, Any]:
     prometheus = compose["services"]["prometheus"]
     config = yaml.safe_load(host_path(prometheus, "/etc/prometheus/prometheus.yml").read_text())
     [job] = config["scrape_configs"]
+    return dict(job)
+
+
+def test_prometheus_finds_every_server_replica(compose: dict[str, Any]) -> None:
+    job = prometheus_job(compose)
     assert job.get("metrics_path", "/metrics") == "/metrics"
-    assert job["static_configs"] == [{"targets": [f"streamsrv:{CONTAINER_PORT}"]}]
+    # One A record per replica of whichever server variant runs: both answer to the name `streamsrv`.
+    [dns] = job["dns_sd_configs"]
+    assert (dns["names"], dns["type"], dns["port"]) == (["streamsrv"], "A", CONTAINER_PORT)
+    names = {"streamsrv", *compose["services"]["streamsrv-cpu"]["networks"]["default"]["aliases"]}
+    assert names == {"streamsrv"}
+
+
+def test_prometheus_labels_each_replica_with_its_node(compose: dict[str, Any]) -> None:
+    job = prometheus_job(compose)
+    [node] = [rule for rule in job["relabel_configs"] if rule["target_label"] == "node"]
+    assert node["source_labels"] == ["__address__"]
+    # Prometheus anchors the regex and writes its replacement ($1 unless set) into the target label.
+    match = re.fullmatch(node["regex"], f"172.18.0.5:{CONTAINER_PORT}")  # a target as DNS discovery makes it
+    assert match and match.expand(node.get("replacement", "$1").replace("$", "\\")) == "172.18.0.5"
+    # The dashboards may group by every label Prometheus adds; each one must come from this job.
+    added = {rule["target_label"] for rule in job["relabel_configs"]}
+    assert TARGET_LABELS - {"instance", "job"} <= added
 
 
 def provisioning(grafana: dict[str, Any], kind: str) -> Iterator[dict[str, Any]]:
