@@ -77,6 +77,26 @@ def test_dashboards_show_what_the_issue_asks_for() -> None:
     assert {s.metric for _, s in queried()} >= REQUIRED_METRICS
 
 
+def test_every_query_follows_the_node_selector() -> None:
+    # In a cluster each node is one Prometheus target, labelled `node` by the scrape job's relabeling.
+    for query in ALL_QUERIES:
+        if '$instance"' in query.expr and query.panel != "$node":
+            assert 'node=~"$node"' in query.expr, f"{query.panel}: {query.expr!r} ignores the node selector"
+    [dashboard] = [json.loads(p.read_text()) for p in DASHBOARDS]
+    [node] = [v for v in dashboard["templating"]["list"] if v["name"] == "node"]
+    assert node["includeAll"] and node["allValue"] == ".*"  # All matches servers without the label too
+
+
+def test_cluster_totals_are_broken_down_by_node() -> None:
+    by_node = {s.metric for q, s in queried() if "by (node)" in q.expr and "node" in s.labels}
+    assert by_node >= {
+        "streamsrv_camera_state",
+        "streamsrv_camera_processed_fps",
+        "streamsrv_events_total",
+        "streamsrv_inference_duration_seconds_sum",  # seconds in forward passes per second: inference busy
+    }
+
+
 def test_every_queried_metric_is_documented() -> None:
     documented = (REPO_ROOT / "docs" / "metrics.md").read_text()
     for query, selector in queried():

@@ -251,6 +251,7 @@ def test_cluster_env_runs_cpu_nodes_on_the_cluster_config(
     assert service["ports"] == [f"127.0.0.1::{CONTAINER_PORT}"]
     # Anything naming the container would clash between replicas, and HOSTNAME must stay the container's id.
     assert not {"container_name", "hostname"} & set(service)
+    assert service["stop_grace_period"] == "30s"  # as terminationGracePeriodSeconds in deploy/k8s
 
 
 def test_cluster_config_is_the_compose_config_with_a_node_per_container() -> None:

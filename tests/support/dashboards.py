@@ -13,8 +13,10 @@ import promql_parser
 
 REPO_ROOT = Path(__file__).resolve().parents[2]
 DASHBOARDS = sorted((REPO_ROOT / "dashboards").glob("*.json"))
-# Added by Prometheus to every series it scrapes, so never in /metrics itself.
-TARGET_LABELS = frozenset({"instance", "job"})
+# Added by Prometheus to every series it scrapes, so never in /metrics itself: `instance` and `job` always, `node`
+# by the relabeling of the scrape jobs this repository ships (docker/prometheus/prometheus.yml,
+# deploy/k8s/prometheus/scrape-config.yaml; tests/test_deploy.py and tests/test_k8s.py check that they add it).
+TARGET_LABELS = frozenset({"instance", "job", "node"})
 
 
 @dataclass(frozen=True)
