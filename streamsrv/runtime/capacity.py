@@ -64,6 +64,11 @@ class DegradeState(BaseModel):
     enabled: bool = True
     overloaded: bool = Field(False, description="Some camera's frame age p95 is over its target now.")
     degraded: list[str] = Field(default_factory=list, description="Cameras whose effective detect_fps is lowered.")
+    frame_age_ms_p95: dict[str, float | None] = Field(
+        default_factory=dict,
+        description="Each camera's frame age p95 over the last degrade_after_s, as the governor judges it; null when "
+        "more than max_drop_share of its frames were lost (older than any target).",
+    )
     steps_down: int = Field(0, description="Degrade steps taken since the server started.")
     steps_up: int = Field(0, description="Restore steps taken since the server started.")
     restore_after_s: float = Field(0.0, description="How long load must stay low before the next restore step.")
@@ -94,6 +99,7 @@ class CameraFit(BaseModel):
     """How many more cameras like this one fit, and which resource runs out first."""
 
     camera_id: str
+    usage: CameraUsage = Field(description="What it was measured to use, its rates and priority.")
     cost: dict[str, float] = Field(description="What the camera costs per resource now.")
     fits: int | None = Field(description="Cameras like it that still fit; null when none of its costs is measured.")
     binding: Resource | None = Field(description="The resource that runs out first.")
@@ -204,9 +210,9 @@ def frame_cost(usage: Usage, camera_id: str | None = None) -> dict[Resource, flo
         return {}
     ms = own[0].inference_ms_per_frame if own else busy * 1e3 / fps
     per_busy = ms / 1e3 / busy  # this frame's share of all the loop's work, per unit of busy
-    cost: dict[Resource, float] = {"inference": ms / 1e3, "cpu": usage.inference_cores * busy * per_busy}
+    cost: dict[Resource, float] = {"inference": ms / 1e3, "cpu": usage.inference_cores * per_busy}
     if usage.gpu_busy is not None:
-        cost["gpu"] = usage.gpu_busy * busy * per_busy
+        cost["gpu"] = usage.gpu_busy * per_busy
     if usage.gpu_memory_used_bytes is not None:
         cost["gpu_memory"] = 0.0
     return cost
@@ -285,7 +291,7 @@ def capacity_report(cfg: CapacityConfig, usage: Usage, like: str | None = None) 
     """
     headroom = resources(cfg, usage)
     costs = camera_costs(usage)
-    cameras = [_fit(camera_id, cost, headroom) for camera_id, cost in costs.items()]
+    cameras = [_fit(cam, costs[cam.camera_id], headroom) for cam in usage.cameras]
     chosen = None
     if like is not None:
         chosen = next((fit for fit in cameras if fit.camera_id == like), None)
@@ -296,10 +302,11 @@ def capacity_report(cfg: CapacityConfig, usage: Usage, like: str | None = None) 
     )
 
 
-def _fit(camera_id: str, cost: dict[Resource, float], headroom: dict[Resource, ResourceHeadroom]) -> CameraFit:
+def _fit(cam: CameraUsage, cost: dict[Resource, float], headroom: dict[Resource, ResourceHeadroom]) -> CameraFit:
     n, binding = fits(headroom, cost)
     return CameraFit(
-        camera_id=camera_id,
+        camera_id=cam.camera_id,
+        usage=cam,
         cost={name: round(value, 6) for name, value in cost.items()},
         fits=n,
         binding=binding,

@@ -21,6 +21,8 @@ Example:
 
 from __future__ import annotations
 
+import logging
+import math
 from collections import deque
 from dataclasses import dataclass
 
@@ -29,6 +31,7 @@ import numpy as np
 from streamsrv.config.capacity import DEGRADE_ORDER, CapacityConfig, Priority
 from streamsrv.runtime.capacity import DegradeState
 
+log = logging.getLogger(__name__)
 _SAMPLES_KEPT = 8192  # frame ages kept per camera: 8x the longest hold at 25 fps is ~ 2000 a minute
 _MAX_HOLD_FACTOR = 8
 
@@ -99,16 +102,18 @@ class OverloadGovernor:
         for load in loads:
             self._windows.setdefault(load.camera_id, _Window()).add(now, load, keep_s)
             self._levels.setdefault(load.camera_id, 0)
-        overloaded = any(self._p95(c, now - cfg.degrade_after_s) > c.target_ms for c in loads)
+        p95 = {c.camera_id: self._p95(c, now - cfg.degrade_after_s) for c in loads}
+        over = [c for c in loads if p95[c.camera_id] > c.target_ms]
         if cfg.degrade:
-            self._step(now, overloaded)
+            self._step(now, over, p95)
         self._state = DegradeState(
             enabled=cfg.degrade,
-            overloaded=overloaded,
+            overloaded=bool(over),
             degraded=sorted(cid for cid, level in self._levels.items() if level > 0),
             steps_down=self._state.steps_down,
             steps_up=self._state.steps_up,
             restore_after_s=self._hold,
+            frame_age_ms_p95={cid: round(v, 1) if math.isfinite(v) else None for cid, v in p95.items()},
         )
         return {load.camera_id: self.effective_fps(load.camera_id) for load in loads}
 
@@ -130,12 +135,22 @@ class OverloadGovernor:
     def _floor(self, load: CameraLoad) -> float:
         return min(load.detect_fps, self.cfg.min_detect_fps)
 
-    def _step(self, now: float, overloaded: bool) -> None:
+    def _step(self, now: float, over: list[CameraLoad], p95: dict[str, float]) -> None:
         cfg = self.cfg
+        overloaded = bool(over)
         if now - self._last_down > _MAX_HOLD_FACTOR * self._hold:
             self._hold = cfg.restore_after_s  # quiet for long enough: forgive earlier flapping
         if overloaded and now - self._last_step >= cfg.degrade_after_s:
-            if self._down():
+            if lowered := self._down():
+                worst = max(over, key=lambda c: p95[c.camera_id] / c.target_ms)
+                log.warning(
+                    "overload: camera %s frame age p95 %s over its %.0f ms target; lowering %s to %s",
+                    worst.camera_id,
+                    f"{p95[worst.camera_id]:.0f} ms" if math.isfinite(p95[worst.camera_id]) else "(frames lost)",
+                    worst.target_ms,
+                    ", ".join(lowered),
+                    ", ".join(f"{self.effective_fps(c):g}" for c in lowered),
+                )
                 if now - self._last_up < self._hold:  # the last restore was too soon
                     self._hold = min(self._hold * 2, _MAX_HOLD_FACTOR * cfg.restore_after_s)
                 self._last_step = self._last_down = now
@@ -145,12 +160,17 @@ class OverloadGovernor:
             return
         since = now - self._hold
         calm = all(self._p95(c, since) < cfg.restore_below * c.target_ms for c in self._loads.values())
-        if calm and self._up():
+        if calm and (raised := self._up()):
             self._last_step = self._last_up = now
             self._state.steps_up += 1
+            log.info(
+                "load fell: restoring %s to %s fps",
+                ", ".join(raised),
+                ", ".join(f"{self.effective_fps(c):g}" for c in raised),
+            )
 
-    def _down(self) -> bool:
-        """Lower the first class that can still go lower; False when none can."""
+    def _down(self) -> list[str]:
+        """Lower the first class that can still go lower; the cameras lowered (none when none can go lower)."""
         for priority in DEGRADE_ORDER:
             lowerable = [
                 c
@@ -160,15 +180,15 @@ class OverloadGovernor:
             if lowerable:
                 for c in lowerable:
                     self._levels[c.camera_id] += 1
-                return True
-        return False
+                return [c.camera_id for c in lowerable]
+        return []
 
-    def _up(self) -> bool:
-        """Raise the class lowered last (normal before low) one step; False when nothing is lowered."""
+    def _up(self) -> list[str]:
+        """Raise the class lowered last (normal before low) one step; the cameras raised."""
         for priority in reversed(DEGRADE_ORDER):
             raised = [c for c in self._loads.values() if c.priority == priority and self._levels[c.camera_id] > 0]
             if raised:
                 for c in raised:
                     self._levels[c.camera_id] -= 1
-                return True
-        return False
+                return [c.camera_id for c in raised]
+        return []
