@@ -3,6 +3,8 @@ server (whose measured usage the tests set)."""
 
 from __future__ import annotations
 
+import subprocess
+import sys
 from collections.abc import Iterator
 
 import pytest
@@ -21,6 +23,7 @@ from streamsrv.runtime.capacity import (
     resources,
 )
 from streamsrv.runtime.overload import CameraLoad, OverloadGovernor
+from streamsrv.runtime.usage import GpuProbe, ProcessCpu
 from tests.support.fake_server import FakeServer, app_config, serve_in_process
 
 
@@ -126,6 +129,30 @@ def test_admission_names_the_binding_resource_and_by_how_much() -> None:
     assert admission_shortfall(CapacityConfig(admission=False), usage, big) is None
     assert admission_shortfall(cfg, usage, big.model_copy(update={"enabled": False})) is None
     assert admission_shortfall(cfg, Usage(cpu_cores=2), big) is None  # unmeasured: admitted
+
+
+def test_process_cpu_keeps_counting_across_incarnations_of_a_role() -> None:
+    burn = "import time\nt = time.process_time()\nwhile time.process_time() - t < 0.3: pass\n"
+    cpu = ProcessCpu()
+    first = subprocess.Popen([sys.executable, "-c", burn + "import sys\nsys.stdin.read()"], stdin=subprocess.PIPE)
+    try:
+        assert cpu.seconds(None) == 0.0
+        while cpu.seconds(first.pid) < 0.3:  # it burns 0.3 s, then waits
+            pass
+        used = cpu.seconds(first.pid)
+    finally:
+        first.communicate(b"")
+    subprocess.run([sys.executable, "-c", burn], check=True)  # a restart: a new process plays the role
+    assert cpu.seconds(None) == pytest.approx(used)  # between incarnations: what the first used stays
+    assert cpu.seconds(first.pid) >= used  # an exited process: nothing lost
+
+
+def test_no_gpu_reading_for_a_cpu_device() -> None:
+    probe = GpuProbe()
+    try:
+        assert probe.read("cpu") is None
+    finally:
+        probe.close()
 
 
 # -- the overload governor ---------------------------------------------------------------------------------------
