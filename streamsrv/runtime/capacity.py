@@ -150,7 +150,7 @@ def admission_shortfall(
         what = f"camera {cam.id!r} at {cam.detect_fps:g} fps"
     elif cam.detect_fps > old.detect_fps:
         cost = fps_raise_cost(usage, cam.id, old.detect_fps, cam.detect_fps)
-        what = f"raising camera {cam.id!r}'s detect_fps from {old.detect_fps:g} to {cam.detect_fps:g}"
+        what = f"raising the detect_fps of camera {cam.id!r} from {old.detect_fps:g} to {cam.detect_fps:g}"
     else:
         return None
     return shortfall(resources(cfg, usage), cost, what)

@@ -47,9 +47,8 @@ def capacity(http: httpx.Client, **params: str) -> dict[str, Any]:
 def tight(module_app_factory: AppServers, person_model: Path, clip_360p: Path) -> AppServer:
     """Two cameras at 1 fps on a budget of 0.02 of the inference loop: over it as soon as they are measured."""
     return module_app_factory(
-        model_section(person_model)
+        model_section(person_model, capacity="{max_inference_busy: 0.02, cpu_cores: 64, degrade: false}")
         + f'server: {{allowed_file_dirs: ["{clip_360p.parent}"]}}\n'
-        + "capacity: {max_inference_busy: 0.02, cpu_cores: 64, degrade: false}\n"
         + "cameras:\n"
         + file_camera("a", clip_360p, 1)
         + file_camera("b", clip_360p, 1)
@@ -125,8 +124,7 @@ def test_under_overload_low_cameras_degrade_first_high_never_and_they_recover_wh
     app_factory: AppServers, person_model: Path, clip_360p: Path
 ) -> None:
     config = (
-        model_section(person_model)
-        + "capacity: {degrade_after_s: 2, restore_after_s: 4, min_detect_fps: 0.125}\n"
+        model_section(person_model, capacity="{degrade_after_s: 2, restore_after_s: 4, min_detect_fps: 0.125}")
         + "cameras:\n"
         + file_camera("hi", clip_360p, 15, priority="high", max_frame_age_ms=1000)
         + file_camera("mid", clip_360p, 15, priority="normal", max_frame_age_ms=1000)
