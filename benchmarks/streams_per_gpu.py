@@ -583,7 +583,8 @@ def main(argv: list[str] | None = None) -> int:
     shape = input_shape(clip["width"], clip["height"], args.imgsz)
     args.out_dir.mkdir(parents=True, exist_ok=True)
 
-    bar = tqdm(total=len(args.steps.split(",")) if args.steps else None, desc=OUT_NAME, unit="step", file=sys.stderr)
+    steps_total = len(args.steps.split(",")) * len(modes) if args.steps else None
+    bar = tqdm(total=steps_total, desc=OUT_NAME, unit="step", file=sys.stderr)
     bar.set_postfix_str("raw batched throughput, host costs per stage")
     raw, host = raw_rounds(cfg, args, host=True)
     assert host is not None
