@@ -82,6 +82,7 @@ from benchmarks.capacity_plan import cpu_name, plan
 from benchmarks.capacity_report import plot, print_tables, write_csv
 from benchmarks.gpu_reference import GPUS, YOLOV8_T4_TENSORRT_MS, gpu_for_device_name
 from benchmarks.pipeline_throughput import REPO, decode_frames, percentile, process_rss, run_raw
+from streamsrv.config.capacity import CapacityConfig
 from streamsrv.config.models import AppConfig, CameraConfig, InferenceConfig, ModelConfig
 from streamsrv.config.motion import MotionConfig
 from streamsrv.runtime.supervisor import Supervisor
@@ -575,6 +576,8 @@ def main(argv: list[str] | None = None) -> int:
             max_batch=args.max_batch,
             threads=args.threads,
         ),
+        # a step measures what N cameras at the target fps get, not what the overload governor would lower them to
+        capacity=CapacityConfig(degrade=False),
     )
     template = CameraConfig(id="template", url=str(args.clip), loop=True, realtime=True, hwaccel=args.hwaccel)
     ungated = template.model_copy(update={"motion": MotionConfig(enabled=False)})

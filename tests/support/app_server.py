@@ -71,12 +71,12 @@ class AppServer(ManagedProcess):
                 self._lines.append(line)
 
 
-def model_section(model: Path, capacity: str = "{admission: false}") -> str:
+def model_section(model: Path, capacity: str = "{admission: false, degrade: false}") -> str:
     """The config lines for the shared person model on one CPU thread (the machine is shared), and ``capacity``.
 
-    Admission control is off unless a test sets ``capacity`` itself: the tests that add cameras through the API test
-    the registry, and on a shared machine its load would decide whether their cameras fit
-    (tests/e2e/test_capacity_e2e.py tests admission with a budget set so that no load changes the outcome).
+    Admission control and overload degradation are off unless a test sets ``capacity`` itself: on a shared machine
+    its load would decide whether a camera added through the API fits, and at what rate the cameras run
+    (tests/e2e/test_capacity_e2e.py tests both with budgets and loads set so that no load changes the outcome).
     """
     return (
         f'model: {{path: "{model}", labels: {{Normal: person, Fall: person}}}}\n'
