@@ -15,8 +15,10 @@ if TYPE_CHECKING:  # streams_per_gpu imports this module
     from benchmarks.streams_per_gpu import Step
 
 
-def write_csv(path: Path, steps: list[Step], saturation: Step | None) -> None:
-    rows = [("ramp", s) for s in steps] + ([("saturation", saturation)] if saturation else [])
+def write_csv(path: Path, ramps: dict[bool, list[Step]], saturation: Step | None) -> None:
+    """A row per step: kind ``ramp`` (motion gating off), ``ramp_gated`` (on), ``saturation``."""
+    rows = [("ramp_gated" if gated else "ramp", s) for gated, steps in ramps.items() for s in steps]
+    rows += [("saturation", saturation)] if saturation else []
     flat = [k for k, v in asdict(rows[0][1]).items() if not isinstance(v, dict | list)] if rows else []
     core_kinds = ("decoders", "inference", "main", "other")
     with path.open("w", newline="") as f:
@@ -65,23 +67,33 @@ def plot(path: Path, steps: list[Step], args: argparse.Namespace, title: str) ->
 def print_tables(report: dict[str, Any]) -> None:
     meta = report["meta"]
     print(f"\n{meta['title']}\n")
-    print(
-        "| streams | fps/stream min | mean | latency p50 ms | p95 ms | drops | batch mean | infer ms/batch "
-        "| decode ms/frame | CPU % | GPU % | GPU MB | pass |"
-    )
-    print("|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---|")
-    for s in sorted(report["steps"], key=lambda s: s["streams"]):
-        verdict = "yes" if s["passed"] else "no: " + "; ".join(s["failed"])
-        gpu = "-" if s["gpu_util_percent_mean"] is None else f"{s['gpu_util_percent_mean']:.0f}"
-        mem = "-" if s["gpu_memory_mb_max"] is None else f"{s['gpu_memory_mb_max']:.0f}"
+    for mode, ramp in report["gating"].items():
+        print(f"motion gating {mode}:\n")
         print(
-            f"| {s['streams']} | {s['fps_per_stream_min']:.2f} | {s['fps_per_stream_mean']:.2f} "
-            f"| {s['latency_ms_p50']:.0f} | {s['latency_ms_p95']:.0f} | {s['drop_fraction']:.1%} "
-            f"| {s['batch_size_mean']:.2f} | {s['inference_ms_mean']:.0f} | {s['decode_ms_per_frame']:.2f} "
-            f"| {s['cpu_percent_mean']:.0f} | {gpu} | {mem} | {verdict} |"
+            "| streams | fps/stream min | mean | detector fps/stream | no motion | latency p50 ms | p95 ms | drops "
+            "| batch mean | infer ms/batch | decode ms/frame | CPU % | GPU % | GPU MB | pass |"
         )
+        print("|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---|")
+        for s in sorted(ramp["steps"], key=lambda s: s["streams"]):
+            verdict = "yes" if s["passed"] else "no: " + "; ".join(s["failed"])
+            gpu = "-" if s["gpu_util_percent_mean"] is None else f"{s['gpu_util_percent_mean']:.0f}"
+            mem = "-" if s["gpu_memory_mb_max"] is None else f"{s['gpu_memory_mb_max']:.0f}"
+            print(
+                f"| {s['streams']} | {s['fps_per_stream_min']:.2f} | {s['fps_per_stream_mean']:.2f} "
+                f"| {s['detector_fps_per_stream_mean']:.2f} | {s['skipped_no_motion_fraction']:.0%} "
+                f"| {s['latency_ms_p50']:.0f} | {s['latency_ms_p95']:.0f} | {s['drop_fraction']:.1%} "
+                f"| {s['batch_size_mean']:.2f} | {s['inference_ms_mean']:.0f} | {s['decode_ms_per_frame']:.2f} "
+                f"| {s['cpu_percent_mean']:.0f} | {gpu} | {mem} | {verdict} |"
+            )
+        print()
     cap = report["capacity"]
     print(f"\ncapacity: {cap['streams']} streams at {cap['fps']:g} fps (p95 latency <= {cap['budget_ms']:g} ms)")
+    for mode, ramp in report["gating"].items():
+        print(
+            f"motion gating {mode} ({report['meta']['scene']} scene): {ramp['capacity']} streams; "
+            f"{ramp['detector_fps_per_stream_mean']:.2f} detector calls per camera-second, "
+            f"{ramp['skipped_no_motion_fraction_mean']:.0%} of due frames held back for no motion"
+        )
     sat, raw = report["saturation"], report["raw"]
     if sat is not None:
         print(

@@ -57,8 +57,12 @@ def config(model: str, clip: Path, k: int, inference: dict[str, Any], decode_thr
         f" decode_threads: {decode_threads}}}"
         for i in range(k)
     )
-    # JSON is YAML: the section goes in as one flow mapping.
-    return parse_config(f"model: {json.dumps({'path': model})}\ninference: {json.dumps(inference)}\ncameras:\n{cams}\n")
+    # JSON is YAML: the section goes in as one flow mapping. The overload governor stays off: this measures what
+    # the pipeline does with cameras asking for every frame, not what it would lower them to.
+    return parse_config(
+        f"model: {json.dumps({'path': model})}\ninference: {json.dumps(inference)}\n"
+        f"capacity: {{degrade: false}}\ncameras:\n{cams}\n"
+    )
 
 
 def inference_section(args: argparse.Namespace) -> dict[str, Any]:

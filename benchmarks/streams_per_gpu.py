@@ -5,7 +5,9 @@ clip (looped and paced in real time, like live cameras) or an RTSP URL, shared-m
 batched inference process, with ``detect_fps`` = the target fps. After a warm-up it measures, over a
 window:
 
-- ``fps_per_stream_*``: results per second of each camera (min, mean, and per camera);
+- ``fps_per_stream_*``: due frames each camera got dealt with per second: inferred, or held back by motion
+  gating for lack of motion (min, mean, and per camera); ``detector_fps_per_stream_mean``: frames inferred per
+  camera-second (detector calls); ``skipped_no_motion`` and its fraction of the due frames;
 - ``latency_ms_p50/p95``: a frame's age when its result reaches subscribers (decoded -> result, so
   inference included); ``frame_age_ms_p50/p95``: its age when inference started;
 - ``drop_fraction``: frames overwritten (latest-wins) or discarded as stale, of those handed to inference;
@@ -17,13 +19,18 @@ window:
 - ``gpu_util_percent_mean/max`` and ``gpu_memory_mb_max`` (NVML) when a GPU is present, else null;
 - ``decoders``: where cameras decode (``cpu`` or a hardware decoder), ``rss_mb`` per process kind.
 
+``--scene static`` plays ``room_walkins_432p.mp4`` (a fixed camera on a room, still in most frames), ``busy``
+(the default) ``concourse_360p.mp4``; ``--clip`` overrides either. ``--gating both`` (the default) runs the ramp
+twice: with motion gating off (every due frame inferred: ``steps``, ``capacity``, and the plan) and on (the
+cameras' default ``motion`` config); ``gating`` reports each ramp's capacity and detector calls.
+
 A step passes when every stream gets at least (1 - fps_tolerance) x the target fps, latency p95 is within
 the budget and drops are within max_drop; ``failed`` says why not. Without ``--steps`` the count doubles
 from 1 until a step fails, then bisects; ``capacity`` is the largest count that passed.
 
 The same run measures ``raw``: the batched throughput of the same detector on pre-decoded frames (the
 best of a round before and a round after the pipeline, in a process of its own), and
-``saturation``: the pipeline with cameras asking for every frame, so ``pipeline_over_raw`` says how close
+``saturation``: the pipeline with cameras asking for every frame (never gated), so ``pipeline_over_raw`` says how close
 the pipeline gets to the model's own limit (goal: >= 0.9). ``host_costs`` are the per-frame CPU costs
 around the forward pass (preprocess, postprocess, tracking), which stay on the host when the model runs
 on a GPU.
@@ -35,9 +42,12 @@ published figures in ``benchmarks/gpu_reference.py``, with its sources and assum
     python -m benchmarks.streams_per_gpu --model ../shared/models/person_yolov8s.pt \\
         --labels Normal=person,Fall=person --fps 5 --budget-ms 500 --plan t4,a10g --out-dir capacity/
     python -m benchmarks.streams_per_gpu --steps 1,2 --seconds 4 --model yolov8n.yaml   # a short run
+    python -m benchmarks.streams_per_gpu --scene static --model ../shared/models/person_yolov8s.pt \\
+        --labels Normal=person,Fall=person --fps 5   # capacity with and without motion gating on a still room
 
-Writes ``streams_per_gpu.json``, ``streams_per_gpu.csv`` (a row per step) and ``streams_per_gpu.png``
-(streams vs per-stream fps and vs latency) to ``--out-dir``, and prints the capacity table.
+Writes ``streams_per_gpu.json``, ``streams_per_gpu.csv`` (a row per step, ``kind`` ramp, ramp_gated or
+saturation) and ``streams_per_gpu.png`` (streams vs per-stream fps and vs latency) to ``--out-dir``, and prints
+the capacity table.
 For RTSP cameras serve the clip first, e.g. ``/usr/bin/python3 tests/support/rtsp_server.py --port 8554
 --mount cam=CLIP`` and pass ``--url rtsp://127.0.0.1:8554/cam`` (``{i}`` in the URL is the camera number).
 """
@@ -72,13 +82,19 @@ from benchmarks.capacity_plan import cpu_name, plan
 from benchmarks.capacity_report import plot, print_tables, write_csv
 from benchmarks.gpu_reference import GPUS, YOLOV8_T4_TENSORRT_MS, gpu_for_device_name
 from benchmarks.pipeline_throughput import REPO, decode_frames, percentile, process_rss, run_raw
+from streamsrv.config.capacity import CapacityConfig
 from streamsrv.config.models import AppConfig, CameraConfig, InferenceConfig, ModelConfig
+from streamsrv.config.motion import MotionConfig
 from streamsrv.runtime.supervisor import Supervisor
 from streamsrv.types import CameraState, FrameResult
 
 # Kept free of torch and cv2 at import time: spawned decoder processes re-import this module.
 
-DEFAULT_CLIP = Path(os.environ.get("STREAMSRV_SHARED", REPO.parent / "shared")) / "media" / "concourse_360p.mp4"
+MEDIA = Path(os.environ.get("STREAMSRV_SHARED", REPO.parent / "shared")) / "media"
+# --scene: a fixed camera on a room, still in 73 % of its frames (motion gating saves most detector calls), or a
+# busy concourse (people in every frame: gating saves almost none)
+SCENES = {"static": MEDIA / "room_walkins_432p.mp4", "busy": MEDIA / "concourse_360p.mp4"}
+DEFAULT_CLIP = SCENES["busy"]
 OUT_NAME = "streams_per_gpu"
 SAMPLE_INTERVAL_S = 0.5
 ONLINE_TIMEOUT_S = 120.0
@@ -91,12 +107,16 @@ class Step:
 
     streams: int
     detect_fps: float
+    motion_gating: bool  # due frames without motion were held back from the detector
     seconds: float
     passed: bool
     failed: list[str]
     fps_per_stream_min: float
     fps_per_stream_mean: float
-    fps_per_stream: dict[str, float]
+    fps_per_stream: dict[str, float]  # due frames dealt with per second: inferred, or held back for no motion
+    detector_fps_per_stream_mean: float  # frames inferred per camera-second: detector calls
+    skipped_no_motion: int  # due frames held back for no motion, over the window
+    skipped_no_motion_fraction: float  # of the due frames
     pipeline_fps: float
     latency_ms_p50: float
     latency_ms_p95: float
@@ -242,7 +262,12 @@ def process_pids(sup: Supervisor) -> dict[str, list[int]]:
 
 def snapshot(sup: Supervisor) -> Snapshot:
     stats = {
-        s.camera_id: (s.frames_decoded, s.frames_processed, s.dropped_latest_wins + s.dropped_stale)
+        s.camera_id: (
+            s.frames_decoded,
+            s.frames_processed,
+            s.dropped_latest_wins + s.dropped_stale,
+            s.skipped_no_motion,
+        )
         for s in sup.all_stats()
     }
     cpu = {kind: cpu_seconds(pids) for kind, pids in process_pids(sup).items()}
@@ -273,7 +298,14 @@ def wait_online(sup: Supervisor, bar: tqdm, label: str) -> list[str]:
 
 
 def measure_step(
-    sup: Supervisor, rec: Recorder, args: argparse.Namespace, bar: tqdm, streams: int, detect_fps: float, label: str
+    sup: Supervisor,
+    rec: Recorder,
+    args: argparse.Namespace,
+    bar: tqdm,
+    streams: int,
+    detect_fps: float,
+    label: str,
+    gating: bool = False,
 ) -> Step:
     offline = wait_online(sup, bar, label)
     deadline = time.monotonic() + args.warmup
@@ -295,13 +327,16 @@ def measure_step(
     offline += [f"{s.camera_id}: {s.state.value}" for s in sup.all_stats() if s.state != CameraState.ONLINE]
     with rec.lock:
         results, cpu, gpu = list(rec.results), list(rec.cpu), list(rec.gpu_samples)
-    return summarise(args, streams, detect_fps, before, after, results, cpu, gpu, decoders, rss, sorted(set(offline)))
+    return summarise(
+        args, streams, detect_fps, gating, before, after, results, cpu, gpu, decoders, rss, sorted(set(offline))
+    )
 
 
 def summarise(
     args: argparse.Namespace,
     streams: int,
     detect_fps: float,
+    gating: bool,
     before: Snapshot,
     after: Snapshot,
     results: list[tuple[str, float, float, float, int]],
@@ -314,13 +349,15 @@ def summarise(
     elapsed = after.mono - before.mono
     cams = sorted(set(before.stats) & set(after.stats))
     per_cam = Counter(r[0] for r in results)
-    fps = {c: per_cam[c] / elapsed for c in cams}
-    fps_min = min(fps.values(), default=0.0)
     latency = [r[1] * 1e3 for r in results]
     delta = {c: [a - b for a, b in zip(after.stats[c], before.stats[c], strict=True)] for c in cams}
+    # a due frame held back for lack of motion is served too: the detector was not needed for it
+    fps = {c: (per_cam[c] + delta[c][3]) / elapsed for c in cams}
+    fps_min = min(fps.values(), default=0.0)
     decoded = sum(d[0] for d in delta.values())
     processed = sum(d[1] for d in delta.values())
     dropped = sum(d[2] for d in delta.values())
+    no_motion = sum(d[3] for d in delta.values())
     cores = {k: (after.cpu_s[k] - before.cpu_s[k]) / elapsed for k in after.cpu_s}
     cpu_mean = float(np.mean(cpu)) if cpu else 0.0
     cores["other"] = max(0.0, cpu_mean / 100 * psutil.cpu_count() - sum(cores.values()))
@@ -337,12 +374,16 @@ def summarise(
     return Step(
         streams=streams,
         detect_fps=detect_fps,
+        motion_gating=gating,
         seconds=round(elapsed, 2),
         passed=not failed,
         failed=failed,
         fps_per_stream_min=round(fps_min, 3),
         fps_per_stream_mean=round(float(np.mean(list(fps.values()))) if fps else 0.0, 3),
         fps_per_stream={c: round(v, 3) for c, v in fps.items()},
+        detector_fps_per_stream_mean=round(len(results) / elapsed / max(1, len(cams)), 3),
+        skipped_no_motion=no_motion,
+        skipped_no_motion_fraction=round(no_motion / (no_motion + len(results)), 4) if no_motion else 0.0,
         pipeline_fps=round(len(results) / elapsed, 3),
         latency_ms_p50=round(percentile(latency, 50), 1),
         latency_ms_p95=round(percentile(latency, 95), 1),
@@ -475,7 +516,19 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     p.add_argument("--imgsz", type=int, default=640, help="network input long side")
     p.add_argument("--max-batch", type=int, default=8)
     p.add_argument("--threads", type=int, default=0, help="model CPU threads (0: all cores)")
-    p.add_argument("--clip", type=Path, default=DEFAULT_CLIP, help="video each camera decodes (and raw frames)")
+    p.add_argument("--clip", type=Path, help="video each camera decodes (and raw frames); default: --scene's")
+    p.add_argument(
+        "--scene",
+        choices=sorted(SCENES),
+        default="busy",
+        help="static: a room, still most of the time (room_walkins_432p); busy: the concourse (concourse_360p)",
+    )
+    p.add_argument(
+        "--gating",
+        choices=["both", "off", "on"],
+        default="both",
+        help="ramp with motion gating off (every due frame inferred), on (the default camera config), or both",
+    )
     p.add_argument("--url", help="camera URL instead of the clip, e.g. rtsp://127.0.0.1:8554/cam ({i}: camera number)")
     p.add_argument("--hwaccel", default="auto", choices=["auto", "none", "cuda", "vaapi", "qsv"])
     p.add_argument("--fps", type=float, default=5.0, help="target fps per stream (detect_fps)")
@@ -499,6 +552,7 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     p.add_argument("--headroom", type=float, default=0.8, help="plan stages to this fraction of their capacity")
     p.add_argument("--out-dir", type=Path, default=Path("."))
     args = p.parse_args(argv)
+    args.clip = args.clip or SCENES[args.scene]
     unknown = [g for g in args.plan.split(",") if g and g not in GPUS]
     if unknown:
         p.error(f"--plan: unknown GPU(s) {unknown}; known: {', '.join(GPUS)}")
@@ -522,13 +576,18 @@ def main(argv: list[str] | None = None) -> int:
             max_batch=args.max_batch,
             threads=args.threads,
         ),
+        # a step measures what N cameras at the target fps get, not what the overload governor would lower them to
+        capacity=CapacityConfig(degrade=False),
     )
     template = CameraConfig(id="template", url=str(args.clip), loop=True, realtime=True, hwaccel=args.hwaccel)
+    ungated = template.model_copy(update={"motion": MotionConfig(enabled=False)})
+    modes = {"both": [False, True], "off": [False], "on": [True]}[args.gating]
     url = args.url or str(args.clip)
     shape = input_shape(clip["width"], clip["height"], args.imgsz)
     args.out_dir.mkdir(parents=True, exist_ok=True)
 
-    bar = tqdm(total=len(args.steps.split(",")) if args.steps else None, desc=OUT_NAME, unit="step", file=sys.stderr)
+    steps_total = len(args.steps.split(",")) * len(modes) if args.steps else None
+    bar = tqdm(total=steps_total, desc=OUT_NAME, unit="step", file=sys.stderr)
     bar.set_postfix_str("raw batched throughput, host costs per stage")
     raw, host = raw_rounds(cfg, args, host=True)
     assert host is not None
@@ -541,7 +600,7 @@ def main(argv: list[str] | None = None) -> int:
     gpu = GpuMonitor(resolve_device(args.device))
     rec = Recorder(gpu)
     sup.subscribe(rec)
-    steps: list[Step] = []
+    ramps: dict[bool, list[Step]] = {gated: [] for gated in modes}
     saturation: Step | None = None
     try:
         sup.start()
@@ -551,16 +610,20 @@ def main(argv: list[str] | None = None) -> int:
                 raise SystemExit(f"the inference process did not load the model: {sup.inference.error}")
             bar.set_postfix_str("loading the model")
             time.sleep(0.2)
-        outcome: dict[int, bool] = {}
-        for n in camera_counts(args, outcome):
-            set_cameras(sup, n, template.model_copy(update={"detect_fps": args.fps}), url)
-            step = measure_step(sup, rec, args, bar, n, args.fps, f"{n} streams")
-            steps.append(step)
-            outcome[n] = step.passed
-            bar.update()
-            tqdm.write(f"{n} streams: {'pass' if step.passed else 'FAIL: ' + '; '.join(step.failed)}", file=sys.stderr)
-        set_cameras(sup, 0, template, url)
-        set_cameras(sup, saturate, template.model_copy(update={"detect_fps": clip["fps"]}), url)
+        for gated, steps in ramps.items():
+            camera = (template if gated else ungated).model_copy(update={"detect_fps": args.fps})
+            outcome: dict[int, bool] = {}
+            for n in camera_counts(args, outcome):
+                set_cameras(sup, n, camera, url)
+                label = f"{n} streams{', gated' if gated else ''}"
+                step = measure_step(sup, rec, args, bar, n, args.fps, label, gated)
+                steps.append(step)
+                outcome[n] = step.passed
+                bar.update()
+                tqdm.write(f"{label}: {'pass' if step.passed else 'FAIL: ' + '; '.join(step.failed)}", file=sys.stderr)
+            set_cameras(sup, 0, template, url)
+        # saturation asks for every frame of cameras that are never gated: the pipeline against the raw model
+        set_cameras(sup, saturate, ungated.model_copy(update={"detect_fps": clip["fps"]}), url)
         saturation = measure_step(sup, rec, args, bar, saturate, clip["fps"], "saturation")
         backend, device = sup.inference.backend, sup.inference.device
     finally:
@@ -573,8 +636,11 @@ def main(argv: list[str] | None = None) -> int:
     rounds = [raw["frames_per_s"], raw_after["frames_per_s"]]
     raw = {**raw, "frames_per_s": max(rounds), "rounds_frames_per_s": rounds}
 
+    capacities = {gated: max((s.streams for s in steps if s.passed), default=0) for gated, steps in ramps.items()}
+    # the plan and the headline capacity go by the ungated ramp where it ran: a busy scene defeats gating
+    steps = ramps[modes[0]]
+    capacity = capacities[modes[0]]
     passed = [s for s in steps if s.passed]
-    capacity = max((s.streams for s in passed), default=0)
     best = max(passed, key=lambda s: s.streams, default=steps[-1] if steps else None)
     here = gpu_for_device_name(gpu.name) if gpu.name else None
     clip_desc = f"{clip['width']}x{clip['height']} {clip['codec']} at {clip['fps']:g} fps"
@@ -595,6 +661,7 @@ def main(argv: list[str] | None = None) -> int:
             "logical_cpus": psutil.cpu_count(),
             "platform": platform.platform(),
             "clip": clip,
+            "scene": args.scene,
             "url": args.url,
             "input_shape": list(shape),
             "max_batch": args.max_batch,
@@ -610,7 +677,22 @@ def main(argv: list[str] | None = None) -> int:
             "latency": "decoded -> result reaches subscribers (p95)",
         },
         "steps": [asdict(s) for s in steps],
-        "capacity": {"streams": capacity, "fps": args.fps, "budget_ms": args.budget_ms},
+        "capacity": {"streams": capacity, "fps": args.fps, "budget_ms": args.budget_ms, "motion_gating": modes[0]},
+        "gating": {
+            ("on" if gated else "off"): {
+                "capacity": capacities[gated],
+                "steps": [asdict(s) for s in ramp],
+                "detector_fps_per_stream_mean": round(float(np.mean([s.detector_fps_per_stream_mean for s in ramp])), 3)
+                if ramp
+                else 0.0,
+                "skipped_no_motion_fraction_mean": round(
+                    float(np.mean([s.skipped_no_motion_fraction for s in ramp])), 4
+                )
+                if ramp
+                else 0.0,
+            }
+            for gated, ramp in ramps.items()
+        },
         "raw": raw,
         "saturation": asdict(saturation) if saturation else None,
         "pipeline_over_raw": round(saturation.pipeline_fps / raw["frames_per_s"], 3) if saturation else None,
@@ -623,7 +705,7 @@ def main(argv: list[str] | None = None) -> int:
     }
     out = args.out_dir / OUT_NAME
     out.with_suffix(".json").write_text(json.dumps(report, indent=2))
-    write_csv(out.with_suffix(".csv"), steps, saturation)
+    write_csv(out.with_suffix(".csv"), ramps, saturation)
     plot(out.with_suffix(".png"), steps, args, title)
     print_tables(report)
     print(f"\nwrote {out}.json, .csv, .png")

@@ -59,6 +59,7 @@ def live(clip_360p: Path, person_model: Path) -> Iterator[Live]:
         {
             "model": {"path": str(person_model), "labels": {"Normal": "person", "Fall": "person"}},
             "inference": {"threads": 1, "device": "cpu", "stale_after_s": 5},
+            "capacity": {"degrade": False},  # the pipeline as it is: no governor lowering detect fps
             "server": {"api_key": API_KEY},
             "cameras": [
                 {

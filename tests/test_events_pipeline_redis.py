@@ -135,6 +135,7 @@ def redis_config(redis_url: str, clip: Path, model: Path) -> AppConfig:
         {
             "model": {"path": str(model), "labels": {"Normal": "person", "Fall": "person"}},
             "inference": {"threads": 1, "device": "cpu", "stale_after_s": 5},
+            "capacity": {"degrade": False},  # the pipeline as it is: no governor lowering detect fps
             "events": {"redis_url": redis_url},
             "cameras": [
                 {

@@ -16,7 +16,7 @@ from streamsrv.types import CameraState
 from tests.support.fake_server import FakeServer, app_config
 
 # What tests use to make things happen; nothing in streamsrv may call these.
-TEST_CONTROLS = {"feed", "set_frame", "set_state", "health"}
+TEST_CONTROLS = {"feed", "set_frame", "set_state", "set_usage", "health"}
 
 
 def protocol_members(protocol: type) -> set[str]:

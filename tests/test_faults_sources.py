@@ -107,6 +107,7 @@ def pipeline(clip_360p: Path, person_model: Path) -> Iterator[Pipeline]:
     cfg = parse_config(f"""
 model: {{path: "{person_model}", labels: {{Normal: person, Fall: person}}}}
 inference: {{threads: 1, max_batch: 4, stale_after_s: 5}}
+capacity: {{degrade: false}}  # the bare pipeline: no governor lowering detect fps under overload
 cameras:
   - {{id: steady, url: "{clip_360p}", detect_fps: 2, loop: true}}
 """)

@@ -29,6 +29,7 @@ def cfg(person_model: Path, clip_360p: Path) -> AppConfig:
     return parse_config(f"""
 model: {{path: "{person_model}", labels: {{Normal: person, Fall: person}}}}
 inference: {{threads: 1, max_batch: 4, background_max_batch: 2}}
+capacity: {{degrade: false}}  # the bare pipeline: no governor lowering detect fps under overload
 cameras:
   - {{id: live, url: "{clip_360p}", detect_fps: 5, loop: true}}
 """)

@@ -23,6 +23,7 @@ def _supervisor(yaml_cameras: str, person_model: Path) -> tuple[Supervisor, Coun
     cfg = parse_config(f"""
 model: {{path: "{person_model}", labels: {{Normal: person, Fall: person}}}}
 inference: {{threads: 1, max_batch: 4}}
+capacity: {{degrade: false}}  # the bare pipeline: no governor lowering detect fps under overload
 cameras:
 {yaml_cameras}
 """)

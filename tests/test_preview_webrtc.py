@@ -57,6 +57,7 @@ def live(clip_360p: Path, person_model: Path) -> Iterator[Live]:
         {
             "model": {"path": str(person_model), "labels": {"Normal": "person", "Fall": "person"}},
             "inference": {"threads": 1, "device": "cpu"},
+            "capacity": {"degrade": False},  # the pipeline as it is: no governor lowering detect fps
             # aioice never offers 127.0.0.1 on its own; on loopback nothing else is needed (no STUN, no TURN).
             "preview": {"host_addresses": ["127.0.0.1"], "max_webrtc_peers": MAX_PEERS},
             "cameras": [{"id": CAMERA, "url": str(clip_360p), "loop": True, "detect_fps": 5}],

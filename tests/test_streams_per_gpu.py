@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import csv
 import json
+import os
 import subprocess
 import sys
 from pathlib import Path
@@ -24,12 +25,16 @@ REPO = Path(__file__).resolve().parent.parent
 STEP_FIELDS = {
     "streams": int,
     "detect_fps": float,
+    "motion_gating": bool,
     "seconds": float,
     "passed": bool,
     "failed": list,
     "fps_per_stream_min": float,
     "fps_per_stream_mean": float,
     "fps_per_stream": dict,
+    "detector_fps_per_stream_mean": float,
+    "skipped_no_motion": int,
+    "skipped_no_motion_fraction": float,
     "pipeline_fps": float,
     "latency_ms_p50": float,
     "latency_ms_p95": float,
@@ -88,14 +93,14 @@ def test_gpu_reference_names() -> None:
 
 
 @pytest.fixture(scope="module")
-def short_run(tmp_path_factory: pytest.TempPathFactory, clip_360p: Path) -> tuple[Path, str]:
+def short_run(tmp_path_factory: pytest.TempPathFactory, shared_dir: Path) -> tuple[Path, str]:
     out = tmp_path_factory.mktemp("streams_per_gpu")
     cmd = [
         sys.executable,
         "-m",
         "benchmarks.streams_per_gpu",
         "--model=yolov8n.yaml",
-        f"--clip={clip_360p}",
+        "--scene=static",
         "--device=cpu",
         "--threads=2",
         "--steps=1,2",
@@ -107,7 +112,8 @@ def short_run(tmp_path_factory: pytest.TempPathFactory, clip_360p: Path) -> tupl
         "--plan=t4,a10g",
         f"--out-dir={out}",
     ]
-    done = subprocess.run(cmd, cwd=REPO, capture_output=True, text=True, timeout=280)
+    env = {**os.environ, "STREAMSRV_SHARED": str(shared_dir)}
+    done = subprocess.run(cmd, cwd=REPO, capture_output=True, text=True, timeout=400, env=env)
     assert done.returncode == 0, done.stderr[-3000:]
     return out, done.stdout
 
@@ -121,6 +127,7 @@ def test_short_run_writes_a_report_with_the_documented_fields(short_run: tuple[P
         "criteria",
         "steps",
         "capacity",
+        "gating",
         "raw",
         "saturation",
         "pipeline_over_raw",
@@ -128,7 +135,18 @@ def test_short_run_writes_a_report_with_the_documented_fields(short_run: tuple[P
         "plan",
     }
     assert [s["streams"] for s in report["steps"]] == [1, 2]
-    for step in [*report["steps"], report["saturation"]]:
+    gating = report["gating"]
+    assert set(gating) == {"off", "on"} and gating["off"]["steps"] == report["steps"]
+    assert [s["streams"] for s in gating["on"]["steps"]] == [1, 2]
+    assert report["capacity"]["streams"] == gating["off"]["capacity"] and not report["capacity"]["motion_gating"]
+    for mode, ramp in gating.items():
+        assert all(s["motion_gating"] == (mode == "on") for s in ramp["steps"])
+        assert ramp["capacity"] == max([s["streams"] for s in ramp["steps"] if s["passed"]], default=0)
+    # the still room: without gating nothing is held back; with it some due frames are
+    assert all(s["skipped_no_motion"] == 0 for s in gating["off"]["steps"])
+    assert sum(s["skipped_no_motion"] for s in gating["on"]["steps"]) > 0
+    assert report["meta"]["scene"] == "static" and report["meta"]["clip"]["path"].endswith("room_walkins_432p.mp4")
+    for step in [*report["steps"], *gating["on"]["steps"], report["saturation"]]:
         for name, kind in STEP_FIELDS.items():
             assert isinstance(step[name], kind | int if kind is float else kind), name
         for name in GPU_FIELDS:
@@ -141,7 +159,7 @@ def test_short_run_writes_a_report_with_the_documented_fields(short_run: tuple[P
         assert step["decoders"] == [choose_hw_decoder("auto") or "cpu"]
     passed = [s["streams"] for s in report["steps"] if s["passed"]]
     assert report["capacity"]["streams"] == max(passed, default=0)
-    assert report["saturation"]["detect_fps"] == 25.0
+    assert report["saturation"]["detect_fps"] == 10.0  # every frame of the 10 fps room clip
     raw = report["raw"]
     assert raw["batch_size"] == 2
     assert len(raw["rounds_frames_per_s"]) == 2 and raw["frames_per_s"] == max(raw["rounds_frames_per_s"]) > 0
@@ -149,7 +167,7 @@ def test_short_run_writes_a_report_with_the_documented_fields(short_run: tuple[P
         report["saturation"]["pipeline_fps"] / report["raw"]["frames_per_s"], abs=1e-3
     )
     assert report["meta"]["backend"] == "ultralytics-torch-fp32"
-    assert report["meta"]["input_shape"] == [384, 640]
+    assert report["meta"]["input_shape"] == [384, 640]  # 768x432 letterboxed like 16:9 360p
     for name in ("preprocess_ms", "forward_ms", "postprocess_ms", "track_ms", "host_ms"):
         assert report["host_costs"][name] >= 0
 
@@ -179,8 +197,15 @@ def test_short_run_writes_csv_png_and_prints_the_table(short_run: tuple[Path, st
     out, stdout = short_run
     with (out / "streams_per_gpu.csv").open() as f:
         rows = list(csv.DictReader(f))
-    assert [(r["kind"], r["streams"]) for r in rows] == [("ramp", "1"), ("ramp", "2"), ("saturation", "2")]
+    assert [(r["kind"], r["streams"]) for r in rows] == [
+        ("ramp", "1"),
+        ("ramp", "2"),
+        ("ramp_gated", "1"),
+        ("ramp_gated", "2"),
+        ("saturation", "2"),
+    ]
     assert {"latency_ms_p95", "fps_per_stream_min", "decode_ms_per_frame", "cores_decoders"} <= set(rows[0])
     assert (out / "streams_per_gpu.png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
     assert "| streams | fps/stream min |" in stdout
     assert "capacity:" in stdout and "pipeline/raw" in stdout
+    assert "motion gating off (static scene)" in stdout and "motion gating on (static scene)" in stdout

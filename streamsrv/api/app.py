@@ -20,6 +20,7 @@ from streamsrv.api.middleware import BodySizeLimit, redacted_validation_error
 from streamsrv.api.routers import caches as caches_router
 from streamsrv.api.routers import (
     cameras,
+    capacity,
     clips,
     detect,
     events,
@@ -39,6 +40,7 @@ from streamsrv.outputs.homeassistant import CameraCounts, Counts
 from streamsrv.outputs.manager import OutputManager
 from streamsrv.outputs.metrics import OutputsCollector
 from streamsrv.runtime.caches import Caches, CacheSize, event_cache_sizes
+from streamsrv.runtime.capacity import CapacityRefused
 from streamsrv.runtime.metrics import ServerMetrics
 from streamsrv.runtime.protocol import ServerApi
 from streamsrv.runtime.registry import CameraRegistry, ConfigFileStore
@@ -90,8 +92,10 @@ def create_app(cfg: AppConfig, server: ServerApi | None = None, config_path: Pat
     app.state.shutdown = asyncio.Event()
     app.add_middleware(BodySizeLimit, max_bytes=cfg.server.max_body_bytes, overrides=jobs.upload_limits(cfg.jobs))
     app.add_exception_handler(RequestValidationError, redacted_validation_error)
+    app.add_exception_handler(CapacityRefused, capacity.refused)
     app.include_router(health.router)
     app.include_router(cameras.router)
+    app.include_router(capacity.router)
     app.include_router(rules.router)
     app.include_router(probe.router)
     app.include_router(metrics.router)

@@ -16,6 +16,7 @@ from urllib.parse import urlsplit
 from pydantic import Field, SecretStr, field_validator, model_validator
 
 from streamsrv.config.base import StrictModel
+from streamsrv.config.capacity import CapacityConfig, Priority
 from streamsrv.config.motion import MotionConfig, refresh_error
 from streamsrv.config.outputs import OutputsConfig
 from streamsrv.config.preview import PreviewConfig
@@ -47,6 +48,18 @@ class CameraConfig(StrictModel):
     )
     enabled: bool = Field(True, description="Disabled cameras are registered but not started.")
     detect_fps: float = Field(5.0, gt=0, le=120, description="Frames per second handed to inference.")
+    priority: Priority = Field(
+        "normal",
+        description="Under overload the server lowers the effective detect_fps of low cameras first, then normal "
+        "ones; high cameras keep theirs (see capacity).",
+    )
+    max_frame_age_ms: float | None = Field(
+        None,
+        gt=0,
+        le=3_600_000,
+        description="Target for the p95 age of this camera's frames when inference takes them; over it the server "
+        "degrades lower-priority cameras. Half of inference.stale_after_s when unset.",
+    )
     rtsp_transport: Literal["tcp", "udp"] = Field("tcp", description="RTSP transport.")
     loop: bool = Field(False, description="Files: start again at the end instead of going offline.")
     realtime: bool = Field(True, description="Files: play at native frame rate, like a live camera.")
@@ -102,6 +115,14 @@ class CameraConfig(StrictModel):
     @property
     def display_name(self) -> str:
         return self.name or self.id
+
+    def frame_age_target_ms(self, stale_after_s: float) -> float:
+        """The p95 frame-age target: ``max_frame_age_ms``, or half of the staleness budget.
+
+        >>> CameraConfig(id="c", url="x.mp4").frame_age_target_ms(2.0)
+        1000.0
+        """
+        return self.max_frame_age_ms if self.max_frame_age_ms is not None else stale_after_s * 500.0
 
 
 class ModelConfig(StrictModel):
@@ -313,6 +334,7 @@ class AppConfig(StrictModel):
     jobs: JobsConfig = Field(default_factory=JobsConfig)
     outputs: OutputsConfig = Field(default_factory=OutputsConfig)
     record: RecordConfig = Field(default_factory=RecordConfig)
+    capacity: CapacityConfig = Field(default_factory=CapacityConfig)
     base_dir: Annotated[Path | None, Field(exclude=True)] = None
 
     @model_validator(mode="after")

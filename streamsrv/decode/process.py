@@ -125,6 +125,7 @@ class _Decoder:
                 ring.add(name, value - copied[name])
                 copied[name] = value
             ring.set_time("last_frame_mono", frame.mono_ts)
+            src.set_detect_fps(ring.time_value("fps_limit") or self.cam.detect_fps)
             self.take_commands()
             self.beat()
             if self.stop.is_set():

@@ -183,6 +183,11 @@ class VideoSource:
         self.dropped_behind = 0  # frames not decoded: the decoder fell behind real time and caught up
         self.packets = 0
 
+    def set_detect_fps(self, fps: float) -> None:
+        """Pace handed frames to ``fps`` from now on (the server lowers it under overload, then restores it)."""
+        if self.skipper is not None:
+            self.skipper.interval = 1.0 / fps
+
     def open(self) -> None:
         cam = self.cam
         options: dict[str, str] = {}

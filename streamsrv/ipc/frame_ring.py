@@ -52,6 +52,7 @@ _COUNTERS = (
     "consumed_seq",  # lossless lanes: the newest frame the consumer has taken (the producer waits on it)
     "dropped_behind",  # packets not decoded: the decoder fell behind real time and skipped to a keyframe
     "skipped_no_motion",  # due frames not handed on: no motion and the camera's motion.max_interval_s not yet up
+    "fps_limit",  # the detect_fps the decoder paces to while the server degrades the camera (float bits; 0: none)
 )
 _H = {name: i for i, name in enumerate(_COUNTERS)}
 _HEADER_BYTES = 256

@@ -35,7 +35,7 @@ from streamsrv.preview.frame import EncodeCounts, PreviewFrame
 from streamsrv.preview.stats import CameraPreviewStats, PreviewStats
 from streamsrv.preview.vp8 import VIDEO_CLOCK_HZ, Vp8Stream
 from streamsrv.runtime.protocol import ServerApi
-from streamsrv.runtime.stats import CameraStats
+from streamsrv.runtime.stats import CameraStats, RateMeter
 from streamsrv.types import CameraState, FrameRef, FrameResult
 
 log = logging.getLogger(__name__)
@@ -219,6 +219,7 @@ class _Feed:
         self.gone = False  # the camera was removed
         self.frames = 0
         self.counts = EncodeCounts()
+        self.cpu_s, self.cpu = 0.0, RateMeter()  # its thread's CPU time (drawing, encoding), and its rate in cores
         self._renderer = _Renderer(hub, camera_id, self.counts)
         self._vp8: Vp8Stream | None = None
         self._keyframe_wanted = False
@@ -248,7 +249,10 @@ class _Feed:
         failures = 0
         while not self._stop.is_set():
             try:
+                started = time.thread_time()
                 self._tick()
+                self.cpu_s += time.thread_time() - started
+                self.cpu.sample(self.cpu_s)
                 failures = 0
             except NotFoundError:
                 log.info("camera %s was removed; closing its preview", self.camera_id)
@@ -337,6 +341,7 @@ class PreviewHub:
                     frames=feed.frames,
                     jpeg_encodes=feed.counts.jpeg,
                     vp8_encodes=feed.counts.vp8,
+                    encode_cores=round(feed.cpu.rate(), 4),
                     width=latest.width if latest else 0,
                     height=latest.height if latest else 0,
                 )

@@ -10,6 +10,7 @@ class CameraPreviewStats(BaseModel):
     frames: int = Field(description="Annotated frames made since the feed started.")
     jpeg_encodes: int = Field(description="JPEG encodings since the feed started (one per frame for all viewers).")
     vp8_encodes: int = Field(description="VP8 encodings since the feed started (one per frame for all viewers).")
+    encode_cores: float = Field(0.0, description="CPU cores its drawing and encoding use (over the last 5 s).")
     width: int = 0
     height: int = 0
 

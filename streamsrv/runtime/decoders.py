@@ -10,8 +10,8 @@ from __future__ import annotations
 import logging
 import threading
 import time
-from collections.abc import Callable
-from dataclasses import dataclass
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass, field
 from multiprocessing.connection import Connection, wait
 from multiprocessing.context import SpawnContext
 from multiprocessing.process import BaseProcess
@@ -27,9 +27,12 @@ from streamsrv.errors import NotFoundError
 from streamsrv.ipc.frame_ring import FrameRing
 from streamsrv.ipc.messages import AddCamera, CameraCounters, ClipStatus, DecoderStatus, RecordRequest, RemoveCamera
 from streamsrv.ipc.signals import FramesReady, StopFlag
+from streamsrv.runtime.capacity import CameraUsage
 from streamsrv.runtime.inference import restart_delay
+from streamsrv.runtime.overload import CameraLoad
 from streamsrv.runtime.rings import camera_ring_name
 from streamsrv.runtime.stats import RING_COUNTERS, CameraStats, CameraStatsTracker
+from streamsrv.runtime.usage import ProcessCpu
 from streamsrv.types import CameraState, FrameRef, FrameResult
 
 log = logging.getLogger(__name__)
@@ -54,6 +57,7 @@ class _Camera:
     stop: StopFlag | None = None
     restart_at: float | None = None
     finished: bool = False  # a file that ended: not restarted
+    cpu: ProcessCpu = field(default_factory=ProcessCpu)  # its decoder's CPU seconds, over restarts
 
     @property
     def hang_timeout_s(self) -> float:
@@ -102,6 +106,9 @@ class Decoders:
         """Start a camera's decoder and attach its ring; called with the lock held."""
         ring = FrameRing.create(camera_ring_name(self._instance, cam.id), cam.max_width, cam.max_height)
         rt = _Camera(cam, ring, CameraStatsTracker(cam.id))
+        s = rt.stats
+        s.priority, s.detect_fps, s.effective_fps = cam.priority, cam.detect_fps, cam.detect_fps
+        s.target_ms = cam.frame_age_target_ms(self.cfg.inference.stale_after_s)
         self._cameras[cam.id] = rt
         self._spawn(rt)
         self._send(rt.attach)
@@ -214,6 +221,45 @@ class Decoders:
             last = rt.ring.time_value("last_frame_mono")
             s.last_frame_mono = last or None
             s.sample_rates(now)
+            s.cpu.sample(rt.cpu.seconds(rt.process.pid if rt.process is not None else None), now)
+
+    # -- capacity ---------------------------------------------------------------------------------------------------
+    def loads(self) -> list[CameraLoad]:
+        """Every camera as the overload governor reads it, with its frame ages since the last call; with the lock
+        held. Priority and target come from the registry's config (they change without a restart)."""
+        current = {c.id: c for c in self.cfg.cameras}
+        out = []
+        for rt in self._cameras.values():
+            cam, s = current.get(rt.cfg.id, rt.cfg), rt.stats
+            s.priority, s.target_ms = cam.priority, cam.frame_age_target_ms(self.cfg.inference.stale_after_s)
+            out.append(
+                CameraLoad(cam.id, cam.priority, rt.cfg.detect_fps, s.target_ms, s.processed, s.lost, s.take_ages())
+            )
+        return out
+
+    def set_fps(self, fps: Mapping[str, float]) -> None:
+        """Pace each camera's decoder to its effective detect_fps (through its ring); with the lock held."""
+        for camera_id, value in fps.items():
+            rt = self._cameras.get(camera_id)
+            if rt is not None:
+                rt.ring.set_time("fps_limit", value if value < rt.cfg.detect_fps else 0.0)
+                rt.stats.effective_fps = value
+
+    def usage(self) -> list[CameraUsage]:
+        """What each camera costs now (its preview's share is the API's to add)."""
+        with self._lock:
+            return [
+                CameraUsage(
+                    camera_id=rt.cfg.id,
+                    priority=rt.stats.priority,
+                    detect_fps=rt.cfg.detect_fps,
+                    effective_detect_fps=rt.stats.effective_fps,
+                    processed_fps=rt.stats.meters["processed"].rate(),
+                    inference_ms_per_frame=rt.stats.inference_ms_per_frame,
+                    decoder_cores=rt.stats.cpu.rate(),
+                )
+                for rt in self._cameras.values()
+            ]
 
     def read_status(self, stopping: threading.Event) -> None:
         """Read the decoders' state reports until ``stopping`` is set; the status thread's loop."""

@@ -27,6 +27,7 @@ from prometheus_client.registry import Collector
 from streamsrv.errors import NotFoundError
 from streamsrv.jobs.manager import JobManager
 from streamsrv.runtime.caches import CacheCollector, Caches
+from streamsrv.runtime.capacity_metrics import CapacityCollector
 from streamsrv.runtime.clip_metrics import ClipCollector
 from streamsrv.runtime.job_metrics import JobCollector, JobTurnaround
 from streamsrv.runtime.protocol import ServerApi
@@ -306,6 +307,7 @@ class ServerMetrics:
         self.registry.register(JobCollector(jobs))
         self.registry.register(CacheCollector(caches))
         self.registry.register(ClipCollector(server.clips))
+        self.registry.register(CapacityCollector(server))
         self._turnaround = JobTurnaround(jobs, self.registry)
         self._gpu = GpuCollector()
         self.registry.register(self._gpu)

@@ -21,6 +21,7 @@ from streamsrv.events import EventBus, SnapshotStore
 from streamsrv.events.clips import ClipBook
 from streamsrv.jobs.shared import SharedInference
 from streamsrv.rules import RuleOutput
+from streamsrv.runtime.capacity import Usage
 from streamsrv.runtime.decoders import Frame
 from streamsrv.runtime.lanes import ResultCallback
 from streamsrv.runtime.stats import CameraStats
@@ -108,6 +109,11 @@ class ServerApi(SharedInference, Protocol):
         ...
 
     def all_camera_stats(self) -> list[CameraStats]: ...
+
+    def capacity_usage(self) -> Usage:
+        """What each running camera costs now (preview excluded: the app measures that), the processes' CPU, the
+        GPU's, and the overload governor's state; the capacity model's input."""
+        ...
 
     def latest_frame(self, camera_id: str) -> Frame | None: ...
 

@@ -47,10 +47,12 @@ from streamsrv.fileio import atomic_write_text
 from streamsrv.runtime.protocol import ServerApi
 
 log = logging.getLogger(__name__)
+# Admission control: raises (CapacityRefused) when the new config of a camera (the old one, or None) does not fit.
+Admit = Callable[[CameraConfig, CameraConfig | None], None]
 
 REDACTED_PASSWORD = ":***@"
 # Fields whose change needs no decoder restart: they are applied in place.
-_LIVE_FIELDS = frozenset({"name", "rules"})
+_LIVE_FIELDS = frozenset({"name", "rules", "priority", "max_frame_age_ms"})
 
 
 class PersistError(StreamsrvError):
@@ -180,28 +182,33 @@ class CameraRegistry:
         """Raises NotFoundError."""
         return self.server.camera_config(camera_id)
 
-    def add(self, cam: CameraConfig) -> CameraConfig:
-        """Register and start a camera. Raises ConflictError, or ValidationError naming the field."""
+    def add(self, cam: CameraConfig, admit: Admit | None = None) -> CameraConfig:
+        """Register and start a camera, if ``admit`` lets it. Raises ConflictError, or ValidationError naming the
+        field."""
         with self._lock:
             if any(c.id == cam.id for c in self.server.cfg.cameras):
                 raise ConflictError(f"id: camera {cam.id!r} already exists")
             if REDACTED_PASSWORD in cam.url:
                 raise field_error("url", "contains a redacted password (***); send the real one", redact_url(cam.url))
             cam = self._prepared(cam)
+            if admit is not None:
+                admit(cam, None)
             self.server.add_camera(cam)
             self._save()
         log.info("camera %s added: %s", cam.id, redact_url(cam.url))
         return cam
 
-    def replace(self, cam: CameraConfig) -> CameraConfig:
+    def replace(self, cam: CameraConfig, admit: Admit | None = None) -> CameraConfig:
         """Apply a whole new config to an existing camera; only that camera restarts, and only if it must."""
         with self._lock:
             old = self.server.camera_config(cam.id)
             cam = self._prepared(cam.model_copy(update={"url": self._keep_secret(old.url, cam.url)}), old.url)
+            if admit is not None:
+                admit(cam, old)
             self._apply(old, cam)
         return cam
 
-    def update(self, camera_id: str, changes: Mapping[str, Any]) -> CameraConfig:
+    def update(self, camera_id: str, changes: Mapping[str, Any], admit: Admit | None = None) -> CameraConfig:
         """Change some top-level fields of a camera (a PATCH); an omitted or redacted ``url`` keeps the real one."""
         with self._lock:
             old = self.server.camera_config(camera_id)
@@ -210,6 +217,8 @@ class CameraRegistry:
             if isinstance(data["url"], str):
                 data["url"] = self._keep_secret(old.url, data["url"])
             cam = self._prepared(CameraConfig.model_validate(data), old.url)
+            if admit is not None:
+                admit(cam, old)
             self._apply(old, cam)
         return cam
 

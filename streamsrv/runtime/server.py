@@ -28,6 +28,7 @@ from streamsrv.events.model import Clip
 from streamsrv.ipc.messages import ClipStatus, RecordRequest
 from streamsrv.preview.annotate import event_snapshot
 from streamsrv.rules import RuleEngine, RuleOutput
+from streamsrv.runtime.capacity import Usage
 from streamsrv.runtime.decoders import Frame
 from streamsrv.runtime.inference import InferenceHealth
 from streamsrv.runtime.lanes import Lane, ResultCallback
@@ -162,6 +163,10 @@ class StreamServer:
     def frame_at(self, camera_id: str, seq: int) -> Frame | None:
         """Frame ``seq`` of a running camera if its ring still holds it (it holds the last few)."""
         return self.supervisor.frame_at(camera_id, seq)
+
+    def capacity_usage(self) -> Usage:
+        """What each running camera and the server's processes use now, and the overload governor's state."""
+        return self.supervisor.capacity_usage()
 
     def inference_health(self) -> InferenceHealth:
         """A consistent copy of the inference process's health."""

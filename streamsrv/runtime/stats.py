@@ -13,6 +13,7 @@ from collections import deque
 import numpy as np
 from pydantic import BaseModel, Field
 
+from streamsrv.config.capacity import Priority
 from streamsrv.ipc.messages import CameraCounters
 from streamsrv.types import CameraState, FrameResult, TrackQuality
 
@@ -34,9 +35,9 @@ class RateMeter:
 
     def __init__(self, window_s: float = RATE_WINDOW_S) -> None:
         self.window_s = window_s
-        self._samples: deque[tuple[float, int]] = deque()
+        self._samples: deque[tuple[float, float]] = deque()
 
-    def sample(self, count: int, now: float | None = None) -> None:
+    def sample(self, count: float, now: float | None = None) -> None:
         t = time.monotonic() if now is None else now
         self._samples.append((t, count))
         while len(self._samples) > 2 and t - self._samples[1][0] >= self.window_s:
@@ -92,6 +93,15 @@ class CameraStats(BaseModel):
         0.0, description="Share of tracks that ended tentative (never confirmed): detector noise, fragmentation."
     )
     relinks: int = Field(0, description="Tracks the rule engine re-linked to an object after a tracker id switch.")
+    priority: Priority = Field("normal", description="Its priority under overload: high, normal or low.")
+    detect_fps: float = Field(0.0, description="Configured detect_fps.")
+    effective_detect_fps: float = Field(
+        0.0, description="What its decoder paces to now: below detect_fps while the server degrades it under overload."
+    )
+    degraded: bool = Field(False, description="Its effective detect_fps is lowered because the server is overloaded.")
+    max_frame_age_ms: float = Field(0.0, description="Its p95 frame-age target.")
+    inference_ms_per_frame: float = Field(0.0, description="Its frames' share of their batches' inference time, mean.")
+    decoder_cpu_cores: float = Field(0.0, description="CPU cores its decoder process uses (over the last 5 s).")
 
 
 class CameraStatsTracker:
@@ -114,11 +124,34 @@ class CameraStatsTracker:
         self.infer_ms: deque[float] = deque(maxlen=SAMPLE_WINDOW)
         self.meters = {k: RateMeter() for k in ("packets", "decoded", "handed", "processed")}
         self.meters["confirmed"] = RateMeter(TRACK_RATE_WINDOW_S)
+        self.cpu = RateMeter()  # of the decoder process's CPU seconds: cores
+        self.frame_ms: deque[float] = deque(maxlen=SAMPLE_WINDOW)  # each frame's share of its batch's time
+        self.fresh_ages_ms: deque[float] = deque(maxlen=4 * SAMPLE_WINDOW)  # since the governor last took them
+        self.priority: Priority = "normal"
+        self.detect_fps, self.effective_fps, self.target_ms = 0.0, 0.0, 0.0  # set by Decoders
 
     def on_result(self, result: FrameResult) -> None:
         self.ages_ms.append(result.frame_age_s * 1e3)
+        self.fresh_ages_ms.append(result.frame_age_s * 1e3)
         self.batches.append(result.batch_size)
         self.infer_ms.append(result.inference_ms)
+        self.frame_ms.append(result.inference_ms / max(1, result.batch_size))
+
+    def take_ages(self) -> tuple[float, ...]:
+        """The frame ages of the results since the last call."""
+        ages = tuple(self.fresh_ages_ms)
+        self.fresh_ages_ms.clear()
+        return ages
+
+    @property
+    def lost(self) -> int:
+        """Frames handed on that inference never ran: overwritten by newer ones, or stale."""
+        base, now = self._infer_base, self._infer_now
+        return base.dropped_latest_wins + now.dropped_latest_wins + base.dropped_stale + now.dropped_stale
+
+    @property
+    def inference_ms_per_frame(self) -> float:
+        return float(np.mean(self.frame_ms)) if self.frame_ms else 0.0
 
     def on_inference_counters(self, counters: CameraCounters) -> None:
         self._infer_now = counters
@@ -182,4 +215,11 @@ class CameraStatsTracker:
             tracks_confirmed_per_min=round(60 * self.meters["confirmed"].rate(), 2),
             track_mean_s=round(tracks.confirmed_seconds / tracks.confirmed_ended, 2) if tracks.confirmed_ended else 0.0,
             tracks_never_confirmed_share=round(tracks.never_confirmed / decided, 4) if decided else 0.0,
+            priority=self.priority,
+            detect_fps=self.detect_fps,
+            effective_detect_fps=round(self.effective_fps, 3),
+            degraded=self.effective_fps < self.detect_fps,
+            max_frame_age_ms=self.target_ms,
+            inference_ms_per_frame=round(self.inference_ms_per_frame, 3),
+            decoder_cpu_cores=round(self.cpu.rate(), 4),
         )

@@ -23,16 +23,20 @@ from collections.abc import Callable
 from streamsrv.config.models import AppConfig, CameraConfig
 from streamsrv.ipc.messages import CameraCounters, RecordRequest
 from streamsrv.ipc.signals import FramesReady
+from streamsrv.runtime.capacity import Usage
 from streamsrv.runtime.decoders import ClipCallback, Decoders, Frame, StateCallback
 from streamsrv.runtime.inference import InferenceHealth, InferenceProcess
 from streamsrv.runtime.lanes import Lane, Lanes, ResultCallback
+from streamsrv.runtime.overload import OverloadGovernor
 from streamsrv.runtime.rings import sweep_stale_rings
-from streamsrv.runtime.stats import CameraStats
+from streamsrv.runtime.stats import CameraStats, RateMeter
+from streamsrv.runtime.usage import GpuProbe, ProcessCpu, available_cores
 from streamsrv.types import FrameResult
 
 log = logging.getLogger(__name__)
 
 WATCHDOG_INTERVAL_S = 0.25
+GOVERN_INTERVAL_S = 1.0  # how often the overload governor and the processes' CPU are read
 _JOIN_TIMEOUT_S = 5.0
 
 
@@ -58,6 +62,10 @@ class Supervisor:
         send = self.inference_process.send
         self.decoders = Decoders(cfg, self.instance, ctx, frames_ready, self._lock, send)
         self.lanes = Lanes(self.instance, frames_ready, self._lock, send)
+        self.governor = OverloadGovernor(cfg.capacity)
+        self._cpu = {"inference": (ProcessCpu(), RateMeter()), "main": (ProcessCpu(), RateMeter())}
+        self._gpu = GpuProbe()
+        self._governed_at = float("-inf")
         self.started = False
 
     @property
@@ -91,6 +99,7 @@ class Supervisor:
             self.inference_process.stop()
         for t in self._threads:
             t.join(timeout=_JOIN_TIMEOUT_S)
+        self._gpu.close()
 
     # -- cameras ----------------------------------------------------------------------------------------------------
     def camera_ids(self) -> list[str]:
@@ -160,6 +169,25 @@ class Supervisor:
             h = self.inference_process.health
             return dataclasses.replace(h, labels=dict(h.labels))
 
+    def capacity_usage(self) -> Usage:
+        """What each camera and process uses now, and the overload governor's state (the capacity model's input)."""
+        cameras = self.decoders.usage()
+        with self._lock:
+            device = self.inference_process.health.device
+            cores = {role: meter.rate() for role, (_, meter) in self._cpu.items()}
+            degrade = self.governor.state()
+        gpu = self._gpu.read(device)
+        return Usage(
+            cameras=cameras,
+            inference_cores=cores["inference"],
+            main_cores=cores["main"],
+            cpu_cores=available_cores(),
+            gpu_busy=gpu.busy if gpu else None,
+            gpu_memory_used_bytes=gpu.memory_used_bytes if gpu else None,
+            gpu_memory_total_bytes=gpu.memory_total_bytes if gpu else None,
+            degrade=degrade,
+        )
+
     @property
     def ready(self) -> bool:
         """Model loaded and every enabled camera's decoder started."""
@@ -204,3 +232,14 @@ class Supervisor:
                     self.decoders.on_inference_restart()
                     self.inference_process.restart(self.decoders.attachments() + self.lanes.attachments())
                 self.decoders.check(now)
+                if now - self._governed_at >= GOVERN_INTERVAL_S:
+                    self._governed_at = now
+                    self._govern(now)
+
+    def _govern(self, now: float) -> None:
+        """Sample the processes' CPU and let the governor set every camera's effective fps; with the lock held."""
+        proc = self.inference_process.process
+        pids = {"inference": proc.pid if proc is not None else None, "main": os.getpid()}
+        for role, (cpu, meter) in self._cpu.items():
+            meter.sample(cpu.seconds(pids[role]), now)
+        self.decoders.set_fps(self.governor.update(now, self.decoders.loads()))

@@ -2,6 +2,7 @@
 // editor, and the live event feed. Plain ES modules against the REST API; no build step.
 
 import { ApiError, api, apiKey, setApiKey, tokenUrl } from "./api.js";
+import { capacityRows, renderCapacity } from "./capacity.js";
 import { ZoneEditor } from "./editor.js";
 import { Player } from "./player.js";
 
@@ -17,6 +18,7 @@ const state = {
   settings: { fps: 10, ice_servers: [] },
   cameras: new Map(), // id -> camera object from GET /api/cameras
   stats: new Map(), // id -> GET /api/cameras/{id}/stats
+  capacity: null, // GET /api/capacity
   players: new Map(), // id -> Player in the grid
   detail: null, // {id, player} in the large view
   editor: null,
@@ -195,6 +197,7 @@ async function refreshDetail() {
       ["Resolution", s.width ? `${s.width}×${s.height} ${s.codec}` : "–"],
       ["Dropped (stale)", `${s.dropped_stale}`],
       ["Reconnects", `${s.reconnects}`],
+      ...capacityRows(s, state.capacity),
     ];
     if (s.error) rows.push(["Last error", s.error]);
     $("detail-stats").replaceChildren(...rows.flatMap(([k, v]) => [html("dt", { textContent: k }), html("dd", { textContent: v })]));
@@ -350,6 +353,8 @@ async function poll() {
       cameras.filter((c) => c.enabled).map((c) => api(`/api/cameras/${encodeURIComponent(c.id)}/stats`)),
     );
     for (const r of stats) if (r.status === "fulfilled") state.stats.set(r.value.camera_id, r.value);
+    state.capacity = await api("/api/capacity").catch(() => null);
+    renderCapacity($("capacity"), state.capacity);
     renderGrid();
     if (state.detail && !state.cameras.has(state.detail.id)) {
       toast(`Camera ${state.detail.id} was removed.`);

@@ -141,6 +141,7 @@ def test_a_flapping_camera_does_not_slow_the_others(
     cfg = parse_config(f"""
 model: {{path: "{person_model}", labels: {{Normal: person, Fall: person}}}}
 inference: {{threads: 1, max_batch: 4, stale_after_s: 5}}
+capacity: {{degrade: false}}  # the bare pipeline: no governor lowering detect fps under overload
 cameras:
   - {{id: north, url: "{clip_360p}", detect_fps: 1, loop: true}}
   - {{id: south, url: "{clip_360p}", detect_fps: 1, loop: true}}

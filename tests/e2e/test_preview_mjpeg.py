@@ -131,6 +131,7 @@ def test_mjpeg_streams_annotated_frames_only_while_watched(http: httpx.Client) -
         parts = Parts(response)
         frames = [decode(p) for p in parts.take(4)]
         stats = preview_stats(http)
+        costs = {c["camera_id"]: c["usage"] for c in http.get("/api/capacity").json()["cameras"]}
     assert all(f.shape == (360, 640, 3) for f in frames)
     assert any(not np.array_equal(a, b) for a, b in itertools.pairwise(frames)), "the picture moves"
     # The tripwire is drawn across the frame at 55 % of its height (yellow: high red and green, low blue).
@@ -140,6 +141,9 @@ def test_mjpeg_streams_annotated_frames_only_while_watched(http: httpx.Client) -
     assert stats["feeds"] == 1 and list(stats["cameras"]) == ["cam"]
     assert stats["cameras"]["cam"]["viewers"] == {"mjpeg": 1}
     assert stats["cameras"]["cam"]["vp8_encodes"] == 0, "nothing is VP8-encoded without a WebRTC viewer"
+    # Drawing and encoding cost CPU, counted as the watched camera's in the capacity model, and only its.
+    assert stats["cameras"]["cam"]["encode_cores"] > 0 and costs["cam"]["preview_cores"] > 0
+    assert all(usage["preview_cores"] == 0 for camera_id, usage in costs.items() if camera_id != "cam")
     # What the preview holds: the feed's latest frame, its pixels (360 x 640 x 3) and its JPEG.
     assert stats["buffered_frames"] == 1 and stats["buffered_bytes"] > 360 * 640 * 3
     wait_idle(http)

@@ -33,6 +33,8 @@ BAD_CAMERAS: list[tuple[dict[str, Any], str, str]] = [
         "polygon is not valid",
     ),
     ({"id": "x", "url": "rtsp://cam/1", "motion": {"max_interval_s": 5}}, "motion", "exceeds tracker.lost_track_s"),
+    ({"id": "x", "url": "rtsp://cam/1", "priority": "urgent"}, "priority", "'high', 'normal' or 'low'"),
+    ({"id": "x", "url": "rtsp://cam/1", "max_frame_age_ms": 0}, "max_frame_age_ms", "greater than 0"),
 ]
 
 

@@ -71,11 +71,17 @@ class AppServer(ManagedProcess):
                 self._lines.append(line)
 
 
-def model_section(model: Path) -> str:
-    """The config lines for the shared person model on one CPU thread (the machine is shared)."""
+def model_section(model: Path, capacity: str = "{admission: false, degrade: false}") -> str:
+    """The config lines for the shared person model on one CPU thread (the machine is shared), and ``capacity``.
+
+    Admission control and overload degradation are off unless a test sets ``capacity`` itself: on a shared machine
+    its load would decide whether a camera added through the API fits, and at what rate the cameras run
+    (tests/e2e/test_capacity_e2e.py tests both with budgets and loads set so that no load changes the outcome).
+    """
     return (
         f'model: {{path: "{model}", labels: {{Normal: person, Fall: person}}}}\n'
         "inference: {threads: 1, max_batch: 4, stale_after_s: 5}\n"
+        f"capacity: {capacity}\n"
     )
 
 

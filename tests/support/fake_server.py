@@ -3,8 +3,9 @@
 Real where it is cheap: the config models and their validation, one ``RuleEngine`` per camera, the event bus
 ``create_bus`` picks (in-process unless ``events.redis_url``), the ``SnapshotStore`` and snapshot drawing. Canned
 where a real one needs decoder or inference processes: every running (enabled) camera is online at once with
-fixed stats (``set_state`` changes its state), its pictures are what ``set_frame`` gave, and the inference health
-is ``health`` (a loaded model by default). Lanes do not open: there is no inference loop.
+fixed stats (``set_state`` changes its state), its pictures are what ``set_frame`` gave, the inference health
+is ``health`` (a loaded model by default), and the measured capacity usage is what ``set_usage`` gave (else every
+camera unmeasured). Lanes do not open: there is no inference loop.
 
 ``feed`` plays the results thread: a FrameResult goes through the camera's rules, its events are published and
 snapshotted, and ``subscribe_results`` callbacks (the metrics) see it. ``serve_in_process`` runs the real app
@@ -38,6 +39,7 @@ from streamsrv.events import Event, SnapshotStore, create_bus
 from streamsrv.events.clips import ClipBook
 from streamsrv.preview.annotate import event_snapshot
 from streamsrv.rules import RuleEngine, RuleOutput
+from streamsrv.runtime.capacity import CameraUsage, Usage
 from streamsrv.runtime.decoders import Frame
 from streamsrv.runtime.inference import InferenceHealth
 from streamsrv.runtime.lanes import Lane, ResultCallback
@@ -79,6 +81,7 @@ class FakeServer:
         self._stats: dict[str, CameraStats] = {}  # running (enabled) cameras only
         self._frames: dict[str, Frame] = {}
         self._subscribers: list[ResultCallback] = []
+        self._usage: Usage | None = None
         for cam in cfg.cameras:
             self._register(cam, resolve_rules(cam.rules, cfg.base_dir, cam.id))
 
@@ -182,6 +185,25 @@ class FakeServer:
     def inference_health(self) -> InferenceHealth:
         return replace(self.health)
 
+    def capacity_usage(self) -> Usage:
+        with self._lock:
+            if self._usage is not None:
+                return self._usage.model_copy(deep=True)
+            cams = [c for c in self.cfg.cameras if c.id in self._stats]
+        unmeasured = [
+            CameraUsage(
+                camera_id=c.id,
+                priority=c.priority,
+                detect_fps=c.detect_fps,
+                effective_detect_fps=c.detect_fps,
+                processed_fps=0.0,
+                inference_ms_per_frame=0.0,
+                decoder_cores=0.0,
+            )
+            for c in cams
+        ]
+        return Usage(cameras=unmeasured, cpu_cores=2.0)
+
     def open_lane(
         self,
         on_result: ResultCallback,
@@ -225,6 +247,11 @@ class FakeServer:
         self.camera_stats(camera_id)
         with self._lock:
             self._frames[camera_id] = frame
+
+    def set_usage(self, usage: Usage | None) -> None:
+        """What ``capacity_usage`` measures from now on (None: every running camera unmeasured, 2 cores)."""
+        with self._lock:
+            self._usage = usage
 
     def set_state(self, camera_id: str, state: CameraState, error: str | None = None) -> None:
         """The running camera's source state; going online or leaving it publishes the camera status event."""

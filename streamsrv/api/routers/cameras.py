@@ -14,9 +14,11 @@ from fastapi import APIRouter, Depends, HTTPException, Request, status
 from pydantic import ValidationError
 
 from streamsrv.api.deps import Authenticated, ServerDep
+from streamsrv.api.routers.capacity import REFUSED, Force, admission
 from streamsrv.api.schemas import CameraOut, CameraPatch, Message, request_error
 from streamsrv.config.models import CameraConfig
 from streamsrv.errors import ConflictError, NotFoundError
+from streamsrv.runtime.capacity import CapacityRefused, Shortfall
 from streamsrv.runtime.protocol import ServerApi
 from streamsrv.runtime.registry import CameraRegistry, PersistError, field_error
 from streamsrv.runtime.stats import CameraStats
@@ -38,9 +40,12 @@ CHANGE_ERRORS: dict[int | str, dict[str, Any]] = {
 
 @contextmanager
 def api_errors() -> Iterator[None]:
-    """Domain errors as HTTP errors: 404 not found, 409 conflict, 422 naming the field, 500 not saved."""
+    """Domain errors as HTTP errors: 404 not found, 409 conflict, 422 naming the field, 500 not saved. A capacity
+    refusal passes through to the app's handler, which answers 409 with its numbers."""
     try:
         yield
+    except CapacityRefused:
+        raise
     except NotFoundError as exc:
         raise HTTPException(status.HTTP_404_NOT_FOUND, str(exc)) from None
     except ConflictError as exc:
@@ -73,11 +78,16 @@ def list_cameras(registry: RegistryDep, server: ServerDep) -> list[CameraOut]:
     "",
     status_code=status.HTTP_201_CREATED,
     summary="Register and start a camera",
-    responses={409: {"model": Message, "description": "The id is taken."}, **CHANGE_ERRORS},
+    responses={
+        409: {"model": Shortfall, "description": "The id is taken, or the measured headroom cannot carry the camera."},
+        **CHANGE_ERRORS,
+    },
 )
-def add_camera(body: CameraConfig, registry: RegistryDep, server: ServerDep) -> CameraOut:
+def add_camera(
+    body: CameraConfig, request: Request, registry: RegistryDep, server: ServerDep, force: Force = False
+) -> CameraOut:
     with api_errors():
-        cam = registry.add(body)
+        cam = registry.add(body, admission(request, server, force))
     return camera_out(cam, running_stats(server, cam.id))
 
 
@@ -91,25 +101,29 @@ def get_camera(camera_id: str, registry: RegistryDep, server: ServerDep) -> Came
 @router.put(
     "/{camera_id}",
     summary="Replace a camera's config (restarts it only if its source settings change)",
-    responses={**NOT_FOUND, **CHANGE_ERRORS},
+    responses={**NOT_FOUND, **REFUSED, **CHANGE_ERRORS},
 )
-def replace_camera(camera_id: str, body: CameraConfig, registry: RegistryDep, server: ServerDep) -> CameraOut:
+def replace_camera(
+    camera_id: str, body: CameraConfig, request: Request, registry: RegistryDep, server: ServerDep, force: Force = False
+) -> CameraOut:
     if body.id != camera_id:
         mismatch = field_error("id", "must match the camera id in the path (cameras cannot be renamed)", body.id)
         raise request_error(mismatch, "body")
     with api_errors():
-        cam = registry.replace(body)
+        cam = registry.replace(body, admission(request, server, force))
     return camera_out(cam, running_stats(server, cam.id))
 
 
 @router.patch(
     "/{camera_id}",
     summary="Change some of a camera's fields",
-    responses={**NOT_FOUND, **CHANGE_ERRORS},
+    responses={**NOT_FOUND, **REFUSED, **CHANGE_ERRORS},
 )
-def update_camera(camera_id: str, body: CameraPatch, registry: RegistryDep, server: ServerDep) -> CameraOut:
+def update_camera(
+    camera_id: str, body: CameraPatch, request: Request, registry: RegistryDep, server: ServerDep, force: Force = False
+) -> CameraOut:
     with api_errors():
-        cam = registry.update(camera_id, body.model_dump(exclude_unset=True))
+        cam = registry.update(camera_id, body.model_dump(exclude_unset=True), admission(request, server, force))
     return camera_out(cam, running_stats(server, cam.id))
 
 
