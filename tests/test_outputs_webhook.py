@@ -167,3 +167,25 @@ def test_credentials_are_masked(tmp_path: Path) -> None:
         text = client.get("/api/outputs").text + client.get("/metrics").text
     assert "pa55word" not in text and "s3cret-key" not in text
     assert "user:***@127.0.0.1" in text
+
+
+def test_a_slow_camera_does_not_hold_up_the_others(receiver: WebhookReceiver, tmp_path: Path) -> None:
+    receiver.slow_cameras = {"door": 2.0}  # the receiver takes 2 s over each of door's events
+    door, yard = crossings("door", 3), crossings("yard", 20)
+    bus = InProcessBus()
+    manager = OutputManager(outputs_config(receiver.url, tmp_path), bus)
+    manager.start()
+    try:
+        for i, event in enumerate(yard):
+            if i < len(door):
+                bus.publish(door[i])
+            bus.publish(event)
+        wait_for(lambda: len(receiver.ids()) == 23, 30, "every event")
+    finally:
+        manager.stop()
+    assert_exactly_once_in_order(receiver, door + yard)
+    cameras = [d.event["camera_id"] for d in receiver.accepted]
+    # Serially, yard's later events would wait behind each of door's slow ones; beside them, yard is done while
+    # door's first answer is still coming.
+    assert cameras.index("door") > cameras.index("yard") and cameras[-2:] == ["door", "door"], cameras
+    assert set(cameras[: cameras.index("door")]) == {"yard"} and cameras.count("yard") == 20

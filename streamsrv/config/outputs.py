@@ -29,6 +29,13 @@ class WebhookConfig(StrictModel):
     max_retries: int = Field(
         10, ge=0, le=1000, description="Failed attempts after the first before the event goes to the dead letters."
     )
+    concurrency: int = Field(
+        4,
+        ge=1,
+        le=64,
+        description="POSTs in flight at once, each for a different camera (one camera's events go one at a time, "
+        "in order), so a camera whose receiver is slow holds up only itself.",
+    )
     backoff_initial_s: float = Field(1.0, gt=0, le=3600, description="Delay before the first retry (doubles).")
     backoff_max_s: float = Field(300.0, gt=0, le=86400, description="Cap on the delay between retries.")
 
