@@ -170,9 +170,10 @@ class WebhookOutput:
                 break
             except Exception as exc:
                 failures += 1
-                log.warning("webhook %s: cannot read its outbox (%s); retrying", self.name, exc)
+                error = redact_url(str(exc))  # a Redis URL's password must not reach a log or the API
+                log.warning("webhook %s: cannot read its outbox (%s); retrying", self.name, error)
                 with self._cond:
-                    self._last_error = f"outbox: {exc}"
+                    self._last_error = f"outbox: {error}"
                     if self._cond.wait_for(lambda: self._stopping, retry_delay(failures, 1.0, 30.0)):
                         return False
         with self._cond:
