@@ -117,6 +117,40 @@ def test_an_rtsp_camera_makes_a_clip_that_decodes_end_to_end(rtsp_clip: ClipStat
     check_clip(rtsp_clip)
 
 
+@pytest.fixture(scope="module")
+def hevc_camera_clip(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """12 s of FFmpeg's test pattern encoded with libx265: 25 fps, a keyframe every second, no B-frames (the RTSP
+    test server loops access units in decode order)."""
+    path = tmp_path_factory.mktemp("hevc") / "pattern.mp4"
+    with av.open("testsrc2=size=320x180:rate=25", format="lavfi") as pattern, av.open(str(path), "w") as out:
+        stream = out.add_stream("libx265", rate=25)
+        stream.width, stream.height, stream.pix_fmt = 320, 180, "yuv420p"
+        stream.options = {"x265-params": "keyint=25:min-keyint=25:scenecut=0:bframes=0:log-level=error"}
+        for i, frame in enumerate(pattern.decode(video=0)):
+            if i >= 300:
+                break
+            out.mux(stream.encode(frame.reformat(format="yuv420p")))
+        out.mux(stream.encode(None))
+    return path
+
+
+def test_an_h265_rtsp_camera_makes_an_h265_clip_that_decodes_end_to_end(
+    rtsp_server_factory,  # type: ignore[no-untyped-def]
+    hevc_camera_clip: Path,
+    tmp_path: Path,
+) -> None:
+    server = rtsp_server_factory(mounts={"hevc": hevc_camera_clip})
+    cfg = config(tmp_path, [{"id": "yard", "url": server.url("hevc"), "open_timeout_s": 5, "read_timeout_s": 5}])
+    with Cameras(cfg) as cams:
+        status = cams.clip_around_now("yard", "e" * 32)
+        assert cams.decoders.stats("yard").codec == "hevc", "the camera sends H.265"
+    with av.open(status.path) as container:
+        video = container.streams.video[0]
+        assert video.codec_context.name == "hevc" and video.codec_tag == "hvc1", "stream copy: H.265 in, H.265 out"
+        assert (video.codec_context.width, video.codec_context.height) == (320, 180)
+    check_clip(status)  # decodes end to end and covers pre_s + post_s within one GOP
+
+
 def test_a_looping_file_camera_makes_a_clip_in_its_own_folder(clip_360p: Path, tmp_path: Path) -> None:
     cfg = config(tmp_path, [{"id": "hall", "url": str(clip_360p), "loop": True}])
     with Cameras(cfg) as cams:
