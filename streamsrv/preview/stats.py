@@ -14,7 +14,14 @@ class CameraPreviewStats(BaseModel):
     height: int = 0
 
     def plus(self, other: CameraPreviewStats) -> CameraPreviewStats:
-        """Both feeds of one camera together (it is watched with different layers); the size of either."""
+        """Both feeds of one camera together (it is watched with different layers); the size of either.
+
+        >>> a = CameraPreviewStats(viewers={"mjpeg": 1}, frames=5, jpeg_encodes=5, vp8_encodes=0, width=640, height=360)
+        >>> b = CameraPreviewStats(viewers={"mjpeg": 1, "webrtc": 2}, frames=3, jpeg_encodes=3, vp8_encodes=3)
+        >>> total = a.plus(b)
+        >>> sorted(total.viewers.items()), total.frames, total.vp8_encodes, (total.width, total.height)
+        ([('mjpeg', 2), ('webrtc', 2)], 8, 3, (640, 360))
+        """
         viewers = {
             kind: self.viewers.get(kind, 0) + other.viewers.get(kind, 0) for kind in {*self.viewers, *other.viewers}
         }
