@@ -1,13 +1,16 @@
-"""What event clips cost a camera: the packet ring's memory and CPU per frame, and the time from an event to its
-``clip.ready`` (the remux after the last packet; the clip itself waits ``post_s`` of live video first).
+"""What event clips and their alerts cost: the packet ring's memory and CPU per camera, the time from an event to
+its ``clip.ready``, and webhook throughput (issue 16's benchmark).
 
 A 1080p H.264 stream at ``--bitrate`` (default 4 Mbit/s, a keyframe every ``--gop`` frames) is encoded once into
-memory from FFmpeg's test pattern, then demuxed twice: bare, and through a ``ClipRecorder`` (the same tap the
-decoder process uses), so the difference is the ring's cost per packet, without decoding (which is the same either
-way). Clips are then cut around events in the same stream and written by the recorder's writer thread. Webhook
-throughput is measured by the outputs' benchmark. JSON goes to stdout.
+memory from FFmpeg's test pattern, then demuxed: bare, and through a ``ClipRecorder`` (the same tap the decoder
+process uses), so the difference is the ring's cost per packet, without decoding (which is the same either way).
+Clips are cut around events in the same stream and written by the recorder's writer thread: as fast as it goes
+(the write after the last packet), and once more paced at the stream's real rate, as a camera delivers it, with
+each record request arriving ``--inference-delay-s`` after its event's frame (the frame age of a live event): from
+the event's frame to the clip's report is what a consumer waits for ``clip.ready``. Webhook throughput is
+``benchmarks/webhooks.py``'s measurement, run here with ``--webhook-events`` (0 skips it). JSON goes to stdout.
 
-    python benchmarks/clips.py --seconds 30 --events 5
+    python benchmarks/clips.py --seconds 30 --events 2
 """
 
 from __future__ import annotations
@@ -28,6 +31,7 @@ import av
 if __package__ in (None, ""):  # run as a script: make the repository importable like `python -m benchmarks...`
     sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
+from benchmarks import webhooks
 from streamsrv.config.models import CameraConfig
 from streamsrv.decode.recorder import ClipRecorder
 from streamsrv.ipc.messages import ClipStatus, RecordRequest
@@ -53,14 +57,24 @@ def encode(seconds: float, width: int, height: int, bitrate: int, gop: int) -> b
     return out.getvalue()
 
 
-def demux(data: bytes, recorder: ClipRecorder | None, requests: dict[int, list[RecordRequest]]) -> float:
-    """CPU seconds to demux every packet (through the recorder's tap when given), asking for clips on the way."""
+def demux(
+    data: bytes,
+    recorder: ClipRecorder | None,
+    requests: dict[int, list[RecordRequest]],
+    handed: dict[int, float] | None = None,
+) -> float:
+    """CPU seconds to demux every packet (through the recorder's tap when given), asking for clips on the way. With
+    ``handed``, packets are paced at the stream's rate and the wall time each is handed over is kept by index."""
     with av.open(io.BytesIO(data)) as container:
         stream = container.streams.video[0]
         if recorder is not None:
             recorder.on_open(stream)
         started = time.process_time()
+        t0 = time.perf_counter()
         for i, packet in enumerate(container.demux(stream)):
+            if handed is not None:
+                time.sleep(max(0.0, t0 + i / FPS - time.perf_counter()))
+                handed[i] = time.perf_counter()
             if recorder is not None:
                 recorder.on_packet(packet, 0.0)
                 for req in requests.get(i, []):
@@ -74,6 +88,38 @@ def ring_only(data: bytes, cam: CameraConfig, clip_dir: Path) -> float:
         return demux(data, recorder, {})
     finally:
         recorder.close()
+
+
+def event_to_clip_ready(
+    data: bytes, cam: CameraConfig, clip_dir: Path, event_times: list[float], delay_s: float
+) -> list[float]:
+    """Seconds from each event's frame to its clip's report, with the stream paced as a camera sends it and each
+    record request arriving ``delay_s`` after its frame (the event's inference delay)."""
+    reports: dict[str, float] = {}
+    recorder = ClipRecorder(cam, clip_dir, lambda status: reports.setdefault(status.event_ids[0], time.perf_counter()))
+    ids = [f"{k:032x}" for k in range(len(event_times))]
+    requests: dict[int, list[RecordRequest]] = {}
+    for event_id, t in zip(ids, event_times, strict=True):
+        requests.setdefault(round((t + delay_s) * FPS), []).append(
+            RecordRequest(event_id, t, cam.record.pre_s, cam.record.post_s, cam.record.max_clip_s)
+        )
+    handed: dict[int, float] = {}
+    try:
+        demux(data, recorder, requests, handed)
+        deadline = time.monotonic() + 60
+        while len(reports) < len(ids) and time.monotonic() < deadline:
+            time.sleep(0.01)
+    finally:
+        recorder.close()
+    return [reports[i] - handed[round(t * FPS)] for i, t in zip(ids, event_times, strict=True) if i in reports]
+
+
+def webhook_throughput(events: int) -> dict[str, Any]:
+    """``benchmarks/webhooks.py``'s report for ``events`` events over 4 cameras, spool outbox, as fast as it goes."""
+    with tempfile.TemporaryDirectory(prefix="streamsrv-clips-webhooks-") as tmp:
+        report = webhooks.run(webhooks.parse_args(["--events", str(events), "--cameras", "4"]), Path(tmp))
+    kept = {key: report[key] for key in ("outbox", "events", "delivered", "exactly_once", "latency_s")}
+    return {**kept, "events_per_s": round(report["events_per_s"], 1)}
 
 
 def measure(args: argparse.Namespace) -> dict[str, Any]:
@@ -121,8 +167,10 @@ def measure(args: argparse.Namespace) -> dict[str, Any]:
         tracemalloc.stop()
         done.wait(120)
         recorder.close()
+        ready_s = sorted(event_to_clip_ready(data, cam, Path(clip_dir), event_times, args.inference_delay_s))
     latencies = sorted(at - ends[s.event_ids[0]] for at, s in reports if s.event_ids[0] in ends)
     sizes = [s.bytes for _, s in reports if s.state == "ready"]
+    cpu_us = (with_ring - bare) / packets * 1e6
     return {
         "stream": {
             "width": args.width,
@@ -136,8 +184,9 @@ def measure(args: argparse.Namespace) -> dict[str, Any]:
             "pre_s": args.pre_s,
             "packet_bytes_held": ring_bytes,
             "python_bytes_held_incl_open_clips": held,
-            "cpu_us_per_packet": round((with_ring - bare) / packets * 1e6, 1),
+            "cpu_us_per_packet": round(cpu_us, 1),
             "cpu_us_per_packet_demux_only": round(bare / packets * 1e6, 1),
+            "cpu_share_of_a_core": round(cpu_us * FPS / 1e6, 5),  # at the stream's frame rate
         },
         "clips": {
             "events": args.events,
@@ -145,8 +194,11 @@ def measure(args: argparse.Namespace) -> dict[str, Any]:
             "mean_bytes": round(sum(sizes) / len(sizes)) if sizes else 0,
             "write_ms_p50": round(latencies[len(latencies) // 2] * 1e3, 1) if latencies else None,
             "write_ms_max": round(latencies[-1] * 1e3, 1) if latencies else None,
-            "event_to_clip_ready_s": f"post_s ({args.post_s}) + the event's inference delay + write_ms",
+            "inference_delay_s": args.inference_delay_s,
+            # from the event's frame, the stream paced in real time: post_s, up to the packet after it, the write
+            "event_to_clip_ready_s": [round(v, 3) for v in ready_s],
         },
+        "webhooks": webhook_throughput(args.webhook_events) if args.webhook_events else None,
     }
 
 
@@ -160,6 +212,8 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--pre-s", type=float, default=5.0)
     parser.add_argument("--post-s", type=float, default=5.0)
     parser.add_argument("--events", type=int, default=2)
+    parser.add_argument("--inference-delay-s", type=float, default=0.2, help="an event's frame age at its request")
+    parser.add_argument("--webhook-events", type=int, default=1000, help="events for the webhook throughput; 0: skip")
     print(json.dumps(measure(parser.parse_args(argv)), indent=2))
     return 0
 

@@ -40,6 +40,9 @@ class CameraState(enum.StrEnum):
     ERROR = "error"
 
 
+MotionBox = tuple[float, float, float, float]
+"""A moving region of a frame, ``(x1, y1, x2, y2)`` as fractions of its width and height (the motion gate's)."""
+
 Clock = Literal["live", "video"]
 """The clock a consumer of frames runs on. ``live`` (cameras): durations in ``mono_ts``, event times in ``wall_ts``.
 ``video`` (``streamsrv analyze``, clip jobs): both in ``video_ts``, the position in the file, so a clip gives the same
@@ -54,6 +57,8 @@ class FrameRef:
     ``mono_ts`` is ``time.monotonic()`` then (system-wide, so comparable across processes), and ``video_ts`` is the
     frame's position in its stream (presentation time, seconds). ``seq`` numbers the frames handed on from one
     source (a camera's ring, a lane, a file), ``frame_index`` counts the source's frames, skipped ones included.
+    ``motion`` holds the moving regions the camera's motion gate found in the frame (empty when it found none or
+    the camera does not gate); the preview can draw them.
 
     >>> ref = FrameRef("door", seq=3, frame_index=10, width=640, height=360, wall_ts=1.7e9, mono_ts=50.0, video_ts=0.4)
     >>> ref.time_s("live"), ref.event_ts("live"), ref.time_s("video"), ref.event_ts("video")
@@ -68,6 +73,7 @@ class FrameRef:
     wall_ts: float
     mono_ts: float
     video_ts: float
+    motion: tuple[MotionBox, ...] = ()
 
     def time_s(self, clock: Clock) -> float:
         """The frame's time on ``clock`` for measuring durations (dwell, loitering, track rates)."""

@@ -9,7 +9,7 @@ import multiprocessing as mp
 import threading
 import time
 import uuid
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from pathlib import Path
 
 import av
@@ -23,10 +23,12 @@ from streamsrv.events.model import EventSequencer
 from streamsrv.ipc.messages import ClipStatus, RecordRequest
 from streamsrv.ipc.signals import FramesReady
 from streamsrv.runtime.decoders import Decoders
+from streamsrv.runtime.server import StreamServer
 from streamsrv.types import CameraState
 from tests.support.fake_server import FakeServer
 from tests.support.processes import free_port
 from tests.support.waiting import wait_for
+from tests.test_server_snapshots import FrameStore
 
 pytestmark = pytest.mark.rtsp
 
@@ -76,7 +78,8 @@ class Cameras:
         )
         frame = self.decoders.latest_frame(camera_id)
         assert frame is not None
-        assert self.decoders.request_clip(camera_id, RecordRequest(event_id, frame[0].video_ts, PRE_S, POST_S, 60))
+        req = RecordRequest(event_id, frame[0].video_ts, PRE_S, POST_S, 60)
+        assert self.decoders.request_clip(camera_id, req) is not None
         wait_for(lambda: any(event_id in c.event_ids for c in self.clips), 60, f"{camera_id}: the clip's report")
         return next(c for c in self.clips if event_id in c.event_ids)
 
@@ -114,12 +117,85 @@ def test_an_rtsp_camera_makes_a_clip_that_decodes_end_to_end(rtsp_clip: ClipStat
     check_clip(rtsp_clip)
 
 
+@pytest.fixture(scope="module")
+def hevc_camera_clip(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """12 s of FFmpeg's test pattern encoded with libx265: 25 fps, a keyframe every second, no B-frames (the RTSP
+    test server loops access units in decode order)."""
+    path = tmp_path_factory.mktemp("hevc") / "pattern.mp4"
+    with av.open("testsrc2=size=320x180:rate=25", format="lavfi") as pattern, av.open(str(path), "w") as out:
+        stream = out.add_stream("libx265", rate=25)
+        stream.width, stream.height, stream.pix_fmt = 320, 180, "yuv420p"
+        stream.options = {"x265-params": "keyint=25:min-keyint=25:scenecut=0:bframes=0:log-level=error"}
+        for i, frame in enumerate(pattern.decode(video=0)):
+            if i >= 300:
+                break
+            out.mux(stream.encode(frame.reformat(format="yuv420p")))
+        out.mux(stream.encode(None))
+    return path
+
+
+def test_an_h265_rtsp_camera_makes_an_h265_clip_that_decodes_end_to_end(
+    rtsp_server_factory,  # type: ignore[no-untyped-def]
+    hevc_camera_clip: Path,
+    tmp_path: Path,
+) -> None:
+    server = rtsp_server_factory(mounts={"hevc": hevc_camera_clip})
+    cfg = config(tmp_path, [{"id": "yard", "url": server.url("hevc"), "open_timeout_s": 5, "read_timeout_s": 5}])
+    with Cameras(cfg) as cams:
+        status = cams.clip_around_now("yard", "e" * 32)
+        assert cams.decoders.stats("yard").codec == "hevc", "the camera sends H.265"
+    with av.open(status.path) as container:
+        video = container.streams.video[0]
+        assert video.codec_context.name == "hevc" and video.codec_tag == "hvc1", "stream copy: H.265 in, H.265 out"
+        assert (video.codec_context.width, video.codec_context.height) == (320, 180)
+    check_clip(status)  # decodes end to end and covers pre_s + post_s within one GOP
+
+
 def test_a_looping_file_camera_makes_a_clip_in_its_own_folder(clip_360p: Path, tmp_path: Path) -> None:
     cfg = config(tmp_path, [{"id": "hall", "url": str(clip_360p), "loop": True}])
     with Cameras(cfg) as cams:
         status = cams.clip_around_now("hall", "d" * 32)
     check_clip(status)
     assert status.event_ids == ("d" * 32,) and Path(status.path).parent.name == "hall"
+
+
+class LiveClips(FrameStore):
+    """The supervisor as a ``StreamServer`` sees it, with clips asked of and reported by real decoder processes."""
+
+    def __init__(self, cams: Cameras) -> None:
+        super().__init__()
+        self.decoders = cams.decoders
+
+    def request_clip(self, camera_id: str, req: RecordRequest) -> int | None:
+        return self.decoders.request_clip(camera_id, req)
+
+    def on_clip(self, callback: Callable[[ClipStatus], None]) -> None:
+        self.decoders.on_clip(callback)
+
+    def on_decoder_exit(self, callback: Callable[[str, int], None]) -> None:
+        self.decoders.on_decoder_exit(callback)
+
+
+def test_a_decoder_killed_while_recording_fails_its_clip_at_once(clip_360p: Path, tmp_path: Path) -> None:
+    cfg = config(tmp_path, [{"id": "hall", "url": str(clip_360p), "loop": True}])
+    record = cfg.cameras[0].record
+    cfg.cameras[0].record = record.model_copy(update={"post_s": 60.0, "max_clip_s": 90.0})  # a minute to record
+    with Cameras(cfg) as cams:
+        server = StreamServer(cfg, supervisor=LiveClips(cams))  # type: ignore[arg-type]
+        wait_for(lambda: cams.states.get("hall") == CameraState.ONLINE, 60, "hall online")
+        frame = cams.decoders.latest_frame("hall")
+        assert frame is not None
+        event = EventSequencer("hall").make("zone.enter", time.time(), **TRACK)
+        asked = server.request_clip(event, frame[0].video_ts)
+        assert asked.clip is not None and asked.clip.state == "recording"
+        process = cams.decoders.process("hall")
+        assert process is not None
+        process.kill()  # the decoder dies mid-clip (the watchdog, not running here, would restart it)
+        wait_for(lambda: server.bus.history(type="clip.ready"), 15, "clip.ready, long before max_clip_s + 60 s")
+    (lost,) = [r.event for r in server.bus.history(type="clip.ready")]
+    assert lost.event_id == event.id and lost.clip is not None and lost.clip.state == "failed"
+    assert "decoder stopped while recording" in (lost.clip.error or "")
+    assert server.clips.outcomes == {"failed": 1} and not cams.clips, "no report came from the dead decoder"
 
 
 @pytest.fixture

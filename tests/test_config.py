@@ -9,6 +9,7 @@ from pathlib import Path
 import pytest
 
 from streamsrv.config import load_config, parse_config
+from streamsrv.config.outputs import OutputsConfig
 from streamsrv.errors import ConfigError
 
 
@@ -70,6 +71,51 @@ def test_missing_environment_variable_is_named(monkeypatch: pytest.MonkeyPatch) 
     with pytest.raises(ConfigError, match=r"cameras\[0\]\.url: environment variable NOPE is not set"):
         parse_config("cameras: [{id: a, url: 'rtsp://u:${NOPE}@h/s'}]", "cfg.yaml")
     assert parse_config("server: {host: '${NOPE:-0.0.0.0}'}").server.host == "0.0.0.0"
+
+
+LITERAL_SECRETS = [
+    ("outputs: {webhooks: [{url: 'http://h/x', secret: 'k3y-literal'}]}", "outputs.webhooks[0].secret", "k3y-literal"),
+    ("outputs: {webhooks: [{url: 'http://u:pw-literal@h/x'}]}", "outputs.webhooks[0].url", "pw-literal"),
+    ("outputs: {mqtt: {url: 'mqtt://h', password: 'mq-literal'}}", "outputs.mqtt.password", "mq-literal"),
+    ("outputs: {mqtt: {url: 'mqtts://u:mq-pw@h'}}", "outputs.mqtt.url", "mq-pw"),
+    # a default is the secret written in the file after all
+    ("outputs: {mqtt: {url: 'mqtt://h', password: '${UNSET_PW:-dflt-pw}'}}", "outputs.mqtt.password", "dflt-pw"),
+    ("outputs: {webhooks: [{url: 'http://h/x', secret: 'pre-${HOOK_KEY}'}]}", "outputs.webhooks[0].secret", "pre-"),
+]
+
+
+@pytest.mark.parametrize(("text", "field", "secret"), LITERAL_SECRETS)
+def test_output_secrets_written_in_the_file_are_refused(
+    monkeypatch: pytest.MonkeyPatch, text: str, field: str, secret: str
+) -> None:
+    monkeypatch.setenv("HOOK_KEY", "from-env")
+    monkeypatch.delenv("UNSET_PW", raising=False)
+    with pytest.raises(ConfigError) as err:
+        parse_config(text, "cfg.yaml")
+    message = str(err.value)
+    assert message.startswith(f"cfg.yaml:1: {field}: a ") and "must not be written in the config file" in message
+    assert "${NAME}" in message and secret not in message, "the error says what to do and never shows the secret"
+
+
+def test_output_secrets_from_the_environment_are_taken(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("HOOK_KEY", "hk-1")
+    monkeypatch.setenv("HOOK_PW", "hp-2")
+    monkeypatch.setenv("MQ_PW", "mp-3")
+    monkeypatch.delenv("UNSET_PW", raising=False)
+    cfg = parse_config(
+        "outputs:\n"
+        "  webhooks: [{url: 'https://u:${HOOK_PW}@h/x', secret: '${HOOK_KEY}'}, {url: '${HOOK_URL:-http://h/y}'}]\n"
+        "  mqtt: {url: 'mqtt://u:${MQ_PW}@h', password: '${UNSET_PW:-}'}\n"
+        # camera URLs may hold a literal password: the API stores cameras it adds that way
+        "cameras: [{id: a, url: 'rtsp://admin:cam-pw@h/s'}]\n"
+    )
+    hook = cfg.outputs.webhooks[0]
+    assert hook.url == "https://u:hp-2@h/x" and hook.secret is not None and hook.secret.get_secret_value() == "hk-1"
+    assert cfg.outputs.mqtt is not None and cfg.outputs.mqtt.url == "mqtt://u:mp-3@h"
+    assert cfg.outputs.mqtt.password is None, "an empty default is no password"
+    assert cfg.cameras[0].url == "rtsp://admin:cam-pw@h/s"
+    # Values that do not come from a file (the API, code) are not the file's secrets
+    assert OutputsConfig.model_validate({"mqtt": {"url": "mqtt://h", "password": "p"}}).mqtt is not None
 
 
 def test_relative_paths_resolve_against_the_config_file(tmp_path: Path) -> None:

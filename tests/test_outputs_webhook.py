@@ -3,6 +3,7 @@ restart of the outputs (spool file and Redis outbox), dead letters and their red
 
 from __future__ import annotations
 
+import logging
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -154,16 +155,48 @@ def test_a_failing_camera_blocks_only_itself_and_dead_letters_redrive(
     assert_exactly_once_in_order(receiver, door + yard)
 
 
-def test_credentials_are_masked(tmp_path: Path) -> None:
+def test_credentials_are_masked(tmp_path: Path, caplog: pytest.LogCaptureFixture) -> None:
     cfg = AppConfig.model_validate(
         {
             "outputs": {
-                "webhooks": [{"url": "http://user:pa55word@127.0.0.1:9/hook", "secret": "s3cret-key"}],
+                "webhooks": [
+                    {"url": "http://user:pa55word@127.0.0.1:9/hook", "secret": "s3cret-key", "backoff_initial_s": 0.05}
+                ],
                 "spool_dir": str(tmp_path),
             }
         }
     )
-    with serve_in_process(cfg) as (client, _):
-        text = client.get("/api/outputs").text + client.get("/metrics").text
-    assert "pa55word" not in text and "s3cret-key" not in text
-    assert "user:***@127.0.0.1" in text
+    caplog.set_level(logging.DEBUG)
+    with serve_in_process(cfg) as (client, server):
+        server.bus.publish(crossings("door", 1)[0])  # port 9 refuses: the failure is logged and shown
+        wait_for(lambda: client.get("/api/outputs").json()[0]["failed"] >= 2, 10, "failed attempts")
+        text = (
+            client.get("/api/outputs").text
+            + client.get("/metrics").text
+            + client.get("/api/outputs/webhooks/0/dead").text
+        )
+    assert "pa55word" not in text + caplog.text and "s3cret-key" not in text + caplog.text
+    assert "user:***@127.0.0.1" in text and "ConnectError" in caplog.text
+
+
+def test_a_slow_camera_does_not_hold_up_the_others(receiver: WebhookReceiver, tmp_path: Path) -> None:
+    receiver.slow_cameras = {"door": 2.0}  # the receiver takes 2 s over each of door's events
+    door, yard = crossings("door", 3), crossings("yard", 20)
+    bus = InProcessBus()
+    # slow, not failing: well within timeout_s (a POST that times out is sent again, and arrives twice)
+    manager = OutputManager(outputs_config(receiver.url, tmp_path, timeout_s=10.0), bus)
+    manager.start()
+    try:
+        for i, event in enumerate(yard):
+            if i < len(door):
+                bus.publish(door[i])
+            bus.publish(event)
+        wait_for(lambda: len(receiver.ids()) == 23, 30, "every event")
+    finally:
+        manager.stop()
+    assert_exactly_once_in_order(receiver, door + yard)
+    cameras = [d.event["camera_id"] for d in receiver.accepted]
+    # Serially, yard's later events would wait behind each of door's slow ones; beside them, yard is done while
+    # door's first answer is still coming.
+    assert cameras.index("door") > cameras.index("yard") and cameras[-2:] == ["door", "door"], cameras
+    assert set(cameras[: cameras.index("door")]) == {"yard"} and cameras.count("yard") == 20

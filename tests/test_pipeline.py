@@ -78,6 +78,8 @@ def test_people_are_detected_and_tracked(pipeline: tuple[Supervisor, Recorder]) 
     assert (r.tracks.xyxy[:, 2] <= 640).all() and (r.tracks.xyxy[:, 3] <= 360).all()
     indices = [x.frame.frame_index for x in results]
     assert indices[:5] == sorted(indices[:5])
+    # The decoder's motion boxes ride with their frame into the results (the preview's motion layer)
+    assert any(x.frame.motion for x in results), "no motion boxes in the results of a busy concourse"
 
 
 def test_track_ids_belong_to_one_camera(pipeline: tuple[Supervisor, Recorder]) -> None:

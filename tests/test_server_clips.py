@@ -24,16 +24,28 @@ class Recorders(FrameStore):
     def __init__(self, running: bool = True) -> None:
         super().__init__()
         self.running = running
+        self.incarnation = 1  # of the camera's decoder
         self.requests: list[tuple[str, RecordRequest]] = []
         self.clip_callbacks: list[Callable[[ClipStatus], None]] = []
+        self.exit_callbacks: list[Callable[[str, int], None]] = []
 
-    def request_clip(self, camera_id: str, req: RecordRequest) -> bool:
-        if self.running:
-            self.requests.append((camera_id, req))
-        return self.running
+    def request_clip(self, camera_id: str, req: RecordRequest) -> int | None:
+        if not self.running:
+            return None
+        self.requests.append((camera_id, req))
+        return self.incarnation
 
     def on_clip(self, callback: Callable[[ClipStatus], None]) -> None:
         self.clip_callbacks.append(callback)
+
+    def on_decoder_exit(self, callback: Callable[[str, int], None]) -> None:
+        self.exit_callbacks.append(callback)
+
+    def decoder_exited(self) -> None:
+        """The camera's decoder exits; its restart is the next incarnation."""
+        for callback in self.exit_callbacks:
+            callback("door", self.incarnation)
+        self.incarnation += 1
 
 
 def serve(
@@ -130,3 +142,33 @@ def test_a_clip_whose_decoder_never_reports_is_given_up_with_clip_ready_failed(
     assert given_up.event_id == entered.id and given_up.clip is not None and given_up.clip.state == "failed"
     assert "no word" in (given_up.clip.error or "") and server.clips.outcomes["failed"] == 1
     assert server.clips.overdue() == [], "given up once"
+
+
+def test_a_decoder_that_exits_fails_the_clips_it_was_recording_at_once(tmp_path: object) -> None:
+    server, store = serve(tmp_path)
+    walk_in(server, store)
+    (entered,) = [r.event for r in server.bus.history(type="zone.enter")]
+    assert entered.clip is not None and entered.clip.state == "recording"
+
+    store.decoder_exited()  # incarnation 1 exits: its clip is lost, long before max_clip_s + 60 s
+    (lost,) = [r.event for r in server.bus.history(type="clip.ready")]
+    assert lost.event_id == entered.id and lost.clip is not None and lost.clip.state == "failed"
+    assert "decoder stopped while recording" in (lost.clip.error or "") and server.clips.outcomes["failed"] == 1
+    assert (lost.run_id, lost.seq) == (entered.run_id, entered.seq + 1), "in the camera's sequence"
+    assert server.clips.overdue() == [] and server.clips.state(entered.id) == lost.clip
+
+    # The restarted decoder (incarnation 2) records the next clip; incarnation 1's exit, heard again, is not its end
+    later = server.request_clip(entered.model_copy(update={"id": "f" * 32}), 60.0)
+    assert later.clip is not None and later.clip.state == "recording"
+    for callback in store.exit_callbacks:
+        callback("door", 1)
+    assert len(server.bus.history(type="clip.ready")) == 1 and server.clips.state(later.id) == later.clip
+
+
+def test_a_clip_asked_of_a_decoder_that_already_exited_fails_with_its_event(tmp_path: object) -> None:
+    server, store = serve(tmp_path)
+    for callback in store.exit_callbacks:  # the decoder exits after taking the request, before the book hears of it
+        callback("door", store.incarnation)
+    walk_in(server, store)
+    (entered,) = [r.event for r in server.bus.history(type="zone.enter")]
+    assert entered.clip is not None and entered.clip.state == "failed" and server.clips.outcomes["failed"] == 1

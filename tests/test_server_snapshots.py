@@ -37,6 +37,9 @@ class FrameStore:
     def on_clip(self, callback: object) -> None:
         pass
 
+    def on_decoder_exit(self, callback: object) -> None:
+        pass
+
     def frame_at(self, camera_id: str, seq: int) -> Frame | None:
         return self.frames.get(seq)
 

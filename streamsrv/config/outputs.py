@@ -8,29 +8,56 @@ Example:
 
 from __future__ import annotations
 
+from typing import Any
 from urllib.parse import urlsplit
 
-from pydantic import Field, SecretStr, field_validator
+from pydantic import Field, SecretStr, ValidationInfo, field_validator
 
 from streamsrv.config.base import StrictModel
+from streamsrv.config.yaml_source import refuse_literal
 
 
 class WebhookConfig(StrictModel):
     """One HTTP receiver: each matching event is POSTed as JSON, signed, retried, and kept in an outbox until
     delivered."""
 
-    url: str = Field(min_length=1, max_length=2048, description="http(s):// URL the events are POSTed to.")
+    url: str = Field(
+        min_length=1,
+        max_length=2048,
+        description="http(s):// URL the events are POSTed to; a password in it must be written as ${ENV_VAR}.",
+    )
     types: list[str] | None = Field(None, description="Event types to deliver (e.g. line.cross); all when unset.")
     cameras: list[str] | None = Field(None, description="Camera ids to deliver events of; all when unset.")
     secret: SecretStr | None = Field(
-        None, description="HMAC-SHA256 key the X-Streamsrv-Signature header is made with; use ${ENV_VAR}."
+        None,
+        description="HMAC-SHA256 key the X-Streamsrv-Signature header is made with; in a config file only as "
+        "${ENV_VAR} (a key written there is refused).",
     )
     timeout_s: float = Field(10.0, gt=0, le=300, description="Give up one POST after this.")
     max_retries: int = Field(
         10, ge=0, le=1000, description="Failed attempts after the first before the event goes to the dead letters."
     )
+    concurrency: int = Field(
+        4,
+        ge=1,
+        le=64,
+        description="POSTs in flight at once, each for a different camera (one camera's events go one at a time, "
+        "in order), so a camera whose receiver is slow holds up only itself.",
+    )
     backoff_initial_s: float = Field(1.0, gt=0, le=3600, description="Delay before the first retry (doubles).")
     backoff_max_s: float = Field(300.0, gt=0, le=86400, description="Cap on the delay between retries.")
+
+    @field_validator("url", mode="before")
+    @classmethod
+    def _url_password_from_env(cls, url: Any, info: ValidationInfo) -> Any:
+        refuse_literal(url, info, url=True)
+        return url
+
+    @field_validator("secret", mode="before")
+    @classmethod
+    def _secret_from_env(cls, secret: Any, info: ValidationInfo) -> Any:
+        refuse_literal(secret, info)
+        return secret or None  # `${HOOK_SECRET:-}` with the variable unset: unsigned, not signed with ""
 
     @field_validator("url")
     @classmethod
@@ -48,14 +75,19 @@ class MqttConfig(StrictModel):
     """An MQTT broker that events (and camera state, retained) are published to."""
 
     url: str = Field(
-        min_length=1, max_length=2048, description="mqtt://host[:port] (1883) or mqtts://host[:port] (8883, TLS)."
+        min_length=1,
+        max_length=2048,
+        description="mqtt://host[:port] (1883) or mqtts://host[:port] (8883, TLS); a password in it must be "
+        "written as ${ENV_VAR}.",
     )
     topic_prefix: str = Field(
         "streamsrv", min_length=1, max_length=200, description="Events go to <prefix>/<camera>/<type>."
     )
     qos: int = Field(1, ge=0, le=2, description="QoS of event messages.")
     username: str | None = Field(None, description="Broker user name.")
-    password: SecretStr | None = Field(None, description="Broker password; use ${ENV_VAR}.")
+    password: SecretStr | None = Field(
+        None, description="Broker password; in a config file only as ${ENV_VAR} (a password written there is refused)."
+    )
     client_id: str | None = Field(None, max_length=128, description="MQTT client id; streamsrv-<host> when unset.")
     retain_state: bool = Field(True, description="Publish camera online/offline to <prefix>/<camera>/state, retained.")
     max_queued: int = Field(
@@ -74,6 +106,18 @@ class MqttConfig(StrictModel):
         le=3600,
         description="How often line counts and zone occupancy are read and, when changed, published.",
     )
+
+    @field_validator("url", mode="before")
+    @classmethod
+    def _url_password_from_env(cls, url: Any, info: ValidationInfo) -> Any:
+        refuse_literal(url, info, url=True)
+        return url
+
+    @field_validator("password", mode="before")
+    @classmethod
+    def _password_from_env(cls, password: Any, info: ValidationInfo) -> Any:
+        refuse_literal(password, info)
+        return password or None  # `${MQTT_PASSWORD:-}` with the variable unset: no password
 
     @field_validator("url")
     @classmethod

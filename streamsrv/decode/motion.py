@@ -28,6 +28,7 @@ from scipy import ndimage
 
 from streamsrv.config.motion import MotionConfig
 from streamsrv.decode.source import DecodedFrame
+from streamsrv.types import MotionBox
 
 WORK_WIDTH = 160
 # How fast the background follows the scene, per checked frame: a person who stops blends in after a few
@@ -39,8 +40,6 @@ _BLUR_SIGMA = 1.1  # OpenCV's sigma for a 5x5 Gaussian kernel
 _BLUR_TRUNCATE = 2 / _BLUR_SIGMA  # ... and its radius of 2 px
 _GREY = np.array([0.114, 0.587, 0.299], np.float32)  # BGR weights
 _EIGHT_WAY = np.ones((3, 3), np.bool_)
-# Box = (x1, y1, x2, y2) as fractions of the frame.
-MotionBox = tuple[float, float, float, float]
 
 
 class MotionDetector:
@@ -103,7 +102,7 @@ class MotionGate:
         self.detector = MotionDetector(cfg) if cfg.enabled else None
         self.handed = 0
         self.skipped_no_motion = 0
-        self.last_boxes: list[MotionBox] = []
+        self.last_boxes: list[MotionBox] = []  # of the last checked frame; the decoder hands them on with it
         self._last_handed_ts: float | None = None
 
     def check(self, image: npt.NDArray[np.uint8], ts: float) -> bool:

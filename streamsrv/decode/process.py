@@ -139,6 +139,7 @@ class _Decoder:
             wall_ts=frame.wall_ts,
             mono_ts=frame.mono_ts,
             video_ts=frame.video_ts,
+            motion=self.gate.last_boxes,  # the preview's motion layer
         )
         self.frames_ready.notify()
 

@@ -22,6 +22,7 @@ import os
 import threading
 import time
 from collections import Counter, OrderedDict
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -31,6 +32,8 @@ from streamsrv.ipc.messages import ClipStatus
 log = logging.getLogger(__name__)
 OUTCOMES = ("ready", "skipped", "failed", "expired")
 _MAX_ENTRIES = 100_000  # events remembered; older ones are still found by file name
+_MAX_EXITED = 1000  # decoder exits remembered
+_LOST = "the camera's decoder stopped while recording the clip (it died or was restarted)"
 
 
 @dataclass(frozen=True, slots=True)
@@ -54,7 +57,10 @@ class ClipBook:
         self._paths: dict[str, Path] = {}
         self._files: OrderedDict[Path, ClipFile] = OrderedDict()  # oldest first
         self.outcomes: Counter[str] = Counter()
-        self._pending: dict[str, tuple[str, float]] = {}  # event id -> (camera id, monotonic deadline of its report)
+        # event id -> (camera id, decoder incarnation asked, monotonic deadline of its report)
+        self._pending: dict[str, tuple[str, int, float]] = {}
+        # decoders known to have exited, newest last: a clip asked of one just before it exited fails at once
+        self._exited: OrderedDict[tuple[str, int], None] = OrderedDict()
         self._adopt()
 
     @property
@@ -67,23 +73,44 @@ class ClipBook:
         with self._lock:
             return len(self._files)
 
-    def start(self, event_id: str, camera_id: str = "", timeout_s: float = 3600.0) -> Clip:
-        """An event's clip is being cut; without a report within ``timeout_s`` it is given up (``overdue``)."""
+    def start(self, event_id: str, camera_id: str = "", timeout_s: float = 3600.0, incarnation: int = 0) -> Clip:
+        """An event's clip is being cut by decoder ``incarnation`` of its camera; it fails when that decoder exits
+        without reporting it (``lost``), or without a report within ``timeout_s`` (``overdue``)."""
         with self._lock:
-            self._pending[event_id] = (camera_id, time.monotonic() + timeout_s)
+            exited = (camera_id, incarnation) in self._exited
+            if exited:
+                self.outcomes["failed"] += 1
+            else:
+                self._pending[event_id] = (camera_id, incarnation, time.monotonic() + timeout_s)
+        if exited:
+            return self._set(event_id, Clip(url=clip_url(event_id), state="failed", error=_LOST))
         return self._set(event_id, Clip(url=clip_url(event_id), state="recording"))
 
-    def overdue(self) -> list[tuple[str, str, Clip]]:
-        """Give up clips whose decoder never reported (it died, or its camera went while collecting them):
+    def lost(self, camera_id: str, incarnation: int) -> list[tuple[str, str, Clip]]:
+        """Decoder ``incarnation`` of a camera exited having reported all it will: fail the clips it still owed,
         (camera id, event id, the failed clip) of each, counted as failed."""
-        now = time.monotonic()
         with self._lock:
-            late = [(eid, cam) for eid, (cam, deadline) in self._pending.items() if deadline < now]
-            for eid, _ in late:
-                del self._pending[eid]
-            self.outcomes["failed"] += len(late)
+            self._exited[(camera_id, incarnation)] = None
+            while len(self._exited) > _MAX_EXITED:
+                self._exited.popitem(last=False)
+        return self._give_up(lambda cam, inc, _: cam == camera_id and inc == incarnation, _LOST)
+
+    def overdue(self) -> list[tuple[str, str, Clip]]:
+        """Give up clips that were never reported in time (a backstop for ``lost``): (camera id, event id, the
+        failed clip) of each, counted as failed."""
+        now = time.monotonic()
         error = "no word from the camera's decoder (it stopped while collecting the clip)"
-        return [(cam, eid, self._set(eid, Clip(url=clip_url(eid), state="failed", error=error))) for eid, cam in late]
+        return self._give_up(lambda _cam, _inc, deadline: deadline < now, error)
+
+    def _give_up(self, which: Callable[[str, int, float], bool], error: str) -> list[tuple[str, str, Clip]]:
+        with self._lock:
+            gone = [(eid, cam) for eid, (cam, inc, deadline) in self._pending.items() if which(cam, inc, deadline)]
+            for eid, _ in gone:
+                del self._pending[eid]
+            self.outcomes["failed"] += len(gone)
+        for eid, cam in gone:
+            log.warning("camera %s: clip of event %s failed: %s", cam, eid, error)
+        return [(cam, eid, self._set(eid, Clip(url=clip_url(eid), state="failed", error=error))) for eid, cam in gone]
 
     def fail(self, event_id: str, error: str) -> Clip:
         """An event's clip cannot be asked for (its decoder is not running)."""

@@ -26,12 +26,13 @@ import os
 import re
 import threading
 import time
+from collections.abc import Sequence
 from pathlib import Path
 
 import numpy as np
 import numpy.typing as npt
 
-from streamsrv.types import FrameRef
+from streamsrv.types import FrameRef, MotionBox
 
 SHM_DIR = Path("/dev/shm")
 NUM_SLOTS = 4
@@ -56,6 +57,8 @@ _COUNTERS = (
 )
 _H = {name: i for i, name in enumerate(_COUNTERS)}
 _HEADER_BYTES = 256
+# Motion boxes a slot carries with its frame; more are folded into the last one (see ``fold_boxes``).
+MAX_MOTION_BOXES = 16
 _SLOT_DTYPE = np.dtype(
     [
         ("seq", "<i8"),
@@ -65,11 +68,26 @@ _SLOT_DTYPE = np.dtype(
         ("wall_ts", "<f8"),
         ("mono_ts", "<f8"),
         ("video_ts", "<f8"),
-        ("_pad", "<f8"),
+        ("n_motion", "<i8"),
+        ("motion", "<f4", (MAX_MOTION_BOXES, 4)),
     ]
 )
 _SLOT_HEADER_BYTES = _SLOT_DTYPE.itemsize * NUM_SLOTS
 _DATA_OFFSET = 4096  # page-aligned frame data
+
+
+def fold_boxes(boxes: Sequence[MotionBox], limit: int = MAX_MOTION_BOXES) -> list[MotionBox]:
+    """At most ``limit`` boxes: the largest ``limit - 1`` and one around all the rest, so no motion goes unshown.
+
+    >>> fold_boxes([(0, 0, 0.5, 0.5), (0.6, 0.6, 0.7, 0.7), (0.8, 0.1, 0.9, 0.2)], limit=2)
+    [(0, 0, 0.5, 0.5), (0.6, 0.1, 0.9, 0.7)]
+    """
+    if len(boxes) <= limit:
+        return list(boxes)
+    by_area = sorted(boxes, key=lambda b: (b[2] - b[0]) * (b[3] - b[1]), reverse=True)
+    kept, rest = by_area[: limit - 1], by_area[limit - 1 :]
+    around = (min(b[0] for b in rest), min(b[1] for b in rest), max(b[2] for b in rest), max(b[3] for b in rest))
+    return [*kept, around]
 
 
 def ring_path(name: str) -> Path:
@@ -140,9 +158,18 @@ class FrameRing:
 
     # -- writer side (the decoder) -------------------------------------------------------
     def write(
-        self, frame: npt.NDArray[np.uint8], *, frame_index: int, wall_ts: float, mono_ts: float, video_ts: float
+        self,
+        frame: npt.NDArray[np.uint8],
+        *,
+        frame_index: int,
+        wall_ts: float,
+        mono_ts: float,
+        video_ts: float,
+        motion: Sequence[MotionBox] = (),
     ) -> int:
-        """Publish a BGR frame as the newest; returns its sequence number. The clocks are ``FrameRef``'s."""
+        """Publish a BGR frame as the newest; returns its sequence number. The clocks and ``motion`` are
+        ``FrameRef``'s (more than ``MAX_MOTION_BOXES`` boxes are folded)."""
+        boxes = fold_boxes(motion)
         h, w = frame.shape[:2]
         nbytes = h * w * 3
         if nbytes > self.slot_bytes:
@@ -157,6 +184,9 @@ class FrameRing:
             self._data[start : start + nbytes] = frame.reshape(-1)
             header["width"], header["height"], header["frame_index"] = w, h, frame_index
             header["wall_ts"], header["mono_ts"], header["video_ts"] = wall_ts, mono_ts, video_ts
+            header["n_motion"] = len(boxes)
+            if boxes:
+                header["motion"][: len(boxes)] = boxes
             header["seq"] = seq
             self._ints[_H["latest_seq"]] = seq
             del header  # a view of the mmap: it must not outlive the lock
@@ -226,6 +256,10 @@ class FrameRing:
             wall_ts=float(meta["wall_ts"]),
             mono_ts=float(meta["mono_ts"]),
             video_ts=float(meta["video_ts"]),
+            motion=tuple(
+                (round(float(x1), 4), round(float(y1), 4), round(float(x2), 4), round(float(y2), 4))
+                for x1, y1, x2, y2 in meta["motion"][: int(meta["n_motion"])]
+            ),
         )
         return ref, frame
 

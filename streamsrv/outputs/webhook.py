@@ -1,8 +1,10 @@
 """``WebhookOutput``: events POSTed to one HTTP receiver from a durable outbox, in order per camera.
 
-Each matching event is stored in the outbox first, then delivered by this output's own thread. The head of each
-camera's queue is tried until the receiver answers 2xx; a failure waits out a jittered, capped exponential
-back-off before the next try, and blocks only that camera's later events, not other cameras'. After
+Each matching event is stored in the outbox first, then delivered by this output's own threads (``concurrency``
+of them): each camera has at most one POST in flight, so its events arrive in order, while other cameras' events
+go out beside it, and a camera whose receiver answers slowly holds up only itself. The head of each camera's
+queue is tried until the receiver answers 2xx; a failure waits out a jittered, capped exponential back-off before
+the next try, and blocks only that camera's later events, not other cameras'. After
 ``max_retries`` failed retries the event goes to the dead letters and the camera's next event is tried. Delivery
 is at least once (a crash between a 2xx and its acknowledgement repeats it): receivers drop repeats by the
 ``X-Streamsrv-Event-Id`` header.
@@ -44,23 +46,31 @@ class WebhookOutput:
         self._queues: dict[str, deque[OutboxEntry]] = {}
         self._failures: dict[str, int] = {}  # camera -> consecutive failures of its head
         self._not_before: dict[str, float] = {}  # camera -> monotonic time of its head's next try
+        self._in_flight: set[str] = set()  # cameras whose head is being POSTed now
+        self._running = 0  # sender threads still running; the last one closes the client
         self._dead: dict[str, OutboxEntry] = {}
         self._delivered = 0
         self._failed = 0
         self._last_error: str | None = None
         self._stopping = False
-        self._thread = threading.Thread(target=self._run, name=f"output-{name}", daemon=True)
+        self._loader = threading.Thread(target=self._start, name=f"output-{name}-load", daemon=True)
+        self._client: httpx.Client | None = None
+        self._threads = [
+            threading.Thread(target=self._run, name=f"output-{name}-{i}", daemon=True) for i in range(cfg.concurrency)
+        ]
 
     def start(self) -> None:
-        self._thread.start()
+        self._loader.start()
 
     def stop(self, timeout_s: float = 5.0) -> None:
         """Stop delivering (what is pending stays in the outbox for the next start) and close the outbox."""
         with self._cond:
             self._stopping = True
             self._cond.notify_all()
-        if self._thread.is_alive():
-            self._thread.join(timeout_s + self.cfg.timeout_s)
+        deadline = time.monotonic() + timeout_s + self.cfg.timeout_s
+        for thread in (self._loader, *self._threads):
+            if thread.is_alive():
+                thread.join(max(0.0, deadline - time.monotonic()))
         self.outbox.close()
 
     def offer(self, event: Event) -> None:
@@ -105,27 +115,50 @@ class WebhookOutput:
             self._queues.setdefault(entry.camera_id, deque()).append(entry)
             self._cond.notify_all()
 
-    def _run(self) -> None:
+    def _start(self) -> None:
         if not self._load():
             return
-        with httpx.Client(timeout=self.cfg.timeout_s, follow_redirects=False) as client:
-            while True:
-                with self._cond:
+        # One client for all senders: httpx.Client is thread-safe and pools connections to the receiver.
+        self._client = httpx.Client(
+            timeout=self.cfg.timeout_s,
+            follow_redirects=False,
+            limits=httpx.Limits(max_connections=self.cfg.concurrency, max_keepalive_connections=self.cfg.concurrency),
+        )
+        with self._cond:
+            self._running = len(self._threads)
+        for thread in self._threads:
+            thread.start()
+
+    def _run(self) -> None:
+        client = self._client
+        assert client is not None  # made before the senders start
+        while True:
+            with self._cond:
+                entry = self._next_due()
+                while entry is None and not self._stopping:
+                    self._cond.wait(self._wait_s())
                     entry = self._next_due()
-                    while entry is None and not self._stopping:
-                        self._cond.wait(self._wait_s())
-                        entry = self._next_due()
-                    if self._stopping or entry is None:
-                        return
-                    failures = self._failures.get(entry.camera_id, 0)
-                error = self._post(client, entry, failures + 1)
-                try:
-                    self._settle(entry, error)
-                except Exception:
-                    # The outbox is unreachable (Redis down): the entry stays queued and is tried again later.
-                    log.exception("webhook %s: cannot record the outcome of event %s", self.name, entry.event_id)
-                    with self._cond:
-                        self._not_before[entry.camera_id] = time.monotonic() + self.cfg.backoff_initial_s
+                if self._stopping or entry is None:
+                    break
+                self._in_flight.add(entry.camera_id)
+                failures = self._failures.get(entry.camera_id, 0)
+            error = self._post(client, entry, failures + 1)
+            try:
+                self._settle(entry, error)
+            except Exception:
+                # The outbox is unreachable (Redis down): the entry stays queued and is tried again later.
+                log.exception("webhook %s: cannot record the outcome of event %s", self.name, entry.event_id)
+                with self._cond:
+                    self._not_before[entry.camera_id] = time.monotonic() + self.cfg.backoff_initial_s
+            finally:
+                with self._cond:
+                    self._in_flight.discard(entry.camera_id)
+                    self._cond.notify_all()  # the camera's next event may go now
+        with self._cond:
+            self._running -= 1
+            last = self._running == 0
+        if last:
+            client.close()
 
     def _load(self) -> bool:
         """Read what the outbox holds from earlier runs, retrying while it is unreachable (Redis down at start);
@@ -137,9 +170,10 @@ class WebhookOutput:
                 break
             except Exception as exc:
                 failures += 1
-                log.warning("webhook %s: cannot read its outbox (%s); retrying", self.name, exc)
+                error = redact_url(str(exc))  # a Redis URL's password must not reach a log or the API
+                log.warning("webhook %s: cannot read its outbox (%s); retrying", self.name, error)
                 with self._cond:
-                    self._last_error = f"outbox: {exc}"
+                    self._last_error = f"outbox: {error}"
                     if self._cond.wait_for(lambda: self._stopping, retry_delay(failures, 1.0, 30.0)):
                         return False
         with self._cond:
@@ -153,13 +187,21 @@ class WebhookOutput:
             return not self._stopping
 
     def _next_due(self) -> OutboxEntry | None:
-        """The oldest head among the cameras whose head may be tried now."""
+        """The oldest head among the cameras whose head may be tried now and is not being sent already."""
         now = time.monotonic()
-        heads = [q[0] for cam, q in self._queues.items() if q and self._not_before.get(cam, 0.0) <= now]
+        heads = [
+            q[0]
+            for cam, q in self._queues.items()
+            if q and cam not in self._in_flight and self._not_before.get(cam, 0.0) <= now
+        ]
         return min(heads, key=lambda e: _order(e.key), default=None)
 
     def _wait_s(self) -> float | None:
-        waiting = [self._not_before[cam] for cam, q in self._queues.items() if q and cam in self._not_before]
+        waiting = [
+            self._not_before[cam]
+            for cam, q in self._queues.items()
+            if q and cam in self._not_before and cam not in self._in_flight
+        ]
         return max(0.0, min(waiting) - time.monotonic()) if waiting else None
 
     def _post(self, client: httpx.Client, entry: OutboxEntry, attempt: int) -> str | None:

@@ -30,7 +30,7 @@ import numpy.typing as npt
 import supervision as sv
 
 from streamsrv.config.rules import RulesConfig
-from streamsrv.types import CameraState, FrameResult, Tracks
+from streamsrv.types import CameraState, FrameResult, MotionBox, Tracks
 
 Image = npt.NDArray[np.uint8]
 
@@ -51,6 +51,7 @@ _STATE_BGR = {
 _ZONE_ALPHA_EMPTY, _ZONE_ALPHA_OCCUPIED = 0.15, 0.32
 _HIGHLIGHT_BGR = (0, 200, 255)  # event snapshots and /api/detect boxes
 _NO_MOTION, _NO_MOTION_BGR = "NO MOTION", (110, 110, 110)
+_MOTION_BGR = (255, 0, 255)
 
 
 @dataclass(frozen=True, slots=True)
@@ -68,6 +69,7 @@ class Overlay:
     loitering_ids: frozenset[int] = frozenset()
     ts: float | None = None  # the pixels' wall_ts (epoch s); the header shows it
     no_motion: bool = False  # frames were held back for lack of motion since the last drawn one (motion gating)
+    motion: tuple[MotionBox, ...] | None = None  # the motion layer: the pixels' moving regions; None: layer off
 
 
 def preview_size(width: int, height: int, max_width: int, max_height: int) -> tuple[int, int]:
@@ -147,6 +149,10 @@ class Annotator:
         scale = np.array([out_w / src_w, out_h / src_h])
         self._zones(image, overlay, src_w, src_h, scale, text_scale)
         self._lines(image, overlay, src_w, src_h, scale, text_scale)
+        for x1, y1, x2, y2 in overlay.motion or ():
+            # fractions of the frame, so no source size is needed; drawn under the tracks, which matter more
+            top_left = (round(x1 * out_w), round(y1 * out_h))
+            cv2.rectangle(image, top_left, (round(x2 * out_w) - 1, round(y2 * out_h) - 1), _MOTION_BGR, 2, cv2.LINE_4)
         if overlay.result is not None:
             if self.trails.seconds > 0:
                 self.trails.update(overlay.result)

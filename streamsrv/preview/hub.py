@@ -5,6 +5,9 @@ camera's feed thread; it wakes at ``preview.fps``, and when the pipeline has a n
 result was computed on (so boxes sit on the people they belong to), draws the overlay and keeps it as the camera's
 latest ``PreviewFrame``. The last lease to close stops the thread: a camera nobody watches costs nothing.
 
+A viewer may ask for optional layers (``LAYERS``: ``motion``, the motion gate's moving regions). Viewers of one camera
+with the same layers share a feed; other layers make a feed of their own, drawn and encoded separately.
+
 Viewers never wait for each other or hold up the feed. An MJPEG viewer pulls the newest frame when it is ready for
 one (latest-frame-wins), so a slow one skips frames. A frame is JPEG-encoded once for all MJPEG viewers, and
 VP8-encoded once for all WebRTC viewers (``streamsrv.preview.vp8``), each only when such viewers exist. VP8
@@ -40,6 +43,9 @@ from streamsrv.types import CameraState, FrameRef, FrameResult
 
 log = logging.getLogger(__name__)
 ViewerKind = Literal["mjpeg", "webrtc"]
+Layer = Literal["motion"]
+LAYERS: tuple[Layer, ...] = ("motion",)  # optional layers a viewer may ask for; the rest is always drawn
+Layers = frozenset[Layer]
 
 # While results keep coming, the pixels a result was computed on are shown with its boxes; when no new result has
 # arrived for this long (inference down or far behind), the newest frame is shown without boxes, so the picture
@@ -72,6 +78,7 @@ class Viewer:
 
     def __init__(self, hub: PreviewHub, feed: _Feed, kind: ViewerKind, loop: asyncio.AbstractEventLoop) -> None:
         self.camera_id = feed.camera_id
+        self.layers = feed.layers
         self.kind: ViewerKind = kind
         self._hub, self._feed, self._loop = hub, feed, loop
         self._wakeup = asyncio.Event()
@@ -129,8 +136,10 @@ class Viewer:
 class _Renderer:
     """Draws a camera's frames; owns its annotator (trails), so one thread at a time."""
 
-    def __init__(self, hub: PreviewHub, camera_id: str, counts: EncodeCounts | None = None) -> None:
-        self.hub, self.camera_id, self.counts = hub, camera_id, counts
+    def __init__(
+        self, hub: PreviewHub, camera_id: str, counts: EncodeCounts | None = None, layers: Layers = frozenset()
+    ) -> None:
+        self.hub, self.camera_id, self.counts, self.layers = hub, camera_id, counts, layers
         cfg = hub.cfg
         self.annotator = Annotator(cfg.max_width, cfg.max_height, cfg.trail_s)
         self._key: tuple[object, ...] | None = None
@@ -183,6 +192,7 @@ class _Renderer:
             loitering_ids=out.loitering_ids,
             ts=ref.wall_ts,
             no_motion=self._skipped_no_motion > skipped,
+            motion=ref.motion if "motion" in self.layers else None,  # the regions of the pixels drawn
         )
         image = self.annotator.draw(pixels, overlay)
         return PreviewFrame(seq, image, self.hub.cfg.jpeg_quality, True, self.counts)
@@ -212,15 +222,15 @@ class _Renderer:
 class _Feed:
     """The annotate loop of one watched camera, on its own thread."""
 
-    def __init__(self, hub: PreviewHub, camera_id: str) -> None:
-        self.hub, self.camera_id = hub, camera_id
+    def __init__(self, hub: PreviewHub, camera_id: str, layers: Layers = frozenset()) -> None:
+        self.hub, self.camera_id, self.layers = hub, camera_id, layers
         self.viewers: set[Viewer] = set()
         self.latest: PreviewFrame | None = None
         self.gone = False  # the camera was removed
         self.frames = 0
         self.counts = EncodeCounts()
         self.cpu_s, self.cpu = 0.0, RateMeter()  # its thread's CPU time (drawing, encoding), and its rate in cores
-        self._renderer = _Renderer(hub, camera_id, self.counts)
+        self._renderer = _Renderer(hub, camera_id, self.counts, layers)
         self._vp8: Vp8Stream | None = None
         self._keyframe_wanted = False
         self._t0 = time.monotonic()
@@ -300,19 +310,20 @@ class PreviewHub:
     def __init__(self, server: ServerApi, cfg: PreviewConfig) -> None:
         self.server, self.cfg = server, cfg
         self._lock = threading.Lock()
-        self._feeds: dict[str, _Feed] = {}
+        self._feeds: dict[tuple[str, Layers], _Feed] = {}
         self._closed = False
 
-    def watch(self, camera_id: str, kind: ViewerKind) -> Viewer:
-        """A new viewer of a camera (NotFoundError if there is no such camera); call from the event loop."""
+    def watch(self, camera_id: str, kind: ViewerKind, layers: Layers = frozenset()) -> Viewer:
+        """A new viewer of a camera with optional ``layers`` (NotFoundError if there is no such camera); call from
+        the event loop."""
         self.server.camera_config(camera_id)
         loop = asyncio.get_running_loop()
         with self._lock:
             if self._closed:
                 raise RuntimeError("the preview hub is closed")
-            feed = self._feeds.get(camera_id)
+            feed = self._feeds.get((camera_id, layers))
             if feed is None or feed.gone:
-                feed = self._feeds[camera_id] = _Feed(self, camera_id)
+                feed = self._feeds[(camera_id, layers)] = _Feed(self, camera_id, layers)
                 feed.thread.start()
             viewer = Viewer(self, feed, kind, loop)
             feed.viewers.add(viewer)
@@ -320,23 +331,23 @@ class PreviewHub:
             feed.request_keyframe()
         return viewer
 
-    def snapshot(self, camera_id: str) -> PreviewFrame | None:
-        """The latest annotated frame: the watched camera's current one, else drawn now (blocking: call it in a
-        worker thread). None while the camera has no picture; NotFoundError for an unknown camera."""
+    def snapshot(self, camera_id: str, layers: Layers = frozenset()) -> PreviewFrame | None:
+        """The latest annotated frame with ``layers``: the watched camera's current one, else drawn now (blocking:
+        call it in a worker thread). None while the camera has no picture; NotFoundError for an unknown camera."""
         with self._lock:
-            feed = self._feeds.get(camera_id)
+            feed = self._feeds.get((camera_id, layers))
         if feed is not None and feed.latest is not None and feed.latest.live:
             return feed.latest
-        frame = _Renderer(self, camera_id).render(0)
+        frame = _Renderer(self, camera_id, layers=layers).render(0)
         return frame if frame is not None and frame.live else None
 
     def stats(self) -> PreviewStats:
         with self._lock:
             feeds = list(self._feeds.values())
-            cameras = {}
-            for feed in feeds:
+            cameras: dict[str, CameraPreviewStats] = {}
+            for feed in feeds:  # a camera watched with different layers has a feed for each: summed
                 latest = feed.latest
-                cameras[feed.camera_id] = CameraPreviewStats(
+                one = CameraPreviewStats(
                     viewers=dict(Counter(v.kind for v in feed.viewers)),
                     frames=feed.frames,
                     jpeg_encodes=feed.counts.jpeg,
@@ -345,6 +356,8 @@ class PreviewHub:
                     width=latest.width if latest else 0,
                     height=latest.height if latest else 0,
                 )
+                before = cameras.get(feed.camera_id)
+                cameras[feed.camera_id] = before.plus(one) if before else one
             # Each feed's latest frame and its WebRTC viewers' queues, each frame once (a queue holds frames that were
             # the latest). [*queue] copies in one step: the viewers' event loop changes their queues meanwhile.
             held = {id(p): p for f in feeds for p in [f.latest, *(q for v in f.viewers for q in [*v._queue])] if p}
@@ -371,13 +384,14 @@ class PreviewHub:
 
     def _release(self, viewer: Viewer) -> None:
         with self._lock:
-            feed = self._feeds.get(viewer.camera_id)
+            key = (viewer.camera_id, viewer.layers)
+            feed = self._feeds.get(key)
             if feed is None or viewer not in feed.viewers:
                 return
             feed.viewers.discard(viewer)
             if not feed.viewers:
                 feed.stop()
-                del self._feeds[viewer.camera_id]
+                del self._feeds[key]
 
 
 def _camera_stats(server: ServerApi, camera_id: str) -> CameraStats | None:
@@ -387,4 +401,4 @@ def _camera_stats(server: ServerApi, camera_id: str) -> CameraStats | None:
         return None
 
 
-__all__ = ["PreviewFrame", "PreviewHub", "PreviewStats", "Viewer", "ViewerKind"]
+__all__ = ["LAYERS", "Layer", "Layers", "PreviewFrame", "PreviewHub", "PreviewStats", "Viewer", "ViewerKind"]

@@ -27,7 +27,7 @@ from aiortc.mediastreams import MediaStreamError, MediaStreamTrack
 
 from streamsrv.config.preview import PreviewConfig
 from streamsrv.errors import StreamsrvError
-from streamsrv.preview.hub import PreviewHub, Viewer
+from streamsrv.preview.hub import Layers, PreviewHub, Viewer
 from streamsrv.preview.vp8 import TIME_BASE
 
 log = logging.getLogger(__name__)
@@ -101,8 +101,11 @@ class WebRtcPeers:
         peer = self._peers.get(session_id)
         return peer.camera_id if peer is not None else None
 
-    async def answer(self, camera_id: str, offer_sdp: str) -> tuple[str, RTCSessionDescription]:
-        """Accept a browser's offer to receive a camera's preview: ``(session_id, answer)``.
+    async def answer(
+        self, camera_id: str, offer_sdp: str, layers: Layers = frozenset()
+    ) -> tuple[str, RTCSessionDescription]:
+        """Accept a browser's offer to receive a camera's preview (with optional ``layers``): ``(session_id,
+        answer)``.
 
         Raises NotFoundError (no such camera), PeerLimitReached, BadOffer.
         """
@@ -110,7 +113,7 @@ class WebRtcPeers:
             raise BadOffer("the offer has no video section (m=video) to receive the preview on")
         if len(self._peers) >= self.cfg.max_webrtc_peers:
             raise PeerLimitReached(f"{self.cfg.max_webrtc_peers} WebRTC viewers are connected already")
-        viewer = self.hub.watch(camera_id, "webrtc")
+        viewer = self.hub.watch(camera_id, "webrtc", layers)
         track = PreviewTrack(viewer)
         pc = RTCPeerConnection(RTCConfiguration(iceServers=self._ice_servers))
         session_id = secrets.token_hex(8)

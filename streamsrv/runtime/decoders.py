@@ -3,10 +3,16 @@
 Each camera has a decoder process writing to its own frame ring (one ring per decoder incarnation, see
 ``camera_ring_name``) and a pipe on which it reports its state. A decoder that dies is restarted after a back-off;
 one that stops beating its heartbeat (hung in a native call) is killed first. A file that ended is not restarted.
+
+Each start of a decoder is an incarnation, numbered across all cameras (a replaced camera's old decoder and its
+new one never share a number). Once an incarnation's status pipe reads as EOF it has
+exited and everything it reported has been read, so the clips it was asked for and never reported are lost: the
+``on_decoder_exit`` listeners hear of it then (a restart, a kill after a hang, a removal), not a timeout later.
 """
 
 from __future__ import annotations
 
+import itertools
 import logging
 import threading
 import time
@@ -38,6 +44,7 @@ from streamsrv.types import CameraState, FrameRef, FrameResult
 log = logging.getLogger(__name__)
 StateCallback = Callable[[str, CameraState, str | None], None]
 ClipCallback = Callable[[ClipStatus], None]
+ExitCallback = Callable[[str, int], None]  # (camera id, incarnation) whose decoder has exited
 ControlSend = Callable[[AddCamera | RemoveCamera], None]
 Frame = tuple[FrameRef, npt.NDArray[np.uint8]]
 
@@ -53,6 +60,7 @@ class _Camera:
     stats: CameraStatsTracker
     process: BaseProcess | None = None
     status_conn: Connection | None = None
+    incarnation: int = 0  # which start of the decoder ``process`` and ``status_conn`` belong to
     commands: Connection | None = None  # record requests to the decoder
     stop: StopFlag | None = None
     restart_at: float | None = None
@@ -95,6 +103,10 @@ class Decoders:
         self._cameras: dict[str, _Camera] = {}
         self._state_listeners: list[StateCallback] = []
         self._clip_listeners: list[ClipCallback] = []
+        self._exit_listeners: list[ExitCallback] = []
+        # status pipes of reaped decoders not read to their end yet: (camera id, incarnation) of each
+        self._orphans: dict[Connection, tuple[str, int]] = {}
+        self._incarnations = itertools.count(1)
         self.clip_dir = clip_root(cfg.base_dir, cfg.record)
 
     # -- the camera set ---------------------------------------------------------------------------------------------
@@ -176,18 +188,24 @@ class Decoders:
         with self._lock:
             self._clip_listeners.append(callback)
 
-    def request_clip(self, camera_id: str, req: RecordRequest) -> bool:
-        """Ask the camera's decoder for a clip; False when it cannot be asked (no decoder running)."""
+    def on_decoder_exit(self, callback: ExitCallback) -> None:
+        """Call ``callback(camera_id, incarnation)`` once each decoder incarnation has exited and all it reported
+        was read (on the status thread)."""
+        with self._lock:
+            self._exit_listeners.append(callback)
+
+    def request_clip(self, camera_id: str, req: RecordRequest) -> int | None:
+        """Ask the camera's decoder for a clip: the incarnation asked, or None when no decoder runs to ask."""
         with self._lock:
             rt = self._cameras.get(camera_id)
             conn = rt.commands if rt is not None and rt.process is not None else None
-            if conn is None:
-                return False
+            if rt is None or conn is None:
+                return None
             try:
                 conn.send(req)
             except OSError:  # the decoder just died; its restart gets a new pipe
-                return False
-        return True
+                return None
+            return rt.incarnation
 
     # -- what inference reports -------------------------------------------------------------------------------------
     def on_result(self, result: FrameResult) -> bool:
@@ -265,7 +283,12 @@ class Decoders:
         """Read the decoders' state reports until ``stopping`` is set; the status thread's loop."""
         while not stopping.is_set():
             with self._lock:
-                conns = {rt.status_conn: rt for rt in self._cameras.values() if rt.status_conn is not None}
+                conns: dict[Connection, tuple[_Camera | None, str, int]] = {
+                    rt.status_conn: (rt, rt.cfg.id, rt.incarnation)
+                    for rt in self._cameras.values()
+                    if rt.status_conn is not None
+                }
+                conns.update({conn: (None, *whose) for conn, whose in self._orphans.items()})
             if not conns:
                 time.sleep(STATUS_POLL_S)
                 continue
@@ -275,23 +298,34 @@ class Decoders:
                 continue
             for ready in ready_conns:
                 conn = cast(Connection, ready)
-                self._receive(conns[conn], conn)
+                self._receive(conn, *conns[conn])
 
-    def _receive(self, rt: _Camera, conn: Connection) -> None:
+    def close_pipes(self) -> None:
+        """Close the status pipes the status thread no longer reads (it has stopped; so have the decoders)."""
+        with self._lock:
+            for conn in self._orphans:
+                conn.close()
+            self._orphans.clear()
+
+    def _receive(self, conn: Connection, rt: _Camera | None, camera_id: str, incarnation: int) -> None:
         try:
             msg: DecoderStatus | ClipStatus = conn.recv()
         except (EOFError, OSError):
             with self._lock:
-                if rt.status_conn is conn:
-                    rt.status_conn.close()
+                if rt is not None and rt.status_conn is conn:
                     rt.status_conn = None
+                self._orphans.pop(conn, None)
+                conn.close()
+                exit_listeners = list(self._exit_listeners)
+            for on_exit in exit_listeners:
+                on_exit(camera_id, incarnation)
             return
         if isinstance(msg, ClipStatus):  # a clip is news even from a camera removed since
             for callback in list(self._clip_listeners):
                 callback(msg)
             return
         with self._lock:
-            if self._cameras.get(rt.cfg.id) is not rt:  # removed or replaced since: its news is old
+            if rt is None or self._cameras.get(rt.cfg.id) is not rt:  # removed or replaced since: its news is old
                 return
             if msg.codec:
                 rt.stats.codec, rt.stats.width, rt.stats.height = msg.codec, msg.width, msg.height
@@ -344,6 +378,7 @@ class Decoders:
         commands_in, rt.commands = self._ctx.Pipe(duplex=False)
         rt.stop = StopFlag(self._ctx)
         rt.status_conn = reader
+        rt.incarnation = next(self._incarnations)
         rt.ring.set_time("heartbeat_mono", time.monotonic())
         rt.process = self._ctx.Process(
             target=run_decoder,
@@ -379,9 +414,10 @@ class Decoders:
             if proc.is_alive():
                 proc.kill()
                 proc.join(_JOIN_TIMEOUT_S)
-        with self._lock:  # the status thread closes it too, when the decoder's end reads as EOF
+        with self._lock:
             conn, rt.status_conn, rt.process = rt.status_conn, None, None
             commands, rt.commands = rt.commands, None
-        for c in (conn, commands):
-            if c is not None:
-                c.close()
+            if conn is not None:  # the status thread reads it to its end (reports, then EOF) and closes it
+                self._orphans[conn] = (rt.cfg.id, rt.incarnation)
+        if commands is not None:
+            commands.close()

@@ -39,7 +39,9 @@ from streamsrv.types import CameraState, FrameResult
 
 log = logging.getLogger(__name__)
 _EXTEND_EVERY_S = 1.0  # how often a loitering object's clip is told to keep going
-_REPORT_GRACE_S = 60.0  # beyond max_clip_s, how long a clip may take to be reported before it is given up
+# Beyond max_clip_s, how long a clip may take to be reported before it is given up. A decoder that exits fails its
+# clips at once (``_on_decoder_exit``); this is only the backstop for a report that never comes otherwise.
+_REPORT_GRACE_S = 60.0
 
 
 class StreamServer:
@@ -64,6 +66,7 @@ class StreamServer:
         self.supervisor.subscribe(self._on_result)
         self.supervisor.on_state_change(self._on_state)
         self.supervisor.on_clip(self._on_clip)
+        self.supervisor.on_decoder_exit(self._on_decoder_exit)
 
     @property
     def started(self) -> bool:
@@ -267,8 +270,9 @@ class StreamServer:
         clip (``recording``, or ``failed`` when the camera's decoder is not running)."""
         rec = self.camera_config(event.camera_id).record
         req = RecordRequest(event.id, video_ts, rec.pre_s, rec.post_s, rec.max_clip_s)
-        if self.supervisor.request_clip(event.camera_id, req):
-            clip = self.clips.start(event.id, event.camera_id, rec.max_clip_s + _REPORT_GRACE_S)
+        incarnation = self.supervisor.request_clip(event.camera_id, req)
+        if incarnation is not None:
+            clip = self.clips.start(event.id, event.camera_id, rec.max_clip_s + _REPORT_GRACE_S, incarnation)
             if event.type == "loiter.start":
                 with self._lock:
                     self._loiter_clips[event.camera_id] = (event.id, video_ts)
@@ -301,6 +305,11 @@ class StreamServer:
         """A decoder finished a clip: tell each of its events' consumers (``clip.ready``), in the camera's sequence."""
         for event_id, clip in self.clips.finish(status):
             self._clip_ready(status.camera_id, event_id, clip)
+
+    def _on_decoder_exit(self, camera_id: str, incarnation: int) -> None:
+        """A camera's decoder exited (died, restarted, removed): the clips it was recording are ``failed`` now."""
+        for camera, event_id, clip in self.clips.lost(camera_id, incarnation):
+            self._clip_ready(camera, event_id, clip)
 
     def _clip_ready(self, camera_id: str, event_id: str, clip: Clip) -> None:
         try:

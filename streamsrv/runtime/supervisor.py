@@ -24,7 +24,7 @@ from streamsrv.config.models import AppConfig, CameraConfig
 from streamsrv.ipc.messages import CameraCounters, RecordRequest
 from streamsrv.ipc.signals import FramesReady
 from streamsrv.runtime.capacity import Usage
-from streamsrv.runtime.decoders import ClipCallback, Decoders, Frame, StateCallback
+from streamsrv.runtime.decoders import ClipCallback, Decoders, ExitCallback, Frame, StateCallback
 from streamsrv.runtime.inference import InferenceHealth, InferenceProcess
 from streamsrv.runtime.lanes import Lane, Lanes, ResultCallback
 from streamsrv.runtime.overload import OverloadGovernor
@@ -100,6 +100,7 @@ class Supervisor:
         for t in self._threads:
             t.join(timeout=_JOIN_TIMEOUT_S)
         self._gpu.close()
+        self.decoders.close_pipes()
 
     # -- cameras ----------------------------------------------------------------------------------------------------
     def camera_ids(self) -> list[str]:
@@ -143,9 +144,13 @@ class Supervisor:
         """Call ``callback(camera_id, state, error)`` whenever a camera's state changes."""
         self.decoders.on_state_change(callback)
 
-    def request_clip(self, camera_id: str, req: RecordRequest) -> bool:
-        """Ask a camera's decoder for an event clip; False when no decoder runs to ask."""
+    def request_clip(self, camera_id: str, req: RecordRequest) -> int | None:
+        """Ask a camera's decoder for an event clip: the decoder incarnation asked, None when no decoder runs."""
         return self.decoders.request_clip(camera_id, req)
+
+    def on_decoder_exit(self, callback: ExitCallback) -> None:
+        """Call ``callback(camera_id, incarnation)`` once a decoder incarnation has exited and its reports are read."""
+        self.decoders.on_decoder_exit(callback)
 
     def on_clip(self, callback: ClipCallback) -> None:
         """Call ``callback(status)`` with each clip outcome the decoders report."""

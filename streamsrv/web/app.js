@@ -24,6 +24,7 @@ const state = {
   editor: null,
   ready: false, // settings loaded (with the API key, if one is needed)
   transport: "auto",
+  layers: [], // optional preview layers: ["motion"] while the "Motion" box is ticked
   feed: null,
 };
 
@@ -121,6 +122,7 @@ function startGridPlayers() {
     const mode = tile.querySelector(".mode");
     const player = new Player(id, tile.querySelector(".tile-media"), {
       transport: state.transport,
+      layers: state.layers,
       iceServers: state.settings.ice_servers,
       onMode: (m, why) => showMode(mode, m, why),
     });
@@ -153,6 +155,7 @@ function openDetail(id) {
   $("detail-name").textContent = cameraName(id);
   const player = new Player(id, $("detail-player"), {
     transport: state.transport,
+    layers: state.layers,
     iceServers: state.settings.ice_servers,
     onMode: () => {},
   });
@@ -424,6 +427,14 @@ function init() {
   $("transport").addEventListener("change", (e) => {
     state.transport = e.target.value;
     localStorage.setItem("streamsrv.transport", state.transport);
+    restartPlayers();
+  });
+  const motion = params.get("motion") ?? localStorage.getItem("streamsrv.motion");
+  state.layers = motion === "1" ? ["motion"] : [];
+  $("motion-layer").checked = state.layers.includes("motion");
+  $("motion-layer").addEventListener("change", (e) => {
+    state.layers = e.target.checked ? ["motion"] : [];
+    localStorage.setItem("streamsrv.motion", e.target.checked ? "1" : "0");
     restartPlayers();
   });
   state.editor = new ZoneEditor({

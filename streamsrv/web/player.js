@@ -22,17 +22,25 @@ function waitForGathering(pc) {
 }
 
 export class Player {
-  // transport: "auto" | "webrtc" | "mjpeg"; onMode(mode, detail) reports "webrtc", "mjpeg" or "error".
-  constructor(cameraId, host, { transport = "auto", iceServers = [], onMode = () => {} } = {}) {
+  // transport: "auto" | "webrtc" | "mjpeg"; layers: optional overlay layers (["motion"]);
+  // onMode(mode, detail) reports "webrtc", "mjpeg" or "error".
+  constructor(cameraId, host, { transport = "auto", layers = [], iceServers = [], onMode = () => {} } = {}) {
     this.cameraId = cameraId;
     this.host = host;
     this.transport = transport;
+    this.layers = layers;
     this.iceServers = iceServers;
     this.onMode = onMode;
     this.pc = null;
     this.sessionId = null;
     this.element = null;
     this.generation = 0; // bumps on stop, so late callbacks of an old connection do nothing
+  }
+
+  // The camera's preview URL for `what` (mjpeg, webrtc), asking for the chosen layers.
+  url(what) {
+    const query = new URLSearchParams(this.layers.map((layer) => ["layers", layer])).toString();
+    return `/api/cameras/${encodeURIComponent(this.cameraId)}/${what}${query ? `?${query}` : ""}`;
   }
 
   start() {
@@ -95,7 +103,7 @@ export class Player {
     await pc.setLocalDescription(await pc.createOffer());
     await waitForGathering(pc);
     if (gen !== this.generation) return;
-    const answer = await api(`/api/cameras/${encodeURIComponent(this.cameraId)}/webrtc`, {
+    const answer = await api(this.url("webrtc"), {
       method: "POST",
       body: { type: "offer", sdp: pc.localDescription.sdp },
     });
@@ -133,11 +141,11 @@ export class Player {
       if (gen !== this.generation) return;
       this.onMode("error", "no picture");
       setTimeout(() => {
-        if (gen === this.generation) img.src = tokenUrl(`/api/cameras/${encodeURIComponent(this.cameraId)}/mjpeg`);
+        if (gen === this.generation) img.src = tokenUrl(this.url("mjpeg"));
       }, MJPEG_RETRY_MS);
     });
     img.addEventListener("load", () => gen === this.generation && this.onMode("mjpeg", reason), { once: true });
-    img.src = tokenUrl(`/api/cameras/${encodeURIComponent(this.cameraId)}/mjpeg`);
+    img.src = tokenUrl(this.url("mjpeg"));
     this.element = img;
     this.host.replaceChildren(img);
     this.onMode("mjpeg", reason);

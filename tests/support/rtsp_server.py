@@ -7,9 +7,9 @@ imported from the project's virtualenv.
         --mount cam360=../shared/media/concourse_360p.mp4 --synthetic test=640x360@15
 
 Mount kinds:
-- `--mount NAME=CLIP.mp4` loops the clip's H.264 access units forever with synthetic timestamps. The clip is parsed
-  once at start-up and never re-encoded, so a camera costs almost no CPU. The clip must have no B-frames (decode
-  order == presentation order, so one increasing timestamp per access unit is valid).
+- `--mount NAME=CLIP.mp4` loops the clip's H.264 or H.265 access units forever with synthetic timestamps. The clip is
+  parsed once at start-up and never re-encoded, so a camera costs almost no CPU. The clip must have no B-frames
+  (decode order == presentation order, so one increasing timestamp per access unit is valid).
 - `--synthetic NAME=WxH@FPS` encodes a moving test pattern live (`videotestsrc ! x264enc`), for sizes and rates that
   no clip has.
 
@@ -31,7 +31,13 @@ gi.require_version("Gst", "1.0")
 gi.require_version("GstRtspServer", "1.0")
 from gi.repository import GLib, Gst, GstRtspServer  # noqa: E402
 
-_PAYLOADER = "h264parse ! rtph264pay name=pay0 pt=96 config-interval=1"
+# The clip's codec (its caps in the MP4) -> the parser and RTP payloader for it
+_CODECS = {"video/x-h264": ("h264parse", "rtph264pay"), "video/x-h265": ("h265parse", "rtph265pay")}
+
+
+def payloader(caps_name: str) -> str:
+    parse, pay = _CODECS[caps_name]
+    return f"{parse} ! {pay} name=pay0 pt=96 config-interval=1"
 
 
 @dataclass(frozen=True)
@@ -40,12 +46,34 @@ class Clip:
     frame_ns: int
     access_units: list[tuple[bytes, bool]]  # (Annex-B bytes, is a keyframe)
 
+    @property
+    def caps_name(self) -> str:
+        return str(self.caps.get_structure(0).get_name())
+
+
+def clip_codec(path: Path) -> str:
+    """The caps name of the clip's video (video/x-h264 or video/x-h265)."""
+    pipeline = Gst.parse_launch("filesrc name=src ! qtdemux ! appsink name=sink sync=false")
+    pipeline.get_by_name("src").set_property("location", str(path))
+    pipeline.set_state(Gst.State.PLAYING)
+    try:
+        sample = pipeline.get_by_name("sink").emit("try-pull-sample", 5 * Gst.SECOND)
+    finally:
+        pipeline.set_state(Gst.State.NULL)
+    name = sample.get_caps().get_structure(0).get_name() if sample is not None else None
+    if name not in _CODECS:
+        raise RuntimeError(f"{path}: no H.264 or H.265 video found ({name})")
+    return str(name)
+
 
 def load_clip(path: Path) -> Clip:
-    """Demux the clip into byte-stream access units, with SPS/PPS before every keyframe so any loop point decodes."""
+    """Demux the clip into byte-stream access units, with the parameter sets before every keyframe so any loop point
+    decodes."""
+    codec = clip_codec(path)
+    parse = _CODECS[codec][0]
     pipeline = Gst.parse_launch(
-        "filesrc name=src ! qtdemux ! h264parse config-interval=-1 "
-        "! video/x-h264,stream-format=byte-stream,alignment=au ! appsink name=sink sync=false"
+        f"filesrc name=src ! qtdemux ! {parse} config-interval=-1 "
+        f"! {codec},stream-format=byte-stream,alignment=au ! appsink name=sink sync=false"
     )
     pipeline.get_by_name("src").set_property("location", str(path))
     sink = pipeline.get_by_name("sink")
@@ -71,7 +99,7 @@ def load_clip(path: Path) -> Clip:
     finally:
         pipeline.set_state(Gst.State.NULL)
     if caps is None or not access_units:
-        raise RuntimeError(f"{path}: no H.264 video found")
+        raise RuntimeError(f"{path}: no video found")
     ok, num, den = caps.get_structure(0).get_fraction("framerate")
     if not ok or num <= 0:
         raise RuntimeError(f"{path}: no frame rate in {caps.to_string()}")
@@ -85,7 +113,7 @@ class LoopFactory(GstRtspServer.RTSPMediaFactory):
         super().__init__()
         self._clip = clip
         # Not live: the server's sinks pace the stream by the buffer timestamps, so the feeder can push on demand.
-        self.set_launch(f"( appsrc name=src format=time is-live=false ! {_PAYLOADER} )")
+        self.set_launch(f"( appsrc name=src format=time is-live=false ! {payloader(clip.caps_name)} )")
         self.set_shared(True)
         self.connect("media-configure", self._on_media_configure)
 
@@ -112,7 +140,7 @@ def synthetic_factory(width: int, height: int, fps: int) -> GstRtspServer.RTSPMe
     # A moving pattern so consumers that compare frames see change; a keyframe every second so late joiners start fast.
     factory.set_launch(
         f"( videotestsrc is-live=true pattern=ball ! video/x-raw,width={width},height={height},framerate={fps}/1 "
-        f"! x264enc tune=zerolatency speed-preset=ultrafast bframes=0 key-int-max={fps} ! {_PAYLOADER} )"
+        f"! x264enc tune=zerolatency speed-preset=ultrafast bframes=0 key-int-max={fps} ! {payloader('video/x-h264')} )"
     )
     factory.set_shared(True)
     return factory

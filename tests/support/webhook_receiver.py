@@ -27,7 +27,8 @@ class Delivery:
 
 class WebhookReceiver:
     """Accepts POSTs to any path; ``fail_next`` requests get 503 first, and requests for ``failing_cameras``
-    always get 500. ``accepted`` lists what it took, repeats included, in arrival order."""
+    always get 500, and requests for ``slow_cameras`` are answered only after that camera's delay in seconds.
+    ``accepted`` lists what it took, repeats included, in arrival order."""
 
     def __init__(self, secret: bytes | None = None, port: int | None = None) -> None:
         self.secret = secret
@@ -36,6 +37,7 @@ class WebhookReceiver:
         self.refused = 0
         self.fail_next = 0
         self.failing_cameras: set[str] = set()
+        self.slow_cameras: dict[str, float] = {}
         self._lock = threading.Lock()
         self._server: ThreadingHTTPServer | None = None
 
@@ -73,6 +75,7 @@ class WebhookReceiver:
 
     def _answer(self, body: bytes, headers: Any) -> int:
         event = json.loads(body)
+        time.sleep(self.slow_cameras.get(event["camera_id"], 0.0))  # each request has its own thread
         signed = self.secret is not None and verify(
             self.secret, body, headers[TIMESTAMP_HEADER] or "", headers[SIGNATURE_HEADER] or ""
         )

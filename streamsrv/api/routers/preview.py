@@ -12,7 +12,7 @@ from contextlib import asynccontextmanager
 from pathlib import Path
 from typing import Annotated, Any, Literal
 
-from fastapi import APIRouter, Depends, FastAPI, HTTPException, Request, Response, status
+from fastapi import APIRouter, Depends, FastAPI, HTTPException, Query, Request, Response, status
 from fastapi.responses import FileResponse, StreamingResponse
 from pydantic import BaseModel, Field
 from starlette.background import BackgroundTask
@@ -20,7 +20,7 @@ from starlette.background import BackgroundTask
 from streamsrv.api.deps import Authenticated, ShutdownDep
 from streamsrv.config.models import AppConfig
 from streamsrv.errors import NotFoundError
-from streamsrv.preview.hub import PreviewHub, PreviewStats
+from streamsrv.preview.hub import Layer, PreviewHub, PreviewStats
 from streamsrv.preview.mjpeg import MEDIA_TYPE, mjpeg_stream
 from streamsrv.preview.webrtc import BadOffer, PeerLimitReached, WebRtcPeers
 from streamsrv.runtime.caches import Caches, CacheSize
@@ -63,7 +63,17 @@ def get_peers(request: Request) -> WebRtcPeers:
     return peers
 
 
+def get_layers(
+    layers: Annotated[
+        list[Layer],
+        Query(description="Optional layers to draw, repeatable: motion (the regions the motion gate found moving)."),
+    ] = [],  # noqa: B006 - FastAPI copies query defaults
+) -> frozenset[Layer]:
+    return frozenset(layers)
+
+
 HubDep = Annotated[PreviewHub, Depends(get_hub)]
+LayersDep = Annotated[frozenset[Layer], Depends(get_layers)]
 PeersDep = Annotated[WebRtcPeers, Depends(get_peers)]
 _CAMERA_NOT_FOUND: dict[int | str, dict[str, Any]] = {404: {"description": "No camera with this id."}}
 
@@ -114,9 +124,9 @@ def index() -> FileResponse:
     summary="Live annotated video as MJPEG (multipart/x-mixed-replace)",
     responses={200: {"content": {"multipart/x-mixed-replace": {}}}, **_CAMERA_NOT_FOUND},
 )
-async def camera_mjpeg(camera_id: str, hub: HubDep, shutdown: ShutdownDep) -> StreamingResponse:
+async def camera_mjpeg(camera_id: str, hub: HubDep, layers: LayersDep, shutdown: ShutdownDep) -> StreamingResponse:
     try:
-        viewer = hub.watch(camera_id, "mjpeg")
+        viewer = hub.watch(camera_id, "mjpeg", layers)
     except NotFoundError as exc:
         raise _not_found(exc) from None
     # Also closed after the response: a client gone before the stream starts cancels it before its generator
@@ -140,9 +150,9 @@ async def camera_mjpeg(camera_id: str, hub: HubDep, shutdown: ShutdownDep) -> St
         503: {"description": "The camera has no picture yet (starting, offline or disabled)."},
     },
 )
-async def camera_snapshot(camera_id: str, hub: HubDep) -> Response:
+async def camera_snapshot(camera_id: str, hub: HubDep, layers: LayersDep) -> Response:
     try:
-        frame = await asyncio.to_thread(hub.snapshot, camera_id)
+        frame = await asyncio.to_thread(hub.snapshot, camera_id, layers)
     except NotFoundError as exc:
         raise _not_found(exc) from None
     if frame is None:
@@ -161,9 +171,9 @@ async def camera_snapshot(camera_id: str, hub: HubDep) -> Response:
         503: {"description": "Too many WebRTC viewers (preview.max_webrtc_peers)."},
     },
 )
-async def camera_webrtc(camera_id: str, offer: WebRtcOffer, peers: PeersDep) -> WebRtcAnswer:
+async def camera_webrtc(camera_id: str, offer: WebRtcOffer, peers: PeersDep, layers: LayersDep) -> WebRtcAnswer:
     try:
-        session_id, answer = await peers.answer(camera_id, offer.sdp)
+        session_id, answer = await peers.answer(camera_id, offer.sdp, layers)
     except NotFoundError as exc:
         raise _not_found(exc) from None
     except BadOffer as exc:
