@@ -306,10 +306,17 @@ class RedisBus:
     ) -> Subscription:
         """Follow the stream (XREAD) from ``after`` or from now; one thread and connection per subscriber."""
         start = after if after is not None else self._last_id()
-        sub = StreamSubscription(self, callback, EventFilter.of(camera_id, types), start)
+        flt = EventFilter.of(camera_id, types)
+        sub = StreamSubscription(
+            self.url, self.stream, self._timeout_s, self._backoff, self._discard, callback, flt, start
+        )
         with self._cond:
             self._subs.add(sub)
         return sub
+
+    def _discard(self, sub: StreamSubscription) -> None:
+        with self._cond:
+            self._subs.discard(sub)
 
     def history(
         self,

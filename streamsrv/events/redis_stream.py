@@ -4,7 +4,8 @@ from __future__ import annotations
 
 import logging
 import threading
-from typing import TYPE_CHECKING, Any
+from collections.abc import Callable
+from typing import Any
 
 import redis
 from pydantic import ValidationError
@@ -13,9 +14,6 @@ from redis.retry import Retry
 
 from streamsrv.events.model import Event
 from streamsrv.events.protocol import Callback, EventFilter, EventRecord, call_subscriber
-
-if TYPE_CHECKING:
-    from streamsrv.events.redis_bus import RedisBus
 
 log = logging.getLogger(__name__)
 REDIS_DOWN = (redis.ConnectionError, redis.TimeoutError, OSError)
@@ -33,29 +31,39 @@ class StreamSubscription:
 
     _BLOCK_MS = 1000
 
-    def __init__(self, bus: RedisBus, callback: Callback, flt: EventFilter, start: str) -> None:
-        self._bus, self._callback, self._filter, self._last = bus, callback, flt, start
+    def __init__(
+        self,
+        url: str,
+        stream: str,
+        timeout_s: float,
+        backoff: tuple[float, float],
+        on_close: Callable[[StreamSubscription], None],
+        callback: Callback,
+        flt: EventFilter,
+        start: str,
+    ) -> None:
+        self._stream, self._backoff, self._on_close = stream, backoff, on_close
+        self._callback, self._filter, self._last = callback, flt, start
         self._stop = threading.Event()
-        self._client = redis_client(bus.url, bus._timeout_s + self._BLOCK_MS / 1000)
+        self._client = redis_client(url, timeout_s + self._BLOCK_MS / 1000)
         self._thread = threading.Thread(target=self._run, name="redis-events-reader", daemon=True)
         self._thread.start()
 
     def close(self) -> None:
         # No join: closing from an event loop must not wait out a blocking XREAD; the thread ends within it.
         self._stop.set()
-        with self._bus._cond:
-            self._bus._subs.discard(self)
+        self._on_close(self)
 
     def _run(self) -> None:
-        delay = self._bus._backoff[0]
+        delay = self._backoff[0]
         while not self._stop.is_set():
             try:
-                replies = self._client.xread({self._bus.stream: self._last}, count=500, block=self._BLOCK_MS)
+                replies = self._client.xread({self._stream: self._last}, count=500, block=self._BLOCK_MS)
             except REDIS_DOWN:
                 self._stop.wait(delay)
-                delay = min(delay * 2, self._bus._backoff[1])
+                delay = min(delay * 2, self._backoff[1])
                 continue
-            delay = self._bus._backoff[0]
+            delay = self._backoff[0]
             # RESP2 answers [[stream, entries]], RESP3 {stream: entries}.
             per_stream = replies.values() if isinstance(replies, dict) else [e for _, e in replies or []]
             for entries in per_stream:
