@@ -74,9 +74,13 @@ class CameraActuator:
         if not same:
             self._jobs.put(lambda: self._apply(cam))
 
-    def stop_now(self, camera_id: str) -> None:
-        """Stop a camera on the caller's thread (at shutdown, when the queue no longer runs)."""
-        self._stop(camera_id, None)
+    def stop_all_now(self) -> None:
+        """Stop every camera at once, in parallel, on the caller's threads (at shutdown, after ``stop``)."""
+        threads = [threading.Thread(target=self._stop, args=(c, None)) for c in self.running()]
+        for t in threads:
+            t.start()
+        for t in threads:
+            t.join()
 
     # -- the work ------------------------------------------------------------------------------------------------
     def _run(self) -> None:

@@ -71,6 +71,7 @@ class ClusterNode:
         self._floors: dict[str, int] = {}  # camera -> highest fencing token seen
         self._wake = threading.Event()
         self._stopping = threading.Event()
+        self._draining = threading.Event()  # stopping: renew what is held, take and hand over nothing
         self.joined = False
         self.error: str | None = "not connected to Redis yet"
         self.counts = {"acquired": 0, "lost": 0, "released": 0, "redis_errors": 0}
@@ -99,24 +100,27 @@ class ClusterNode:
             t.start()
 
     def stop(self) -> None:
-        """Stop every camera, deliver their last events, release every lease and leave: cameras move at once."""
+        """Stop every camera, deliver their last events, release every lease and leave: cameras move at once.
+
+        Meanwhile the reconciler keeps renewing (and only that), so slow decoder stops cannot let a lease lapse.
+        """
+        self._draining.set()
+        self._wake.set()
+        self.actuator.stop()  # runs what was queued first
+        self.actuator.stop_all_now()
+        self.bus.flush(5.0)
         self._stopping.set()
         self._wake.set()
         self._threads[0].join(timeout=self.cfg.lease_s)
-        self.actuator.stop()  # runs what was queued first
-        for camera_id in self.actuator.running():
-            self.actuator.stop_now(camera_id)
         with self._lock:
             held = list(self._owned.values())
-        self.bus.flush(5.0)
+            self._owned.clear()
         try:
             released = self.leases.release(held)
             self.membership.leave()
             log.info("cluster: node %s left, released %d lease(s)", self.node_id, released)
         except REDIS_DOWN as exc:
             log.warning("cluster: could not release leases (%s); they expire after %.0f s", exc, self.cfg.lease_s)
-        with self._lock:
-            self._owned.clear()
         self.client.close()
 
     def wake(self) -> None:
@@ -209,6 +213,9 @@ class ClusterNode:
         if not self.joined:
             log.info("cluster: node %s joined at %s", self.node_id, self.url)
         self.joined, self.error = True, None
+        if self._draining.is_set():
+            self._renew({})
+            return
         if not self.store.seeded():
             added = self.store.seed(self._known.values() if self._known else self._seed)
             log.info("cluster: seeded the camera registry with %d camera(s)", added)
