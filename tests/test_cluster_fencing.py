@@ -3,14 +3,14 @@ continues across owners and a retried or repeated event is written once."""
 
 from __future__ import annotations
 
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 
 import pytest
 import redis
 
 from streamsrv.cluster.keys import lease_key, seq_key
 from streamsrv.cluster.leases import Lease, Leases
-from streamsrv.events.model import EventSequencer
+from streamsrv.events.model import Event, EventSequencer
 from streamsrv.events.redis_bus import RedisBus
 from streamsrv.events.redis_fence import Fence
 from tests.support.processes import RedisServer
@@ -23,9 +23,11 @@ def client(redis_server: RedisServer) -> Iterator[redis.Redis]:
     c.close()
 
 
-def stream_seqs(client: redis.Redis, camera_id: str = "door") -> list[tuple[str, int]]:
-    from streamsrv.events.model import Event
+def fence_of(lease_value: str) -> Callable[[Event], Fence]:
+    return lambda e: Fence(lease_key(e.camera_id), lease_value, seq_key(e.camera_id))
 
+
+def stream_seqs(client: redis.Redis, camera_id: str = "door") -> list[tuple[str, int]]:
     out = []
     for _, fields in client.xrange("streamsrv:events"):
         e = Event.from_json(fields[b"event"])
@@ -39,7 +41,7 @@ def test_stale_owner_is_refused_and_counted_new_owner_continues(redis_server: Re
     a_lease = Leases(client, "a", lease_s=30).acquire("door", floor=0)
     assert isinstance(a_lease, Lease)
     held["a"] = Fence(lease_key("door"), a_lease.value.raw, seq_key("door"))
-    bus_a = RedisBus(redis_server.url, fence=lambda cam: held["a"])
+    bus_a = RedisBus(redis_server.url, fence=lambda event: held["a"])
     seq_a = EventSequencer("door", run_id="a-1")
     for _ in range(3):
         bus_a.publish(seq_a.make("camera.online", ts=1.0))
@@ -52,7 +54,7 @@ def test_stale_owner_is_refused_and_counted_new_owner_continues(redis_server: Re
     assert isinstance(b_lease, Lease) and b_lease.value.token > a_lease.value.token
     last = int(client.get(seq_key("door")) or 0)
     assert last == 3
-    bus_b = RedisBus(redis_server.url, fence=lambda cam: Fence(lease_key(cam), b_lease.value.raw, seq_key(cam)))
+    bus_b = RedisBus(redis_server.url, fence=fence_of(b_lease.value.raw))
     seq_b = EventSequencer("door", run_id="b-2", first_seq=last + 1)
     bus_b.publish(seq_b.make("camera.online", ts=2.0))
     for _ in range(2):
@@ -73,7 +75,7 @@ def test_stale_owner_is_refused_and_counted_new_owner_continues(redis_server: Re
 def test_a_repeated_event_is_written_once(redis_server: RedisServer, client: redis.Redis) -> None:
     lease = Leases(client, "a", lease_s=30).acquire("door", floor=0)
     assert isinstance(lease, Lease)
-    bus = RedisBus(redis_server.url, fence=lambda cam: Fence(lease_key(cam), lease.value.raw, seq_key(cam)))
+    bus = RedisBus(redis_server.url, fence=fence_of(lease.value.raw))
     seq = EventSequencer("door", run_id="a-1")
     event = seq.make("camera.online", ts=1.0)
     bus.publish(event)

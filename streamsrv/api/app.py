@@ -137,7 +137,7 @@ def cluster_parts(cfg: AppConfig) -> tuple[ClusterNode, StreamServer, ClusterCam
         cfg.events.redis_url,
         stream_maxlen=cfg.events.stream_maxlen,
         buffer_max_events=cfg.events.buffer_max_events,
-        fence=lambda camera_id: nodes[0].fence(camera_id),
+        fence=lambda event: nodes[0].fence(event),
     )
     srv = StreamServer(cfg.model_copy(update={"cameras": []}), bus=bus)
     node = ClusterNode(cfg, srv, bus, advertise_url(cfg.cluster, cfg.server.host, cfg.server.port))

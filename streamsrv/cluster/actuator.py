@@ -62,8 +62,8 @@ class CameraActuator:
             return sorted(self._running)
 
     # -- what the reconciler asks (queued) -----------------------------------------------------------------------
-    def start_camera(self, cam: CameraConfig, token: int) -> None:
-        self._jobs.put(lambda: self._start(cam, token))
+    def start_camera(self, cam: CameraConfig, token: int, run_id: str) -> None:
+        self._jobs.put(lambda: self._start(cam, token, run_id))
 
     def stop_camera(self, camera_id: str, release: Lease | None) -> None:
         self._jobs.put(lambda: self._stop(camera_id, release))
@@ -90,7 +90,7 @@ class CameraActuator:
             except Exception:  # one camera's failure must not stop the others' starts and stops
                 log.exception("cluster: a camera change failed")
 
-    def _start(self, cam: CameraConfig, token: int) -> None:
+    def _start(self, cam: CameraConfig, token: int, run_id: str) -> None:
         if not self._owns(cam.id, token):
             return  # lost again before it could start
         with self._lock:
@@ -98,7 +98,6 @@ class CameraActuator:
                 return
         stored = self.client.get(seq_key(cam.id))
         first_seq = max(int(stored or 0), self._seq_floor.get(cam.id, 0)) + 1
-        run_id = f"t{token}.{self.node_id}"[:64]
         self.server.add_camera(cam, run_id=run_id, first_seq=first_seq)
         with self._lock:
             self._running[cam.id] = cam

@@ -33,6 +33,7 @@ from streamsrv.cluster.membership import Membership, NodeIdClash, NodeInfo
 from streamsrv.cluster.registry import RegistryStore, inline_rules
 from streamsrv.config.cluster import ClusterConfig
 from streamsrv.config.models import AppConfig, CameraConfig, redact_url
+from streamsrv.events.model import Event
 from streamsrv.events.redis_bus import RedisBus
 from streamsrv.events.redis_fence import Fence
 from streamsrv.events.redis_stream import REDIS_DOWN, redis_client
@@ -67,6 +68,7 @@ class ClusterNode:
         self._known: dict[str, CameraConfig] = {}  # the registry as last read: written back if Redis loses it
         self._lock = threading.Lock()
         self._owned: dict[str, Lease] = {}
+        self._runs: dict[str, str] = {}  # camera -> run_id of the engine started under the lease held
         self._leaving: set[str] = set()
         self._floors: dict[str, int] = {}  # camera -> highest fencing token seen
         self._wake = threading.Event()
@@ -115,6 +117,7 @@ class ClusterNode:
         with self._lock:
             held = list(self._owned.values())
             self._owned.clear()
+            self._runs.clear()
         try:
             released = self.leases.release(held)
             self.membership.leave()
@@ -131,13 +134,15 @@ class ClusterNode:
         return self.joined and self.error is None
 
     # -- what other parts ask ------------------------------------------------------------------------------------
-    def fence(self, camera_id: str) -> Fence | None:
-        """The lease this node holds for the camera, if its local deadline has not passed (the bus's fence)."""
+    def fence(self, event: Event) -> Fence | None:
+        """The bus's fence: the lease this node holds for the event's camera, if its local deadline has not passed
+        and the event was made by the run started under it (not by a run that lost the camera before)."""
         with self._lock:
-            lease = self._owned.get(camera_id)
-        if lease is None or time.monotonic() >= lease.deadline:
+            lease = self._owned.get(event.camera_id)
+            run_id = self._runs.get(event.camera_id)
+        if lease is None or time.monotonic() >= lease.deadline or event.run_id != run_id:
             return None
-        return Fence(lease_key(camera_id), lease.value.raw, seq_key(camera_id))
+        return Fence(lease_key(event.camera_id), lease.value.raw, seq_key(event.camera_id))
 
     def owned(self) -> list[str]:
         with self._lock:
@@ -271,15 +276,18 @@ class ClusterNode:
         if not isinstance(got, Lease):
             return
         self._floors[cam.id] = got.value.token
+        run_id = f"t{got.value.token}.{self.node_id}"[:64]
         with self._lock:
             self._owned[cam.id] = got
+            self._runs[cam.id] = run_id
         self.counts["acquired"] += 1
         log.info("cluster: camera %s acquired (token %d)", cam.id, got.value.token)
-        self.actuator.start_camera(cam, got.value.token)
+        self.actuator.start_camera(cam, got.value.token, run_id)
 
     def _lose(self, camera_id: str, why: str) -> None:
         with self._lock:
             lease = self._owned.pop(camera_id, None)
+            self._runs.pop(camera_id, None)
             self._leaving.discard(camera_id)
         if lease is None:
             return
@@ -302,6 +310,7 @@ class ClusterNode:
             if self._owned.get(lease.camera_id) != lease and lease.camera_id in self._owned:
                 lease = self._owned[lease.camera_id]  # renewed meanwhile: same value, newer deadline
             self._owned.pop(lease.camera_id, None)
+            self._runs.pop(lease.camera_id, None)
             self._leaving.discard(lease.camera_id)
         try:
             if self.leases.release([lease]):

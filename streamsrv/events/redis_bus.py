@@ -216,7 +216,7 @@ class RedisBus:
         refused_here = 0
         for e in batch:
             if self._fence is not None:
-                fence = self._fence(e.camera_id)  # at delivery: the lease this node holds now
+                fence = self._fence(e)  # at delivery: the lease this node holds now, if the event's run is its
                 if fence is None:
                     refused_here += 1
                     continue

@@ -11,7 +11,7 @@ not above it, so a retried batch never adds an event twice, and a new owner cont
 it (docs/events.md).
 
 Example:
-    >>> bus = RedisBus(url, fence=lambda camera_id: Fence("lease:door", "7:gpu-0:1700000000000", "seq:door"))
+    >>> bus = RedisBus(url, fence=lambda event: Fence("lease:door", "7:gpu-0:1700000000000", "seq:door"))
     ... # doctest: +SKIP
 """
 
@@ -19,6 +19,8 @@ from __future__ import annotations
 
 from collections.abc import Callable
 from dataclasses import dataclass
+
+from streamsrv.events.model import Event
 
 # KEYS: stream, camera seq key, lease key. ARGV: seq, json, maxlen, channel, camera channel, camera_id, type, lease.
 # -> 1 written, 0 already there (a retry), -1 refused: the lease is not ours (any more).
@@ -45,5 +47,6 @@ class Fence:
     seq_key: str
 
 
-FenceLookup = Callable[[str], Fence | None]
-"""camera id -> its fence now, or None when this node does not hold the camera's lease (the write is refused)."""
+FenceLookup = Callable[[Event], Fence | None]
+"""event -> its camera's fence now, or None when this node does not hold the lease the event was made under (the
+write is refused): a node that lost a camera and took it back must not write what the old run made meanwhile."""
