@@ -215,7 +215,7 @@ def test_failover_join_stall_and_leave(nodes: Nodes, redis_srv: RedisServer) -> 
     frozen = max(nodes.live(), key=lambda n: len(decoders(nodes.nodes[n])))
     frozen_pid = nodes.nodes[frozen].pid
     assert frozen_pid is not None
-    stale_runs = {e.run_id for _, e in stream(client) if e.run_id.endswith(f".{frozen}")}
+    stale_runs = {(e.camera_id, e.run_id) for _, e in stream(client) if e.run_id.endswith(f".{frozen}")}
     stopped_at = time.time()
     os.kill(frozen_pid, signal.SIGSTOP)
     time.sleep(LEASE_S + 4)
@@ -225,7 +225,7 @@ def test_failover_join_stall_and_leave(nodes: Nodes, redis_srv: RedisServer) -> 
     os.kill(frozen_pid, signal.SIGCONT)
     until_settled(nodes, six, 60 + ONLINE_SLACK_S, "settled after SIGCONT")
     late = [
-        (t, e) for t, e in stream(client) if e.run_id in stale_runs and t > stopped_at + LEASE_S + 0.5
+        (t, e) for t, e in stream(client) if (e.camera_id, e.run_id) in stale_runs and t > stopped_at + LEASE_S + 0.5
     ]  # 0.5 s: clock granularity of the entry ids against this process's clock
     assert not late, f"{frozen} wrote events after its lease expired: {late[:3]}"
 
