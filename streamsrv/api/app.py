@@ -142,7 +142,7 @@ def cluster_parts(cfg: AppConfig) -> tuple[ClusterNode, StreamServer, ClusterCam
     srv = StreamServer(cfg.model_copy(update={"cameras": []}), bus=bus)
     node = ClusterNode(cfg, srv, bus, advertise_url(cfg.cluster, cfg.server.host, cfg.server.port))
     nodes.append(node)
-    return node, srv, ClusterCameraRegistry(srv, node.store, cfg.base_dir, node.wake)
+    return node, srv, ClusterCameraRegistry(srv, node.store, cfg.base_dir, node.registry_changed)
 
 
 def rule_counts(server: ServerApi) -> Counts:

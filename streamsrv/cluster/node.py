@@ -41,7 +41,8 @@ from streamsrv.runtime.server import StreamServer
 
 log = logging.getLogger(__name__)
 _BACKOFF_MAX_S = 5.0
-_MIN_TICK_GAP_S = 0.1  # announcements arriving in a burst cause one reconcile, not one each
+_MIN_TICK_GAP_S = 0.1
+_REREAD_EVERY = 10  # announcements arriving in a burst cause one reconcile, not one each
 
 
 class ClusterNode:
@@ -72,6 +73,8 @@ class ClusterNode:
         self._leaving: set[str] = set()
         self._floors: dict[str, int] = {}  # camera -> highest fencing token seen
         self._wake = threading.Event()
+        self._changed = threading.Event()  # a registry change was announced: read it again
+        self._rounds = 0
         self._stopping = threading.Event()
         self._draining = threading.Event()  # stopping: renew what is held, take and hand over nothing
         self.joined = False
@@ -127,6 +130,11 @@ class ClusterNode:
         self.client.close()
 
     def wake(self) -> None:
+        self._wake.set()
+
+    def registry_changed(self) -> None:
+        """This node's API changed the registry: read it and reconcile now."""
+        self._changed.set()
         self._wake.set()
 
     @property
@@ -223,9 +231,9 @@ class ClusterNode:
             return
         if not self.store.seeded():
             added = self.store.seed(self._known.values() if self._known else self._seed)
+            self._changed.set()
             log.info("cluster: seeded the camera registry with %d camera(s)", added)
-        cameras = self.store.load()
-        self._known = cameras
+        cameras = self._registry()
         live = {n: i.capacity for n, i in self.membership.nodes().items() if i.alive}
         live[self.node_id] = self.cfg.capacity
         share = set(assign([c for c, cam in cameras.items() if cam.enabled], live).cameras_of(self.node_id))
@@ -243,6 +251,15 @@ class ClusterNode:
                 self._acquire(cameras[camera_id])
         for camera_id in sorted(owned & share):
             self.actuator.apply(cameras[camera_id])
+
+    def _registry(self) -> dict[str, CameraConfig]:
+        """The registry, read again only when a change was announced or every few rounds (a missed announcement
+        costs at most ``_REREAD_EVERY`` rounds): it is the biggest read of a round."""
+        self._rounds += 1
+        if self._changed.is_set() or not self._known or self._rounds % _REREAD_EVERY == 0:
+            self._changed.clear()
+            self._known = self.store.load()
+        return self._known
 
     def _renew(self, holders: dict[str, LeaseValue | None]) -> None:
         with self._lock:
@@ -340,9 +357,11 @@ class ClusterNode:
             pubsub = self.client.pubsub(ignore_subscribe_messages=True)
             try:
                 pubsub.subscribe(CHANGES)
+                self._changed.set()  # announcements may have been missed while not subscribed
                 delay = 0.5
                 while not self._stopping.is_set():
                     if pubsub.get_message(timeout=1.0) is not None:
+                        self._changed.set()
                         self._wake.set()
             except (*REDIS_DOWN, redis.RedisError):
                 self._stopping.wait(delay)

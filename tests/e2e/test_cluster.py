@@ -190,6 +190,11 @@ def test_failover_join_stall_and_leave(nodes: Nodes, redis_srv: RedisServer) -> 
     killed_at = time.time()
     os.kill(pid, signal.SIGKILL)
     survivor = next(s for n, s in nodes.nodes.items() if n != victim)
+    with survivor.client(timeout_s=10) as http:  # a camera whose node just died: an answer, never a hang or a 500
+        orphan = http.get(f"/api/cameras/{min(lost)}/stats")
+    assert orphan.status_code in (200, 503), orphan.text
+    if orphan.status_code == 503:
+        assert min(lost) in orphan.json()["detail"], orphan.text
 
     def moved_elsewhere() -> bool:
         owners = {c: v["node"] for c, v in cluster(survivor)["cameras"].items()}
@@ -268,6 +273,20 @@ def test_rest_add_on_any_node_and_redis_restart(nodes: Nodes, redis_srv: RedisSe
         with node.client() as http:
             stats = http.get("/api/cameras/rest/stats")
         assert stats.status_code == 200 and stats.json()["camera_id"] == "rest", stats.text
+
+    # previews of a camera another node runs come through any node: a snapshot, and MJPEG as it streams
+    other = b if owner == "a" else a
+    with other.client() as http:
+        snap = http.get("/api/cameras/rest/snapshot.jpg")
+        assert snap.status_code == 200 and snap.content[:2] == b"\xff\xd8", snap.text[:200]
+        with http.stream("GET", "/api/cameras/rest/mjpeg") as mjpeg:
+            assert mjpeg.status_code == 200
+            got = b""
+            for chunk in mjpeg.iter_bytes():
+                got += chunk
+                if b"\xff\xd9" in got:  # one whole JPEG came through
+                    break
+        assert b"\xff\xd8" in got
 
     # 7: Redis restarted without persistence: every key is gone; the nodes rebuild registry and leases
     doubles: list[tuple[float, str]] = []
