@@ -73,7 +73,9 @@ class ClusterProxy:
         elif not owner.alive or not owner.url:
             await _answer(send, 503, f"camera {camera_id!r}: its node {owner.id!r} is not alive; it moves soon")
         else:
-            await self._forward(scope, receive, send, owner.url, owner.id, headers)
+            await self._forward(
+                scope, receive, send, owner.url, f"camera {camera_id!r}: its node {owner.id!r}", headers
+            )
 
     def _authorized(self, scope: Scope, headers: dict[bytes, bytes]) -> bool:
         if self.api_key is None:
@@ -85,7 +87,7 @@ class ClusterProxy:
         return hmac.compare_digest(given.encode(), self.api_key.encode())
 
     async def _forward(
-        self, scope: Scope, receive: Receive, send: Send, base: str, node_id: str, headers: dict[bytes, bytes]
+        self, scope: Scope, receive: Receive, send: Send, base: str, whose: str, headers: dict[bytes, bytes]
     ) -> None:
         body = b""
         while True:
@@ -101,7 +103,7 @@ class ClusterProxy:
         try:
             response = await self.client.send(request, stream=True)
         except httpx.HTTPError as exc:
-            await _answer(send, 503, f"camera's node {node_id!r} at {base} does not answer: {type(exc).__name__}")
+            await _answer(send, 503, f"{whose} at {base} does not answer: {type(exc).__name__}")
             return
         try:
             out_headers = [(k.encode(), v.encode()) for k, v in response.headers.items() if k.lower() not in _HOP]
