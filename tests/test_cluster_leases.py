@@ -72,3 +72,11 @@ def test_lease_value_parses_node_ids_with_dots_and_dashes() -> None:
     v = LeaseValue(12, "gpu-0.rack.a", 1700000000.5)
     assert LeaseValue.parse(v.raw) == v
     assert LeaseValue.parse(b"garbage") is None and LeaseValue.parse(None) is None
+
+
+def test_seconds_left_reads_redis_clock(client: redis.Redis) -> None:
+    a = Leases(client, "a", lease_s=2)
+    assert isinstance(a.acquire("door", floor=0), Lease)
+    left = a.seconds_left([lease_key("door"), lease_key("nobody")])
+    assert 1.0 < left[0] <= 2.0 and left[1] == 0
+    assert a.seconds_left([]) == []

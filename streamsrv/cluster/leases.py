@@ -134,6 +134,15 @@ class Leases:
             self._release(keys=[lease_key(lease.camera_id)], args=[lease.value.raw], client=pipe)
         return sum(int(r) for r in pipe.execute())
 
+    def seconds_left(self, keys: list[str]) -> list[float]:
+        """Each key's time to live in seconds, in one round trip (0 for a key that is gone or never expires)."""
+        if not keys:
+            return []
+        pipe = self.client.pipeline(transaction=False)
+        for key in keys:
+            pipe.pttl(key)
+        return [max(0, int(ms)) / 1000 for ms in pipe.execute()]
+
     def holders(self, camera_ids: list[str]) -> dict[str, LeaseValue | None]:
         """Every camera's current lease (None when free), in one MGET."""
         if not camera_ids:

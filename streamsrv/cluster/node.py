@@ -27,7 +27,7 @@ import redis
 
 from streamsrv.cluster.actuator import CameraActuator
 from streamsrv.cluster.assignment import assign
-from streamsrv.cluster.keys import CHANGES, lease_key, seq_key
+from streamsrv.cluster.keys import CHANGES, lease_key, node_key, seq_key
 from streamsrv.cluster.leases import Lease, Leases, LeaseValue
 from streamsrv.cluster.membership import Membership, NodeIdClash, NodeInfo
 from streamsrv.cluster.registry import RegistryStore, inline_rules
@@ -42,7 +42,8 @@ from streamsrv.runtime.server import StreamServer
 log = logging.getLogger(__name__)
 _BACKOFF_MAX_S = 5.0
 _MIN_TICK_GAP_S = 0.1
-_REREAD_EVERY = 10  # announcements arriving in a burst cause one reconcile, not one each
+_REREAD_EVERY = 10
+_DEAD = NodeInfo("", "")  # alive: False  # announcements arriving in a burst cause one reconcile, not one each
 
 
 class ClusterNode:
@@ -75,6 +76,7 @@ class ClusterNode:
         self._wake = threading.Event()
         self._changed = threading.Event()  # a registry change was announced: read it again
         self._rounds = 0
+        self._soon: float | None = None  # seconds to the next expiry worth a round of its own
         self._stopping = threading.Event()
         self._draining = threading.Event()  # stopping: renew what is held, take and hand over nothing
         self.joined = False
@@ -184,7 +186,7 @@ class ClusterNode:
                 self._wait(delay)
                 continue
             delay = 0.5
-            self._wait(self.tick_s)
+            self._wait(self.tick_s if self._soon is None else min(self.tick_s, self._soon))
 
     def _wait(self, timeout_s: float) -> None:
         with self._lock:
@@ -234,7 +236,8 @@ class ClusterNode:
             self._changed.set()
             log.info("cluster: seeded the camera registry with %d camera(s)", added)
         cameras = self._registry()
-        live = {n: i.capacity for n, i in self.membership.nodes().items() if i.alive}
+        nodes = self.membership.nodes()
+        live = {n: i.capacity for n, i in nodes.items() if i.alive}
         live[self.node_id] = self.cfg.capacity
         share = set(assign([c for c, cam in cameras.items() if cam.enabled], live).cameras_of(self.node_id))
         holders = self.leases.holders(list(cameras))
@@ -251,6 +254,21 @@ class ClusterNode:
                 self._acquire(cameras[camera_id])
         for camera_id in sorted(owned & share):
             self.actuator.apply(cameras[camera_id])
+        self._soon = self._next_expiry(nodes, share - owned, holders)
+
+    def _next_expiry(
+        self, nodes: dict[str, NodeInfo], wanted: set[str], holders: dict[str, LeaseValue | None]
+    ) -> float | None:
+        """Seconds until the next key that matters expires: the heartbeat of a node that stopped beating (its
+        cameras are then shared out again) or a dead node's lease on a camera of this node's share. The next round
+        runs right then instead of up to ``lease_s / 3`` later. Redis's own clock decides (PTTL), not the nodes'."""
+        now = time.time()
+        keys = [node_key(n) for n, i in nodes.items() if i.alive and n != self.node_id and now - i.ts > self.tick_s]
+        keys += [
+            lease_key(c) for c in wanted if (h := holders.get(c)) is not None and not nodes.get(h.node, _DEAD).alive
+        ]
+        left = [s for s in self.leases.seconds_left(keys) if s > 0]
+        return min(left) + 0.02 if left else None
 
     def _registry(self) -> dict[str, CameraConfig]:
         """The registry, read again only when a change was announced or every few rounds (a missed announcement
