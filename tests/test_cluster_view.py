@@ -95,3 +95,30 @@ def test_a_dead_node_is_listed_not_alive_and_a_live_one_cannot_be_cloned(client:
     view = read_view(a)
     assert not view.nodes["a"].alive
     clone.check_clash()  # the id is free once its holder left
+
+
+def test_cameras_list_each_camera_with_its_node_or_why_it_runs_nowhere() -> None:
+    from streamsrv.api.routers.cameras import cluster_camera_out
+    from streamsrv.cluster.leases import LeaseValue
+    from streamsrv.cluster.view import ClusterView
+
+    cams = {
+        "door": CameraConfig(id="door", url="rtsp://u:secret@cam/1"),
+        "gate": CameraConfig(id="gate", url="rtsp://cam/2"),
+        "yard": CameraConfig(id="yard", url="rtsp://cam/3"),
+    }
+    other = NodeInfo("b", "http://b:8080", states={"gate": "reconnecting"}, alive=True)
+    view = ClusterView(
+        me="a",
+        cameras=cams,
+        nodes={"b": other},
+        holders={"door": None, "gate": LeaseValue(4, "b", 1.0), "yard": None},
+        unassigned={"door": "no room: all 1 live node(s) are at capacity (1 camera(s) in all)"},
+        at=2.0,
+    )
+    door, gate, yard = (cluster_camera_out(view, cams[c], None) for c in ("door", "gate", "yard"))
+    assert (door.state, door.node) == ("unassigned", None) and (door.error or "").startswith("no room")
+    assert "secret" not in door.url
+    assert (gate.state, gate.node) == ("reconnecting", "b")  # as its node reports it
+    assert gate.model_dump(mode="json")["node"] == "b"
+    assert (yard.state, yard.node) == ("starting", None)  # between owners
