@@ -12,11 +12,12 @@ import pytest
 import redis
 from prometheus_client import CollectorRegistry, generate_latest
 
-from streamsrv.cluster.leases import Lease, Leases
+from streamsrv.api.routers.cameras import cluster_camera_out
+from streamsrv.cluster.leases import Lease, Leases, LeaseValue
 from streamsrv.cluster.membership import Membership, NodeIdClash, NodeInfo
 from streamsrv.cluster.metrics import ClusterCollector
 from streamsrv.cluster.registry import RegistryStore
-from streamsrv.cluster.view import read_view
+from streamsrv.cluster.view import ClusterView, read_view
 from streamsrv.config.models import CameraConfig
 from tests.support.processes import RedisServer
 
@@ -98,10 +99,6 @@ def test_a_dead_node_is_listed_not_alive_and_a_live_one_cannot_be_cloned(client:
 
 
 def test_cameras_list_each_camera_with_its_node_or_why_it_runs_nowhere() -> None:
-    from streamsrv.api.routers.cameras import cluster_camera_out
-    from streamsrv.cluster.leases import LeaseValue
-    from streamsrv.cluster.view import ClusterView
-
     cams = {
         "door": CameraConfig(id="door", url="rtsp://u:secret@cam/1"),
         "gate": CameraConfig(id="gate", url="rtsp://cam/2"),
