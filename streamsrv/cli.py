@@ -50,11 +50,17 @@ def cmd_serve(args: argparse.Namespace) -> int:
     # lets the re-raise return, so the server exits 0 after a clean shutdown.
     for signum in (signal.SIGTERM, signal.SIGINT):
         signal.signal(signum, lambda *_: None)
+    node = app.state.cluster
+    if node is not None:
+        node.check_clash()  # a live node with this id: refuse to start (exit 2), naming the clash
     # HttpServer ends the endless responses itself; the bound is for requests that are slow to finish.
-    HttpServer(
+    http = HttpServer(
         app, host=cfg.server.host, port=cfg.server.port, log_config=None, access_log=False, timeout_graceful_shutdown=5
-    ).run()
-    return 0
+    )
+    if node is not None:
+        node.on_fatal = lambda _: setattr(http, "should_exit", True)
+    http.run()
+    return 2 if node is not None and node.fatal else 0
 
 
 def cmd_analyze(args: argparse.Namespace) -> int:

@@ -27,6 +27,7 @@ READINESS_FIELDS = {
     "inference_restarts",
     "inference_error",
     "cameras",
+    "cluster_error",
 }
 
 
@@ -82,6 +83,7 @@ def test_readyz_reports_the_model_and_the_running_cameras(app: tuple[TestClient,
         "inference_restarts": 0,
         "inference_error": None,
         "cameras": 1,  # the enabled one
+        "cluster_error": None,  # not in cluster mode
     }
     assert loading.status_code == 503
     assert (loading.json()["ready"], loading.json()["inference_restarts"]) == (False, 2)

@@ -16,12 +16,14 @@ from fastapi.exceptions import RequestValidationError
 from fastapi.staticfiles import StaticFiles
 
 from streamsrv import __version__
+from streamsrv.api.cluster_proxy import ClusterProxy
 from streamsrv.api.middleware import BodySizeLimit, redacted_validation_error
 from streamsrv.api.routers import caches as caches_router
 from streamsrv.api.routers import (
     cameras,
     capacity,
     clips,
+    cluster,
     detect,
     events,
     health,
@@ -32,8 +34,13 @@ from streamsrv.api.routers import (
     probe,
     rules,
 )
+from streamsrv.cluster.metrics import ClusterCollector
+from streamsrv.cluster.node import ClusterNode
+from streamsrv.cluster.registry import ClusterCameraRegistry
+from streamsrv.config.cluster import advertise_url
 from streamsrv.config.models import AppConfig
 from streamsrv.errors import NotFoundError
+from streamsrv.events.redis_bus import RedisBus
 from streamsrv.jobs.manager import JobManager
 from streamsrv.jobs.store import JobStats
 from streamsrv.outputs.homeassistant import CameraCounts, Counts
@@ -55,9 +62,15 @@ def create_app(cfg: AppConfig, server: ServerApi | None = None, config_path: Pat
     ``config_path`` is the file ``cfg`` came from: with ``server.persist`` on, camera and rule changes made
     through the API are written back to it.
     """
-    srv: ServerApi = server or StreamServer(cfg)
-    store = ConfigFileStore(config_path) if config_path is not None and cfg.server.persist else None
-    registry = CameraRegistry(srv, store)
+    node: ClusterNode | None = None
+    srv: ServerApi
+    registry: CameraRegistry
+    if cfg.cluster is not None and server is None:
+        node, srv, registry = cluster_parts(cfg)
+    else:
+        srv = server or StreamServer(cfg)
+        store = ConfigFileStore(config_path) if config_path is not None and cfg.server.persist else None
+        registry = CameraRegistry(srv, store)
     job_manager = JobManager(srv, cfg)
     caches = Caches()  # the preview adds its own in its router's lifespan
     caches.add(lambda: event_cache_sizes(cfg.events, srv.snapshots, srv.bus))
@@ -71,12 +84,16 @@ def create_app(cfg: AppConfig, server: ServerApi | None = None, config_path: Pat
         output_manager.start()  # before the cameras: their first events go out too
         if not srv.started:
             srv.start()
+        if node is not None:
+            node.start()  # after the server: it starts cameras on it
         job_manager.start()
         try:
             yield
         finally:
             job_manager.stop()
             server_metrics.close()
+            if node is not None:
+                node.stop()  # releases the leases: the cameras move at once
             srv.stop()
             output_manager.stop()  # after the cameras: their last events (camera.offline) go out too
 
@@ -90,6 +107,10 @@ def create_app(cfg: AppConfig, server: ServerApi | None = None, config_path: Pat
     app.state.jobs = job_manager
     app.state.outputs = output_manager
     app.state.shutdown = asyncio.Event()
+    app.state.cluster = node
+    if node is not None:
+        server_metrics.registry.register(ClusterCollector(node))
+        app.add_middleware(ClusterProxy, node=node, server=srv, shutdown=app.state.shutdown, api_key=app.state.api_key)
     app.add_middleware(BodySizeLimit, max_bytes=cfg.server.max_body_bytes, overrides=jobs.upload_limits(cfg.jobs))
     app.add_exception_handler(RequestValidationError, redacted_validation_error)
     app.add_exception_handler(CapacityRefused, capacity.refused)
@@ -107,7 +128,25 @@ def create_app(cfg: AppConfig, server: ServerApi | None = None, config_path: Pat
     app.include_router(detect.router)
     app.include_router(jobs.router)
     app.include_router(outputs.router)
+    app.include_router(cluster.router)
     return app
+
+
+def cluster_parts(cfg: AppConfig) -> tuple[ClusterNode, StreamServer, ClusterCameraRegistry]:
+    """Cluster mode: the local server starts no camera by itself (the node starts those it wins), its events are
+    fenced by the node's leases, and the API's registry is the one in Redis."""
+    assert cfg.cluster is not None and cfg.events.redis_url is not None
+    nodes: list[ClusterNode] = []
+    bus = RedisBus(
+        cfg.events.redis_url,
+        stream_maxlen=cfg.events.stream_maxlen,
+        buffer_max_events=cfg.events.buffer_max_events,
+        fence=lambda event: nodes[0].fence(event),
+    )
+    srv = StreamServer(cfg.model_copy(update={"cameras": []}), bus=bus)
+    node = ClusterNode(cfg, srv, bus, advertise_url(cfg.cluster, cfg.server.host, cfg.server.port))
+    nodes.append(node)
+    return node, srv, ClusterCameraRegistry(srv, node.store, cfg.base_dir, node.registry_changed)
 
 
 def rule_counts(server: ServerApi) -> Counts:

@@ -11,7 +11,15 @@ import copy
 from typing import TYPE_CHECKING, Any, Literal
 
 from fastapi.exceptions import RequestValidationError
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, create_model
+from pydantic import (
+    BaseModel,
+    ConfigDict,
+    Field,
+    SerializerFunctionWrapHandler,
+    ValidationError,
+    create_model,
+    model_serializer,
+)
 
 from streamsrv.config.models import CameraConfig, redact_url
 from streamsrv.types import CameraState
@@ -28,14 +36,32 @@ class CameraOut(CameraConfig):
 
     name: str = Field(description="Display name (the id when none was set).")
     url: str = Field(description="The source URL with any password replaced by ***.")
-    state: CameraState | Literal["disabled"] = Field(description="The decoder's state; disabled cameras do not run.")
-    error: str | None = Field(None, description="Last source error (credentials redacted).")
+    state: CameraState | Literal["disabled", "unassigned"] = Field(
+        description="The decoder's state; disabled cameras do not run; unassigned: no cluster node has room "
+        "(error says why)."
+    )
+    error: str | None = Field(None, description="Last source error (credentials redacted), or why it is unassigned.")
+    node: str | None = Field(None, description="Cluster mode: the node running the camera (null when none does).")
 
     @classmethod
-    def of(cls, cam: CameraConfig, state: CameraState | Literal["disabled"], error: str | None) -> CameraOut:
+    def of(
+        cls,
+        cam: CameraConfig,
+        state: CameraState | Literal["disabled", "unassigned"],
+        error: str | None,
+        node: str | None = None,
+    ) -> CameraOut:
         data = cam.model_dump()
-        data.update(name=cam.display_name, url=redact_url(cam.url), state=state, error=error)
+        data.update(name=cam.display_name, url=redact_url(cam.url), state=state, error=error, node=node)
         return cls.model_validate(data)
+
+    @model_serializer(mode="wrap")
+    def _node_only_in_cluster_mode(self, handler: SerializerFunctionWrapHandler) -> dict[str, Any]:
+        # A single server's cameras look as they always did: a client that PUTs back what it read still works.
+        data: dict[str, Any] = handler(self)
+        if data.get("node") is None:
+            data.pop("node", None)
+        return data
 
 
 def _all_optional(model: type[BaseModel], name: str, exclude: set[str]) -> type[BaseModel]:

@@ -17,6 +17,7 @@ from pydantic import Field, SecretStr, field_validator, model_validator
 
 from streamsrv.config.base import StrictModel
 from streamsrv.config.capacity import CapacityConfig, Priority
+from streamsrv.config.cluster import ClusterConfig
 from streamsrv.config.motion import MotionConfig, refresh_error
 from streamsrv.config.outputs import OutputsConfig
 from streamsrv.config.preview import PreviewConfig
@@ -335,6 +336,11 @@ class AppConfig(StrictModel):
     outputs: OutputsConfig = Field(default_factory=OutputsConfig)
     record: RecordConfig = Field(default_factory=RecordConfig)
     capacity: CapacityConfig = Field(default_factory=CapacityConfig)
+    cluster: ClusterConfig | None = Field(
+        None,
+        description="Run as one node of a cluster sharing cameras through Redis (docs/cluster.md); a single "
+        "server when unset.",
+    )
     base_dir: Annotated[Path | None, Field(exclude=True)] = None
 
     @model_validator(mode="after")
@@ -346,6 +352,19 @@ class AppConfig(StrictModel):
             seen.add(cam.id)
             if problem := refresh_error(cam.motion, self.tracker.lost_track_s):
                 raise ValueError(f"camera {cam.id!r}: {problem}")
+        return self
+
+    @model_validator(mode="after")
+    def _one_redis(self) -> AppConfig:
+        # Events are fenced by the camera leases in one Lua script: both must live in the same Redis.
+        if self.cluster is not None:
+            if self.events.redis_url is None:
+                self.events.redis_url = self.cluster.redis_url
+            elif self.events.redis_url != self.cluster.redis_url:
+                raise ValueError(
+                    "events.redis_url must be cluster.redis_url (or unset) in cluster mode: events are checked "
+                    "against camera leases in the same Redis"
+                )
         return self
 
 

@@ -157,10 +157,11 @@ class EventSequencer:
     producer gets its own (another ``run_id``), so each sequence stays gap-free on its own.
     """
 
-    def __init__(self, camera_id: str, run_id: str | None = None) -> None:
+    def __init__(self, camera_id: str, run_id: str | None = None, first_seq: int = 1) -> None:
+        # first_seq > 1: a cluster node continuing the camera's sequence from the previous owner (docs/cluster.md)
         self.camera_id = camera_id
         self.run_id = run_id or uuid.uuid4().hex[:12]
-        self._next = 1
+        self._next = first_seq
 
     @property
     def next_seq(self) -> int:

@@ -33,6 +33,8 @@ class BusStats:
     in-process); ``buffered``: waiting for Redis now; ``dropped``: lost to the buffer bound (never silently:
     counted here and logged); ``redis_connected`` is None for the in-process bus. ``held``: events kept in this
     process's memory now (the in-process bus's history, or those waiting for Redis), at most ``held_max``.
+    ``refused_stale``: events of cameras whose lease this node no longer held when writing (cluster mode: a stale
+    owner's writes are refused, see ``redis_fence``).
     """
 
     accepted: int
@@ -45,6 +47,7 @@ class BusStats:
     last_error: str | None
     held: int = 0
     held_max: int = 0
+    refused_stale: int = 0
 
 
 @dataclass(frozen=True, slots=True)

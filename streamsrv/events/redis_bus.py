@@ -26,17 +26,15 @@ import threading
 import time
 from collections import deque
 from collections.abc import Collection
-from typing import Any
 
 import redis
-from pydantic import ValidationError
-from redis.backoff import NoBackoff
-from redis.retry import Retry
 
 from streamsrv.config.models import redact_url
 from streamsrv.errors import EventBusUnavailable
 from streamsrv.events.model import Event
-from streamsrv.events.protocol import BusStats, Callback, EventFilter, EventRecord, Subscription, call_subscriber
+from streamsrv.events.protocol import BusStats, Callback, EventFilter, EventRecord, Subscription
+from streamsrv.events.redis_fence import FENCED_DELIVER, REFUSED, FenceLookup
+from streamsrv.events.redis_stream import REDIS_DOWN, StreamSubscription, redis_client, stream_records
 
 log = logging.getLogger(__name__)
 
@@ -50,18 +48,10 @@ redis.call('PUBLISH', ARGV[4], ARGV[2])
 redis.call('PUBLISH', ARGV[5], ARGV[2])
 return 1
 """
-_REDIS_DOWN = (redis.ConnectionError, redis.TimeoutError, OSError)
 # Stream ids carry the XADD time; events are XADDed after their capture, so this margin only covers clock skew.
 _CLOCK_SLACK_S = 60.0
 _HISTORY_SCAN_MAX = 20_000
 _LOG_EVERY_S = 10.0
-
-
-def _client(url: str, timeout_s: float) -> redis.Redis:
-    # No retries inside redis-py: the caller decides (back-off, buffering), and no call blocks for long.
-    return redis.Redis.from_url(
-        url, socket_timeout=timeout_s, socket_connect_timeout=min(timeout_s, 2.0), retry=Retry(NoBackoff(), 0)
-    )
 
 
 class RedisBus:
@@ -89,6 +79,7 @@ class RedisBus:
         backoff_max_s: float = 5.0,
         health_interval_s: float = 5.0,
         socket_timeout_s: float = 2.0,
+        fence: FenceLookup | None = None,
     ) -> None:
         self.url, self.channel, self.stream = url, channel, stream
         self.stream_maxlen, self.buffer_max_events, self.batch_size = stream_maxlen, buffer_max_events, batch_size
@@ -96,9 +87,12 @@ class RedisBus:
         self._backoff = (backoff_initial_s, backoff_max_s)
         self._health_interval_s = health_interval_s
         self._timeout_s = socket_timeout_s
-        self._reader = _client(url, socket_timeout_s)
-        self._writer = _client(url, socket_timeout_s)
+        self._reader = redis_client(url, socket_timeout_s)
+        self._writer = redis_client(url, socket_timeout_s)
         self._script = self._writer.register_script(_DELIVER)
+        self._fence = fence
+        self._fenced_script = self._writer.register_script(FENCED_DELIVER)
+        self._refused_stale = 0
         self._buffer: deque[Event] = deque()
         self._inflight = 0
         self._cond = threading.Condition()
@@ -113,7 +107,7 @@ class RedisBus:
         self._down_since = 0.0
         # Set only by close: cuts a back-off short (publish must not, or an outage would be hammered).
         self._wake = threading.Event()
-        self._subs: set[_StreamSubscription] = set()
+        self._subs: set[StreamSubscription] = set()
         self._thread = threading.Thread(target=self._run, name="redis-events", daemon=True)
         self._thread.start()
 
@@ -177,6 +171,7 @@ class RedisBus:
                 last_error=self._last_error,
                 held=len(self._buffer) + self._inflight,
                 held_max=self.buffer_max_events,
+                refused_stale=self._refused_stale,
             )
 
     def _drop(self, why: str) -> None:
@@ -197,9 +192,10 @@ class RedisBus:
                     return
                 batch = [self._buffer.popleft() for _ in range(min(self.batch_size, len(self._buffer)))]
                 self._inflight = len(batch)
+            refused = 0
             try:
                 if batch:
-                    self._deliver(batch)
+                    refused = self._deliver(batch)
                 else:
                     self._writer.ping()
             except Exception as exc:
@@ -212,11 +208,33 @@ class RedisBus:
                 continue
             delay = self._backoff[0]
             next_check = time.monotonic() + self._health_interval_s
-            self._up(len(batch))
+            self._up(len(batch) - refused, refused)
 
-    def _deliver(self, batch: list[Event]) -> None:
+    def _deliver(self, batch: list[Event]) -> int:
+        """Write a batch in one round trip; how many events the fence refused (cluster mode)."""
         pipe = self._writer.pipeline(transaction=False)
+        refused_here = 0
         for e in batch:
+            if self._fence is not None:
+                fence = self._fence(e)  # at delivery: the lease this node holds now, if the event's run is its
+                if fence is None:
+                    refused_here += 1
+                    continue
+                self._fenced_script(
+                    keys=[self.stream, fence.seq_key, fence.lease_key],
+                    args=[
+                        e.seq,
+                        e.to_json(),
+                        self.stream_maxlen,
+                        self.channel,
+                        f"{self.channel}:{e.camera_id}",
+                        e.camera_id,
+                        e.type,
+                        fence.lease_value,
+                    ],
+                    client=pipe,
+                )
+                continue
             self._script(
                 keys=[self.stream, f"streamsrv:lastseq:{e.camera_id}:{e.run_id}"],
                 args=[
@@ -231,10 +249,18 @@ class RedisBus:
                 ],
                 client=pipe,
             )
-        pipe.execute()
+        replies = pipe.execute() if len(pipe) else []
+        return refused_here + sum(1 for r in replies if r == REFUSED)
 
-    def _up(self, delivered: int) -> None:
+    def _up(self, delivered: int, refused: int = 0) -> None:
         with self._cond:
+            if refused:
+                self._refused_stale += refused
+                log.warning(
+                    "refused %d event(s) of cameras whose lease this node no longer holds (%d so far)",
+                    refused,
+                    self._refused_stale,
+                )
             self._warned = False
             self._inflight = 0
             self._published += delivered
@@ -280,10 +306,17 @@ class RedisBus:
     ) -> Subscription:
         """Follow the stream (XREAD) from ``after`` or from now; one thread and connection per subscriber."""
         start = after if after is not None else self._last_id()
-        sub = _StreamSubscription(self, callback, EventFilter.of(camera_id, types), start)
+        flt = EventFilter.of(camera_id, types)
+        sub = StreamSubscription(
+            self.url, self.stream, self._timeout_s, self._backoff, self._discard, callback, flt, start
+        )
         with self._cond:
             self._subs.add(sub)
         return sub
+
+    def _discard(self, sub: StreamSubscription) -> None:
+        with self._cond:
+            self._subs.discard(sub)
 
     def history(
         self,
@@ -304,7 +337,7 @@ class RedisBus:
             if after is not None:
                 low = f"({after}"
                 while len(out) < limit and scanned < _HISTORY_SCAN_MAX:
-                    entries = _records(self._reader.xrange(self.stream, min=low, max="+", count=page))
+                    entries = stream_records(self._reader.xrange(self.stream, min=low, max="+", count=page))
                     if not entries:
                         break
                     scanned += len(entries)
@@ -314,7 +347,7 @@ class RedisBus:
             low = "-" if since is None else str(max(0, int((since - _CLOCK_SLACK_S) * 1000)))
             high = "+"
             while len(out) < limit and scanned < _HISTORY_SCAN_MAX:
-                entries = _records(self._reader.xrevrange(self.stream, max=high, min=low, count=page))
+                entries = stream_records(self._reader.xrevrange(self.stream, max=high, min=low, count=page))
                 if not entries:
                     break
                 scanned += len(entries)
@@ -322,73 +355,17 @@ class RedisBus:
                 out += [
                     r for _, r in entries if r is not None and flt(r.event) and (since is None or r.event.ts >= since)
                 ]
-        except _REDIS_DOWN as exc:
+        except REDIS_DOWN as exc:
             raise EventBusUnavailable(f"Redis at {self._safe_url()} unreachable: {exc}") from None
         return out[:limit][::-1]
 
     def _last_id(self) -> str:
         try:
-            newest = _records(self._reader.xrevrange(self.stream, count=1))
-        except _REDIS_DOWN:
+            newest = stream_records(self._reader.xrevrange(self.stream, count=1))
+        except REDIS_DOWN:
             # Follow from about now (stream ids are the server's milliseconds).
             return f"{int(time.time() * 1000)}-0"
         return newest[0][0] if newest else "0-0"
 
     def _safe_url(self) -> str:
         return redact_url(self.url)
-
-
-class _StreamSubscription:
-    """A thread following the stream with blocking XREAD, reconnecting with back-off."""
-
-    _BLOCK_MS = 1000
-
-    def __init__(self, bus: RedisBus, callback: Callback, flt: EventFilter, start: str) -> None:
-        self._bus, self._callback, self._filter, self._last = bus, callback, flt, start
-        self._stop = threading.Event()
-        self._client = _client(bus.url, bus._timeout_s + self._BLOCK_MS / 1000)
-        self._thread = threading.Thread(target=self._run, name="redis-events-reader", daemon=True)
-        self._thread.start()
-
-    def close(self) -> None:
-        # No join: closing from an event loop must not wait out a blocking XREAD; the thread ends within it.
-        self._stop.set()
-        with self._bus._cond:
-            self._bus._subs.discard(self)
-
-    def _run(self) -> None:
-        delay = self._bus._backoff[0]
-        while not self._stop.is_set():
-            try:
-                replies = self._client.xread({self._bus.stream: self._last}, count=500, block=self._BLOCK_MS)
-            except _REDIS_DOWN:
-                self._stop.wait(delay)
-                delay = min(delay * 2, self._bus._backoff[1])
-                continue
-            delay = self._bus._backoff[0]
-            # RESP2 answers [[stream, entries]], RESP3 {stream: entries}.
-            per_stream = replies.values() if isinstance(replies, dict) else [e for _, e in replies or []]
-            for entries in per_stream:
-                for entry_id, record in _records(entries):
-                    self._last = entry_id
-                    if record is not None and self._filter(record.event) and not self._stop.is_set():
-                        call_subscriber(self._callback, record)
-        self._client.close()
-
-
-def _str(value: bytes | str) -> str:
-    return value.decode() if isinstance(value, bytes) else value
-
-
-def _records(entries: Any) -> list[tuple[str, EventRecord | None]]:
-    """``(entry id, record)`` per stream entry, the record None for an entry that is not a readable event."""
-    out: list[tuple[str, EventRecord | None]] = []
-    for entry_id, fields in entries or []:
-        eid = _str(entry_id)
-        try:
-            out.append((eid, EventRecord(eid, Event.from_json((fields or {})[b"event"]))))
-        except (KeyError, ValidationError):
-            # Another producer's entry, or a future schema: skipped, not fatal to the reader.
-            log.warning("skipping unreadable stream entry %s", eid)
-            out.append((eid, None))
-    return out

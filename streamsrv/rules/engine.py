@@ -63,13 +63,21 @@ class RuleEngine:
         camera_id: the camera the frames come from.
         rules: its rules (inline or loaded with ``resolve_rules``).
         run_id: names this engine's event sequence; random when unset.
+        first_seq: its first sequence number (a cluster node continues the camera's sequence).
         clock: ``live`` for cameras, ``video`` for recorded files (see ``Clock``).
     """
 
-    def __init__(self, camera_id: str, rules: RulesConfig, run_id: str | None = None, clock: Clock = "live") -> None:
+    def __init__(
+        self,
+        camera_id: str,
+        rules: RulesConfig,
+        run_id: str | None = None,
+        clock: Clock = "live",
+        first_seq: int = 1,
+    ) -> None:
         self.camera_id = camera_id
         self.clock: Clock = clock
-        self.events = EventSequencer(camera_id, run_id)
+        self.events = EventSequencer(camera_id, run_id, first_seq)
         self.rules = rules
         self._registry = TrackRegistry(rules)
         self._zones = [Zone(z) for z in rules.zones]

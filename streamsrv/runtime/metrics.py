@@ -194,6 +194,11 @@ class _ServerCollector(Collector):
         )
         yield GaugeMetricFamily("streamsrv_event_bus_buffered", "Events waiting for Redis now.", value=bus.buffered)
         yield CounterMetricFamily(
+            "streamsrv_event_bus_refused_stale",
+            "Cluster mode: events refused because their camera's lease was no longer this node's (a stale owner).",
+            value=bus.refused_stale,
+        )
+        yield CounterMetricFamily(
             "streamsrv_event_snapshots_missed",
             "Events with a box stored without a snapshot: their frame had left the camera's ring.",
             value=self.server.snapshots.stats().missed,

@@ -81,8 +81,9 @@ class ServerApi(SharedInference, Protocol):
     def stop(self) -> None: ...
 
     # -- cameras and rules -----------------------------------------------------------------------------------------
-    def add_camera(self, cam: CameraConfig) -> None:
-        """Register and start a camera; ValueError if the id exists, ConfigError for bad rules."""
+    def add_camera(self, cam: CameraConfig, run_id: str | None = None, first_seq: int = 1) -> None:
+        """Register and start a camera; ValueError if the id exists, ConfigError for bad rules. ``run_id`` and
+        ``first_seq`` name and start its event sequence (a cluster node continues the camera's)."""
         ...
 
     def replace_camera(self, cam: CameraConfig) -> None: ...

@@ -80,13 +80,16 @@ class StreamServer:
         self.bus.close()
 
     # -- cameras and rules -------------------------------------------------------------------
-    def add_camera(self, cam: CameraConfig) -> None:
-        """Register and start a camera; raises ValueError if the id exists, ConfigError for bad rules."""
+    def add_camera(self, cam: CameraConfig, run_id: str | None = None, first_seq: int = 1) -> None:
+        """Register and start a camera; raises ValueError if the id exists, ConfigError for bad rules.
+
+        ``run_id`` and ``first_seq`` name and start its event sequence (a cluster node continues the camera's).
+        """
         rules = resolve_rules(cam.rules, self.cfg.base_dir, cam.id)
         with self._lock:
             if cam.id in self._engines:
                 raise ValueError(f"camera {cam.id!r} already exists")
-            self._register(RuleEngine(cam.id, rules))
+            self._register(RuleEngine(cam.id, rules, run_id=run_id, first_seq=first_seq))
         try:
             if cam.enabled:
                 self.supervisor.add_camera(cam)
@@ -112,6 +115,12 @@ class StreamServer:
             self.supervisor.remove_camera(camera_id)
         self._forget(camera_id)
         self._set_config(cam, present=False)
+
+    def next_event_seq(self, camera_id: str) -> int:
+        """The sequence number the camera's next event gets; NotFoundError for an unknown camera."""
+        engine, lock = self._engine_and_lock(camera_id)
+        with lock:
+            return engine.events.next_seq
 
     def camera_config(self, camera_id: str) -> CameraConfig:
         with self._lock:

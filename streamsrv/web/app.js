@@ -69,7 +69,9 @@ function badge(node, id) {
   const s = state.stats.get(id);
   const status = cam && !cam.enabled ? "disabled" : s?.state || cam?.state || "starting";
   node.className = `badge ${status}`;
-  node.textContent = status === "online" ? `online · ${(s?.processed_fps ?? 0).toFixed(1)} fps` : status;
+  const text = status === "online" ? `online · ${(s?.processed_fps ?? 0).toFixed(1)} fps` : status;
+  // cluster mode: which node runs it (an unassigned camera says why in its title)
+  node.textContent = cam?.node ? `${text} · ${cam.node}` : text;
   node.title = s?.error || cam?.error || "";
 }
 

@@ -100,12 +100,12 @@ class FakeServer:
         self.bus.close()
 
     # -- cameras and rules -----------------------------------------------------------------------------------------
-    def add_camera(self, cam: CameraConfig) -> None:
+    def add_camera(self, cam: CameraConfig, run_id: str | None = None, first_seq: int = 1) -> None:
         rules = resolve_rules(cam.rules, self.cfg.base_dir, cam.id)
         with self._lock:
             if cam.id in self._engines:
                 raise ValueError(f"camera {cam.id!r} already exists")
-            self._register(cam, rules)
+            self._register(cam, rules, run_id, first_seq)
             self._set_config(cam, present=True)
         if cam.enabled and self.started:
             self._announce(cam.id, online=True)
@@ -269,8 +269,8 @@ class FakeServer:
             raise NotFoundError(f"camera {camera_id!r} not found")
         return engine
 
-    def _register(self, cam: CameraConfig, rules: RulesConfig) -> None:
-        engine = RuleEngine(cam.id, rules)
+    def _register(self, cam: CameraConfig, rules: RulesConfig, run_id: str | None = None, first_seq: int = 1) -> None:
+        engine = RuleEngine(cam.id, rules, run_id=run_id, first_seq=first_seq)
         self._engines[cam.id] = engine
         self._latest[cam.id] = Latest(None, engine.output())
         if cam.enabled:

@@ -75,6 +75,11 @@ class ManagedProcess:
     def running(self) -> bool:
         return self._proc is not None and self._proc.poll() is None
 
+    @property
+    def returncode(self) -> int | None:
+        """The exit status once the process ended, else None."""
+        return self._proc.poll() if self._proc is not None else None
+
     def output(self) -> str:
         """The process's last lines of output, for diagnostics."""
         return "".join(self._output)

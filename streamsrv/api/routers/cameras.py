@@ -10,18 +10,23 @@ from collections.abc import Iterator
 from contextlib import contextmanager
 from typing import Annotated, Any
 
+import redis
 from fastapi import APIRouter, Depends, HTTPException, Request, status
 from pydantic import ValidationError
 
 from streamsrv.api.deps import Authenticated, ServerDep
 from streamsrv.api.routers.capacity import REFUSED, Force, admission
 from streamsrv.api.schemas import CameraOut, CameraPatch, Message, request_error
+from streamsrv.cluster.view import ClusterView, read_view
 from streamsrv.config.models import CameraConfig
 from streamsrv.errors import ConflictError, NotFoundError
 from streamsrv.runtime.capacity import CapacityRefused, Shortfall
 from streamsrv.runtime.protocol import ServerApi
 from streamsrv.runtime.registry import CameraRegistry, PersistError, field_error
 from streamsrv.runtime.stats import CameraStats
+from streamsrv.types import CameraState
+
+REDIS_ERRORS = (redis.RedisError, OSError)
 
 router = APIRouter(prefix="/api/cameras", tags=["cameras"], dependencies=[Authenticated])
 
@@ -61,6 +66,34 @@ def camera_out(cam: CameraConfig, stats: CameraStats | None) -> CameraOut:
     return CameraOut.of(cam, stats.state, stats.error) if stats else CameraOut.of(cam, "disabled", None)
 
 
+def describe(request: Request, server: ServerApi, cams: list[CameraConfig]) -> list[CameraOut]:
+    """Cameras as the API shows them; in cluster mode each with its node and the state its node reports."""
+    running = {s.camera_id: s for s in server.all_camera_stats()}
+    node = getattr(request.app.state, "cluster", None)
+    if node is None:
+        return [camera_out(cam, running.get(cam.id)) for cam in cams]
+    try:
+        view = read_view(node)
+    except REDIS_ERRORS as exc:
+        raise HTTPException(status.HTTP_503_SERVICE_UNAVAILABLE, f"cluster state unavailable: {exc}") from None
+    return [cluster_camera_out(view, cam, running.get(cam.id)) for cam in cams]
+
+
+def cluster_camera_out(view: ClusterView, cam: CameraConfig, local: CameraStats | None) -> CameraOut:
+    owner = view.camera_node(cam.id)
+    if not cam.enabled:
+        return CameraOut.of(cam, "disabled", None)
+    if owner is None:
+        if cam.id in view.unassigned:
+            return CameraOut.of(cam, "unassigned", view.unassigned[cam.id])
+        return CameraOut.of(cam, CameraState.STARTING, None)
+    if owner == view.me and local is not None:
+        return CameraOut.of(cam, local.state, local.error, owner)
+    info = view.nodes.get(owner)
+    reported = info.states.get(cam.id) if info else None
+    return CameraOut.of(cam, CameraState(reported) if reported else CameraState.STARTING, None, owner)
+
+
 def running_stats(server: ServerApi, camera_id: str) -> CameraStats | None:
     try:
         return server.camera_stats(camera_id)
@@ -69,9 +102,8 @@ def running_stats(server: ServerApi, camera_id: str) -> CameraStats | None:
 
 
 @router.get("", summary="All registered cameras")
-def list_cameras(registry: RegistryDep, server: ServerDep) -> list[CameraOut]:
-    running = {s.camera_id: s for s in server.all_camera_stats()}
-    return [camera_out(cam, running.get(cam.id)) for cam in registry.cameras()]
+def list_cameras(request: Request, registry: RegistryDep, server: ServerDep) -> list[CameraOut]:
+    return describe(request, server, registry.cameras())
 
 
 @router.post(
@@ -88,14 +120,14 @@ def add_camera(
 ) -> CameraOut:
     with api_errors():
         cam = registry.add(body, admission(request, server, force))
-    return camera_out(cam, running_stats(server, cam.id))
+    return describe(request, server, [cam])[0]
 
 
 @router.get("/{camera_id}", summary="One camera", responses=NOT_FOUND)
-def get_camera(camera_id: str, registry: RegistryDep, server: ServerDep) -> CameraOut:
+def get_camera(request: Request, camera_id: str, registry: RegistryDep, server: ServerDep) -> CameraOut:
     with api_errors():
         cam = registry.get(camera_id)
-    return camera_out(cam, running_stats(server, camera_id))
+    return describe(request, server, [cam])[0]
 
 
 @router.put(
@@ -111,7 +143,7 @@ def replace_camera(
         raise request_error(mismatch, "body")
     with api_errors():
         cam = registry.replace(body, admission(request, server, force))
-    return camera_out(cam, running_stats(server, cam.id))
+    return describe(request, server, [cam])[0]
 
 
 @router.patch(
@@ -124,7 +156,7 @@ def update_camera(
 ) -> CameraOut:
     with api_errors():
         cam = registry.update(camera_id, body.model_dump(exclude_unset=True), admission(request, server, force))
-    return camera_out(cam, running_stats(server, cam.id))
+    return describe(request, server, [cam])[0]
 
 
 @router.delete(

@@ -47,8 +47,12 @@ def measured_usage(request: Request, server: ServerApi) -> Usage:
 
 
 def admission(request: Request, server: ServerApi, force: bool) -> Admit | None:
-    """The check a camera change must pass (None with ``force``): raises CapacityRefused."""
-    if force:
+    """The check a camera change must pass (None with ``force``): raises CapacityRefused.
+
+    None in cluster mode too: this node's headroom says nothing of the node the camera will run on; the cluster
+    places cameras within each node's ``cluster.capacity`` and lists those without room as unassigned.
+    """
+    if force or server.cfg.cluster is not None:
         return None
 
     def admit(cam: CameraConfig, old: CameraConfig | None) -> None:

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from fastapi import APIRouter, Response, status
+from fastapi import APIRouter, Request, Response, status
 from pydantic import BaseModel
 
 from streamsrv.api.deps import ServerDep
@@ -23,6 +23,7 @@ class Readiness(BaseModel):
     inference_restarts: int
     inference_error: str | None
     cameras: int
+    cluster_error: str | None = None
 
 
 @router.get("/healthz", response_model=Health, summary="The process is alive")
@@ -36,9 +37,10 @@ def healthz() -> Health:
     summary="Model loaded and cameras started (503 until then)",
     responses={503: {"model": Readiness}},
 )
-def readyz(server: ServerDep, response: Response) -> Readiness:
+def readyz(request: Request, server: ServerDep, response: Response) -> Readiness:
     h = server.inference_health()
-    ready = server.ready
+    node = request.app.state.cluster  # cluster mode: ready once joined (Redis reachable, node id not clashing)
+    ready = server.ready and (node is None or node.ready)
     if not ready:
         response.status_code = status.HTTP_503_SERVICE_UNAVAILABLE
     return Readiness(
@@ -50,4 +52,5 @@ def readyz(server: ServerDep, response: Response) -> Readiness:
         inference_restarts=h.restarts,
         inference_error=h.error,
         cameras=len(server.running_camera_ids()),
+        cluster_error=None if node is None else node.error,
     )
