@@ -17,7 +17,6 @@ import logging
 import threading
 import time
 from collections.abc import Callable, Mapping
-from dataclasses import dataclass, field
 from multiprocessing.connection import Connection, wait
 from multiprocessing.context import SpawnContext
 from multiprocessing.process import BaseProcess
@@ -34,11 +33,11 @@ from streamsrv.ipc.frame_ring import FrameRing
 from streamsrv.ipc.messages import AddCamera, CameraCounters, ClipStatus, DecoderStatus, RecordRequest, RemoveCamera
 from streamsrv.ipc.signals import FramesReady, StopFlag
 from streamsrv.runtime.capacity import CameraUsage
+from streamsrv.runtime.decoder_slot import DecoderSlot
 from streamsrv.runtime.inference import restart_delay
 from streamsrv.runtime.overload import CameraLoad
 from streamsrv.runtime.rings import camera_ring_name
 from streamsrv.runtime.stats import RING_COUNTERS, CameraStats, CameraStatsTracker
-from streamsrv.runtime.usage import ProcessCpu
 from streamsrv.types import CameraState, FrameRef, FrameResult
 
 log = logging.getLogger(__name__)
@@ -50,31 +49,6 @@ Frame = tuple[FrameRef, npt.NDArray[np.uint8]]
 
 STATUS_POLL_S = 0.25
 _JOIN_TIMEOUT_S = 5.0
-_HANG_MARGIN_S = 5.0
-
-
-@dataclass
-class _Camera:
-    cfg: CameraConfig
-    ring: FrameRing
-    stats: CameraStatsTracker
-    process: BaseProcess | None = None
-    status_conn: Connection | None = None
-    incarnation: int = 0  # which start of the decoder ``process`` and ``status_conn`` belong to
-    commands: Connection | None = None  # record requests to the decoder
-    stop: StopFlag | None = None
-    restart_at: float | None = None
-    finished: bool = False  # a file that ended: not restarted
-    cpu: ProcessCpu = field(default_factory=ProcessCpu)  # its decoder's CPU seconds, over restarts
-
-    @property
-    def hang_timeout_s(self) -> float:
-        c = self.cfg
-        return c.open_timeout_s + c.read_timeout_s + c.stall_timeout_s + _HANG_MARGIN_S
-
-    @property
-    def attach(self) -> AddCamera:
-        return AddCamera(self.cfg.id, str(self.ring.path), self.cfg.detect_fps)
 
 
 class Decoders:
@@ -100,7 +74,7 @@ class Decoders:
         self._frames_ready = frames_ready
         self._lock = lock
         self._send = send
-        self._cameras: dict[str, _Camera] = {}
+        self._cameras: dict[str, DecoderSlot] = {}
         self._state_listeners: list[StateCallback] = []
         self._clip_listeners: list[ClipCallback] = []
         self._exit_listeners: list[ExitCallback] = []
@@ -117,7 +91,7 @@ class Decoders:
     def add(self, cam: CameraConfig) -> None:
         """Start a camera's decoder and attach its ring; called with the lock held."""
         ring = FrameRing.create(camera_ring_name(self._instance, cam.id), cam.max_width, cam.max_height)
-        rt = _Camera(cam, ring, CameraStatsTracker(cam.id))
+        rt = DecoderSlot(cam, ring, CameraStatsTracker(cam.id))
         s = rt.stats
         s.priority, s.detect_fps, s.effective_fps = cam.priority, cam.detect_fps, cam.detect_fps
         s.target_ms = cam.frame_age_target_ms(self.cfg.inference.stale_after_s)
@@ -125,7 +99,7 @@ class Decoders:
         self._spawn(rt)
         self._send(rt.attach)
 
-    def detach(self, camera_id: str) -> _Camera:
+    def detach(self, camera_id: str) -> DecoderSlot:
         """Take a camera out of the pipeline (NotFoundError if it is not in); called with the lock held.
         ``retire`` then stops it."""
         rt = self._get(camera_id)
@@ -133,11 +107,11 @@ class Decoders:
         self._send(RemoveCamera(camera_id))
         return rt
 
-    def detach_all(self) -> list[_Camera]:
+    def detach_all(self) -> list[DecoderSlot]:
         with self._lock:
             return [self.detach(camera_id) for camera_id in list(self._cameras)]
 
-    def retire(self, detached: list[_Camera]) -> None:
+    def retire(self, detached: list[DecoderSlot]) -> None:
         """Stop detached cameras' decoders, all at once, and release their rings; called without the lock."""
         for rt in detached:
             self._signal(rt)
@@ -246,44 +220,26 @@ class Decoders:
         """Every camera as the overload governor reads it, with its frame ages since the last call; with the lock
         held. Priority and target come from the registry's config (they change without a restart)."""
         current = {c.id: c for c in self.cfg.cameras}
-        out = []
-        for rt in self._cameras.values():
-            cam, s = current.get(rt.cfg.id, rt.cfg), rt.stats
-            s.priority, s.target_ms = cam.priority, cam.frame_age_target_ms(self.cfg.inference.stale_after_s)
-            out.append(
-                CameraLoad(cam.id, cam.priority, rt.cfg.detect_fps, s.target_ms, s.processed, s.lost, s.take_ages())
-            )
-        return out
+        stale_after_s = self.cfg.inference.stale_after_s
+        return [rt.load(current.get(rt.cfg.id, rt.cfg), stale_after_s) for rt in self._cameras.values()]
 
     def set_fps(self, fps: Mapping[str, float]) -> None:
         """Pace each camera's decoder to its effective detect_fps (through its ring); with the lock held."""
         for camera_id, value in fps.items():
             rt = self._cameras.get(camera_id)
             if rt is not None:
-                rt.ring.set_time("fps_limit", value if value < rt.cfg.detect_fps else 0.0)
-                rt.stats.effective_fps = value
+                rt.pace(value)
 
     def usage(self) -> list[CameraUsage]:
         """What each camera costs now (its preview's share is the API's to add)."""
         with self._lock:
-            return [
-                CameraUsage(
-                    camera_id=rt.cfg.id,
-                    priority=rt.stats.priority,
-                    detect_fps=rt.cfg.detect_fps,
-                    effective_detect_fps=rt.stats.effective_fps,
-                    processed_fps=rt.stats.meters["processed"].rate(),
-                    inference_ms_per_frame=rt.stats.inference_ms_per_frame,
-                    decoder_cores=rt.stats.cpu.rate(),
-                )
-                for rt in self._cameras.values()
-            ]
+            return [rt.usage() for rt in self._cameras.values()]
 
     def read_status(self, stopping: threading.Event) -> None:
         """Read the decoders' state reports until ``stopping`` is set; the status thread's loop."""
         while not stopping.is_set():
             with self._lock:
-                conns: dict[Connection, tuple[_Camera | None, str, int]] = {
+                conns: dict[Connection, tuple[DecoderSlot | None, str, int]] = {
                     rt.status_conn: (rt, rt.cfg.id, rt.incarnation)
                     for rt in self._cameras.values()
                     if rt.status_conn is not None
@@ -307,7 +263,7 @@ class Decoders:
                 conn.close()
             self._orphans.clear()
 
-    def _receive(self, conn: Connection, rt: _Camera | None, camera_id: str, incarnation: int) -> None:
+    def _receive(self, conn: Connection, rt: DecoderSlot | None, camera_id: str, incarnation: int) -> None:
         try:
             msg: DecoderStatus | ClipStatus = conn.recv()
         except (EOFError, OSError):
@@ -332,14 +288,14 @@ class Decoders:
                 rt.stats.source_fps, rt.stats.decoder = msg.source_fps, msg.decoder
             self._set_state(rt, msg.state, msg.error)
 
-    def _get(self, camera_id: str) -> _Camera:
+    def _get(self, camera_id: str) -> DecoderSlot:
         with self._lock:
             rt = self._cameras.get(camera_id)
         if rt is None:
             raise NotFoundError(f"camera {camera_id!r} not found")
         return rt
 
-    def _set_state(self, rt: _Camera, state: CameraState, error: str | None) -> None:
+    def _set_state(self, rt: DecoderSlot, state: CameraState, error: str | None) -> None:
         changed = rt.stats.state != state
         rt.stats.state = state
         rt.stats.error = redact_url(error) if error else (None if state == CameraState.ONLINE else rt.stats.error)
@@ -348,7 +304,7 @@ class Decoders:
             for listener in list(self._state_listeners):
                 listener(rt.cfg.id, state, rt.stats.error)
 
-    def _check(self, rt: _Camera, now: float) -> None:
+    def _check(self, rt: DecoderSlot, now: float) -> None:
         proc = rt.process
         if proc is not None and proc.is_alive():
             if rt.ring.seconds_since_heartbeat() > rt.hang_timeout_s:
@@ -373,7 +329,7 @@ class Decoders:
             self._spawn(rt)
 
     # -- the processes ----------------------------------------------------------------------------------------------
-    def _spawn(self, rt: _Camera) -> None:
+    def _spawn(self, rt: DecoderSlot) -> None:
         reader, writer = self._ctx.Pipe(duplex=False)
         commands_in, rt.commands = self._ctx.Pipe(duplex=False)
         rt.stop = StopFlag(self._ctx)
@@ -400,14 +356,14 @@ class Decoders:
         commands_in.close()
         rt.restart_at = None
 
-    def _signal(self, rt: _Camera) -> None:
+    def _signal(self, rt: DecoderSlot) -> None:
         proc = rt.process
         if proc is not None and proc.is_alive():
             assert rt.stop is not None
             rt.stop.set()
             proc.terminate()
 
-    def _reap(self, rt: _Camera) -> None:
+    def _reap(self, rt: DecoderSlot) -> None:
         proc = rt.process
         if proc is not None:
             proc.join(_JOIN_TIMEOUT_S)
