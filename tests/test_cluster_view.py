@@ -68,8 +68,8 @@ def test_cluster_view_has_the_contract_shape_and_says_why_a_camera_runs_nowhere(
     registry.register(ClusterCollector(a))
     text = generate_latest(registry).decode()
     assert 'streamsrv_cluster_camera_unassigned{camera="off",reason="disabled"} 1.0' in text
-    assert 'streamsrv_cluster_node_cameras{node="a"} 1.0' in text
-    assert 'streamsrv_cluster_leases_total{node="a",outcome="acquired"} 1.0' in text
+    assert 'streamsrv_cluster_node_cameras{node_id="a"} 1.0' in text
+    assert 'streamsrv_cluster_leases_total{node_id="a",outcome="acquired"} 1.0' in text
 
 
 def test_a_dead_node_is_listed_not_alive_and_a_live_one_cannot_be_cloned(client: redis.Redis) -> None:

@@ -1,8 +1,8 @@
 """``streamsrv_cluster_*``: the cluster as this node sees it at scrape time (docs/metrics.md).
 
-The per-node series (``node`` label) come from one read of Redis, so every node's ``/metrics`` shows the whole
-cluster; a Grafana panel should take them from one node, or ``max by (node)``. This node's own lease counters
-carry its id too.
+The per-node series come from one read of Redis, so every node's ``/metrics`` shows the whole cluster; a Grafana
+panel should take them from one node, or ``max by (node_id)``. This node's own lease counters carry its id too. The
+label is ``node_id``, not ``node``: Prometheus adds ``node`` to every series of a scrape target.
 """
 
 from __future__ import annotations
@@ -29,7 +29,7 @@ class ClusterCollector(Collector):
         joined = GaugeMetricFamily(
             "streamsrv_cluster_joined",
             "1 while this node is a member (Redis reachable, heartbeat renewed), else 0.",
-            labels=["node"],
+            labels=["node_id"],
         )
         joined.add_metric([me], 1.0 if self.node.ready else 0.0)
         yield joined
@@ -37,7 +37,7 @@ class ClusterCollector(Collector):
             "streamsrv_cluster_leases",
             "Camera leases this node acquired, lost (taken or run out: the camera stopped at once) and released "
             "(handed over or at shutdown).",
-            labels=["node", "outcome"],
+            labels=["node_id", "outcome"],
         )
         for outcome in ("acquired", "lost", "released"):
             leases.add_metric([me, outcome], self.node.counts[outcome])
@@ -45,7 +45,7 @@ class ClusterCollector(Collector):
         errors = CounterMetricFamily(
             "streamsrv_cluster_redis_errors",
             "Reconcile rounds of this node that failed because Redis was unreachable.",
-            labels=["node"],
+            labels=["node_id"],
         )
         errors.add_metric([me], self.node.counts["redis_errors"])
         yield errors
@@ -53,18 +53,22 @@ class ClusterCollector(Collector):
             view = read_view(self.node)
         except (redis.RedisError, OSError):
             return
-        up = GaugeMetricFamily("streamsrv_cluster_node_up", "1 for a live node, 0 for a dead one.", labels=["node"])
+        up = GaugeMetricFamily("streamsrv_cluster_node_up", "1 for a live node, 0 for a dead one.", labels=["node_id"])
         cams = GaugeMetricFamily(
-            "streamsrv_cluster_node_cameras", "Cameras whose lease the node holds.", labels=["node"]
+            "streamsrv_cluster_node_cameras", "Cameras whose lease the node holds.", labels=["node_id"]
         )
         capacity = GaugeMetricFamily(
-            "streamsrv_cluster_node_capacity", "The node's capacity (nodes without one are left out).", labels=["node"]
+            "streamsrv_cluster_node_capacity",
+            "The node's capacity (nodes without one are left out).",
+            labels=["node_id"],
         )
         fps = GaugeMetricFamily(
-            "streamsrv_cluster_node_processed_fps", "Frames the node processes per second.", labels=["node"]
+            "streamsrv_cluster_node_processed_fps", "Frames the node processes per second.", labels=["node_id"]
         )
         busy = GaugeMetricFamily(
-            "streamsrv_cluster_node_inference_busy", "Share of time the node's model is busy (0..1).", labels=["node"]
+            "streamsrv_cluster_node_inference_busy",
+            "Share of time the node's model is busy (0..1).",
+            labels=["node_id"],
         )
         held = view.to_api()
         for n in held["nodes"]:
