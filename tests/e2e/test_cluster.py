@@ -288,6 +288,16 @@ def test_rest_add_on_any_node_and_redis_restart(nodes: Nodes, redis_srv: RedisSe
                     break
         assert b"\xff\xd8" in got
 
+    # an event's snapshot stays with the node that made it (run_id "t<token>.<node>"); the other node finds it there
+    events = redis.Redis.from_url(redis_srv.url)
+    wait_for(lambda: any(e.bbox is not None for _, e in stream(events)), 120, "an event with a box")
+    boxed = next(e for _, e in stream(events) if e.bbox is not None)
+    maker = boxed.run_id.split(".", 1)[1]
+    with (b if maker == "a" else a).client() as http:
+        snap = http.get(f"/api/events/{boxed.id}/snapshot.jpg")
+        assert snap.status_code == 200 and snap.content[:2] == b"\xff\xd8", snap.text[:200]
+        assert http.get(f"/api/events/{'0' * 32}/snapshot.jpg").status_code == 404  # nobody has it
+
     # 7: Redis restarted without persistence: every key is gone; the nodes rebuild registry and leases
     doubles: list[tuple[float, str]] = []
     redis_srv.restart()
