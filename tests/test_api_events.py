@@ -6,7 +6,6 @@ from __future__ import annotations
 
 import json
 import logging
-import threading
 from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
@@ -16,7 +15,6 @@ import cv2
 import httpx
 import numpy as np
 import pytest
-import uvicorn
 from websockets.exceptions import InvalidStatus
 from websockets.sync.client import ClientConnection, connect
 
@@ -26,7 +24,7 @@ from streamsrv.cli import main
 from streamsrv.config.models import AppConfig
 from streamsrv.events import Event
 from streamsrv.runtime.server import StreamServer
-from tests.support.processes import free_port
+from tests.support.uvicorn_thread import serve_in_thread
 from tests.support.waiting import wait_for
 
 pytestmark = pytest.mark.slow
@@ -74,22 +72,11 @@ def live(clip_360p: Path, person_model: Path) -> Iterator[Live]:
         }
     )
     app = create_app(cfg)
-    port = free_port()
-    web = uvicorn.Server(uvicorn.Config(app, host="127.0.0.1", port=port, log_config=None, timeout_graceful_shutdown=5))
-    thread = threading.Thread(target=web.run, name="uvicorn", daemon=True)
-    thread.start()
-    url = f"http://127.0.0.1:{port}"
-    with httpx.Client(base_url=url, headers=AUTH, timeout=30) as http:
+    with serve_in_thread(app) as url, httpx.Client(base_url=url, headers=AUTH, timeout=30) as http:
         live = Live(url, http, app.state.server)
-        try:
-            wait_for(lambda: web.started, 60, "uvicorn to start")
-            live.idle_subscribers = live.server.bus.stats().subscribers
-            wait_for(lambda: len(live.history(type="line.cross")["events"]) >= 3, 180, "three line crossings")
-            yield live
-        finally:
-            web.should_exit = True
-            thread.join(60)
-    assert not thread.is_alive(), "uvicorn did not stop"
+        live.idle_subscribers = live.server.bus.stats().subscribers
+        wait_for(lambda: len(live.history(type="line.cross")["events"]) >= 3, 180, "three line crossings")
+        yield live
 
 
 def sse_messages(response: httpx.Response) -> Iterator[dict[str, str]]:

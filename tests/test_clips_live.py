@@ -14,7 +14,6 @@ from pathlib import Path
 
 import av
 import pytest
-import uvicorn
 from playwright.sync_api import sync_playwright
 
 from streamsrv.api.app import create_app
@@ -26,7 +25,7 @@ from streamsrv.runtime.decoders import Decoders
 from streamsrv.runtime.server import StreamServer
 from streamsrv.types import CameraState
 from tests.support.fake_server import FakeServer
-from tests.support.processes import free_port
+from tests.support.uvicorn_thread import serve_in_thread
 from tests.support.waiting import wait_for
 from tests.test_server_snapshots import FrameStore
 
@@ -204,16 +203,8 @@ def clip_server(rtsp_clip: ClipStatus, tmp_path: Path) -> Iterator[tuple[str, Fa
     cfg = AppConfig.model_validate({"record": {"dir": str(Path(rtsp_clip.path).parents[1])}})
     server = FakeServer(cfg)
     server.clips.finish(rtsp_clip)
-    port = free_port()
-    web = uvicorn.Server(uvicorn.Config(create_app(cfg, server=server), host="127.0.0.1", port=port, log_config=None))
-    thread = threading.Thread(target=web.run, daemon=True)
-    thread.start()
-    try:
-        wait_for(lambda: web.started, 60, "uvicorn to start")
-        yield f"http://127.0.0.1:{port}", server
-    finally:
-        web.should_exit = True
-        thread.join(30)
+    with serve_in_thread(create_app(cfg, server=server)) as url:
+        yield url, server
 
 
 @pytest.mark.browser

@@ -18,7 +18,6 @@ from typing import Any
 import httpx
 import pytest
 import redis
-import uvicorn
 
 from streamsrv.api.app import create_app
 from streamsrv.cli import main
@@ -27,7 +26,8 @@ from streamsrv.events import Event
 from streamsrv.events.redis_bus import RedisBus
 from streamsrv.runtime.server import StreamServer
 from streamsrv.types import FrameResult
-from tests.support.processes import RedisServer, free_port
+from tests.support.processes import RedisServer
+from tests.support.uvicorn_thread import serve_in_thread
 from tests.support.waiting import wait_for
 
 pytestmark = pytest.mark.slow
@@ -249,21 +249,8 @@ def test_every_event_reaches_redis_once_in_order_across_a_redis_restart(
 @contextlib.contextmanager
 def serving(cfg: AppConfig) -> Iterator[httpx.Client]:
     """The app under uvicorn in a thread on a free port, and a client for it."""
-    web = uvicorn.Server(
-        uvicorn.Config(
-            create_app(cfg), host="127.0.0.1", port=free_port(), log_config=None, timeout_graceful_shutdown=5
-        )
-    )
-    thread = threading.Thread(target=web.run, name="uvicorn", daemon=True)
-    thread.start()
-    try:
-        wait_for(lambda: web.started, 60, "uvicorn to start")
-        with httpx.Client(base_url=f"http://127.0.0.1:{web.config.port}", timeout=30) as http:
-            yield http
-    finally:
-        web.should_exit = True
-        thread.join(60)
-    assert not thread.is_alive(), "uvicorn did not stop"
+    with serve_in_thread(create_app(cfg)) as url, httpx.Client(base_url=url, timeout=30) as http:
+        yield http
 
 
 def test_the_api_pages_and_streams_events_from_redis_and_says_when_it_is_down(

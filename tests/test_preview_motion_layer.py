@@ -4,7 +4,6 @@ the frame ring (so into every ``FrameResult`` made from it) and are drawn only f
 
 from __future__ import annotations
 
-import threading
 from collections.abc import Iterator
 from dataclasses import replace
 from pathlib import Path
@@ -13,7 +12,6 @@ import cv2
 import numpy as np
 import numpy.typing as npt
 import pytest
-import uvicorn
 from playwright.sync_api import Page, sync_playwright
 
 from streamsrv.api.app import create_app
@@ -23,7 +21,7 @@ from streamsrv.ipc.frame_ring import MAX_MOTION_BOXES, FrameRing
 from streamsrv.preview.annotate import Annotator, Overlay
 from streamsrv.types import CameraState, FrameRef, FrameResult, Tracks
 from tests.support.fake_server import FakeServer, serve_in_process
-from tests.support.processes import free_port
+from tests.support.uvicorn_thread import serve_in_thread
 from tests.support.waiting import wait_for
 from tests.test_clips_live import CHROMIUM, CHROMIUM_ARGS, Cameras
 
@@ -121,16 +119,8 @@ def page_server() -> Iterator[tuple[str, FakeServer]]:
     cfg = camera_config()
     server = FakeServer(cfg)
     show_motion(server)
-    port = free_port()
-    web = uvicorn.Server(uvicorn.Config(create_app(cfg, server=server), host="127.0.0.1", port=port, log_config=None))
-    thread = threading.Thread(target=web.run, daemon=True)
-    thread.start()
-    try:
-        wait_for(lambda: web.started, 60, "uvicorn to start")
-        yield f"http://127.0.0.1:{port}", server
-    finally:
-        web.should_exit = True
-        thread.join(30)
+    with serve_in_thread(create_app(cfg, server=server)) as url:
+        yield url, server
 
 
 @pytest.mark.browser
