@@ -25,7 +25,7 @@ from streamsrv.config.models import CameraConfig, redact_url
 from streamsrv.config.rules import RulesConfig, resolve_rules
 from streamsrv.errors import ConflictError, NotFoundError
 from streamsrv.runtime.protocol import ServerApi
-from streamsrv.runtime.registry import REDACTED_PASSWORD, Admit, CameraRegistry, field_error
+from streamsrv.runtime.registry import Admit, CameraRegistry
 
 log = logging.getLogger(__name__)
 
@@ -117,11 +117,7 @@ class ClusterCameraRegistry(CameraRegistry):
 
     def add(self, cam: CameraConfig, admit: Admit | None = None) -> CameraConfig:
         with self._lock:
-            if REDACTED_PASSWORD in cam.url:
-                raise field_error("url", "contains a redacted password (***); send the real one", redact_url(cam.url))
-            cam = inline_rules(self._prepared(cam), self.base_dir)
-            if admit is not None:
-                admit(cam, None)
+            cam = inline_rules(self._checked_new(cam, admit), self.base_dir)
             self.cluster.add(cam)
         self._wake()
         log.info("camera %s added to the cluster: %s", cam.id, redact_url(cam.url))
@@ -130,9 +126,7 @@ class ClusterCameraRegistry(CameraRegistry):
     def replace(self, cam: CameraConfig, admit: Admit | None = None) -> CameraConfig:
         with self._lock:
             old = self.cluster.get(cam.id)
-            cam = self._prepared(cam.model_copy(update={"url": self._keep_secret(old.url, cam.url)}), old.url)
-            if admit is not None:
-                admit(cam, old)
+            cam = self._checked_change(old, self._replacement(old, cam), admit)
             self.cluster.put(inline_rules(cam, self.base_dir))
         self._wake()
         return cam
@@ -140,13 +134,7 @@ class ClusterCameraRegistry(CameraRegistry):
     def update(self, camera_id: str, changes: Mapping[str, Any], admit: Admit | None = None) -> CameraConfig:
         with self._lock:
             old = self.cluster.get(camera_id)
-            data = old.model_dump()
-            data.update(changes)
-            if isinstance(data["url"], str):
-                data["url"] = self._keep_secret(old.url, data["url"])
-            cam = self._prepared(CameraConfig.model_validate(data), old.url)
-            if admit is not None:
-                admit(cam, old)
+            cam = self._checked_change(old, self._patched(old, changes), admit)
             self.cluster.put(inline_rules(cam, self.base_dir))
         self._wake()
         return cam

@@ -188,11 +188,7 @@ class CameraRegistry:
         with self._lock:
             if any(c.id == cam.id for c in self.server.cfg.cameras):
                 raise ConflictError(f"id: camera {cam.id!r} already exists")
-            if REDACTED_PASSWORD in cam.url:
-                raise field_error("url", "contains a redacted password (***); send the real one", redact_url(cam.url))
-            cam = self._prepared(cam)
-            if admit is not None:
-                admit(cam, None)
+            cam = self._checked_new(cam, admit)
             self.server.add_camera(cam)
             self._save()
         log.info("camera %s added: %s", cam.id, redact_url(cam.url))
@@ -202,9 +198,7 @@ class CameraRegistry:
         """Apply a whole new config to an existing camera; only that camera restarts, and only if it must."""
         with self._lock:
             old = self.server.camera_config(cam.id)
-            cam = self._prepared(cam.model_copy(update={"url": self._keep_secret(old.url, cam.url)}), old.url)
-            if admit is not None:
-                admit(cam, old)
+            cam = self._checked_change(old, self._replacement(old, cam), admit)
             self._apply(old, cam)
         return cam
 
@@ -212,13 +206,7 @@ class CameraRegistry:
         """Change some top-level fields of a camera (a PATCH); an omitted or redacted ``url`` keeps the real one."""
         with self._lock:
             old = self.server.camera_config(camera_id)
-            data = old.model_dump()
-            data.update(changes)
-            if isinstance(data["url"], str):
-                data["url"] = self._keep_secret(old.url, data["url"])
-            cam = self._prepared(CameraConfig.model_validate(data), old.url)
-            if admit is not None:
-                admit(cam, old)
+            cam = self._checked_change(old, self._patched(old, changes), admit)
             self._apply(old, cam)
         return cam
 
@@ -249,6 +237,34 @@ class CameraRegistry:
         return rules
 
     # -- internals ---------------------------------------------------------------------------
+    def _checked_new(self, cam: CameraConfig, admit: Admit | None) -> CameraConfig:
+        """A camera to add, as it will run, once it passed every check and ``admit``."""
+        if REDACTED_PASSWORD in cam.url:
+            raise field_error("url", "contains a redacted password (***); send the real one", redact_url(cam.url))
+        cam = self._prepared(cam)
+        if admit is not None:
+            admit(cam, None)
+        return cam
+
+    def _checked_change(self, old: CameraConfig, cam: CameraConfig, admit: Admit | None) -> CameraConfig:
+        """A camera's new config, as it will run, once it passed every check and ``admit``."""
+        cam = self._prepared(cam, old.url)
+        if admit is not None:
+            admit(cam, old)
+        return cam
+
+    def _replacement(self, old: CameraConfig, cam: CameraConfig) -> CameraConfig:
+        """``cam`` replacing ``old`` (a PUT): a redacted URL sent back means the real one."""
+        return cam.model_copy(update={"url": self._keep_secret(old.url, cam.url)})
+
+    def _patched(self, old: CameraConfig, changes: Mapping[str, Any]) -> CameraConfig:
+        """``old`` with some top-level fields changed (a PATCH); an omitted or redacted ``url`` keeps the real one."""
+        data = old.model_dump()
+        data.update(changes)
+        if isinstance(data["url"], str):
+            data["url"] = self._keep_secret(old.url, data["url"])
+        return CameraConfig.model_validate(data)
+
     def _prepared(self, cam: CameraConfig, old_url: str | None = None) -> CameraConfig:
         """``cam`` as it will run; ValidationError when a field may not be given through the API.
 
