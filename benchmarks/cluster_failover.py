@@ -32,7 +32,7 @@ import threading
 import time
 from collections import Counter
 from pathlib import Path
-from typing import Any
+from typing import Any, cast
 
 if __package__ in (None, ""):  # run as a file (python benchmarks/x.py): import from this checkout, as -m does
     sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
@@ -151,7 +151,8 @@ def monitor(url: str, seconds: float) -> dict[str, Any]:
 
 def stream(client: redis.Redis) -> list[tuple[float, Event]]:
     out = []
-    for entry_id, fields in client.xrange("streamsrv:events"):
+    entries = cast(list[tuple[bytes, dict[bytes, bytes]]], client.xrange("streamsrv:events"))
+    for entry_id, fields in entries:
         out.append((int(entry_id.decode().split("-")[0]) / 1000, Event.from_json(fields[b"event"])))
     return out
 
