@@ -11,6 +11,7 @@ from typing import Any
 import pytest
 import redis
 from prometheus_client import CollectorRegistry, generate_latest
+from prometheus_client.parser import text_string_to_metric_families
 
 from streamsrv.api.routers.cameras import cluster_camera_out
 from streamsrv.cluster.leases import Lease, Leases, LeaseValue
@@ -19,6 +20,7 @@ from streamsrv.cluster.metrics import ClusterCollector
 from streamsrv.cluster.registry import RegistryStore
 from streamsrv.cluster.view import ClusterView, read_view
 from streamsrv.config.models import CameraConfig
+from tests.support.dashboards import CLUSTER_METRIC_PREFIX, TARGET_LABELS, queried
 from tests.support.processes import RedisServer
 
 
@@ -70,6 +72,15 @@ def test_cluster_view_has_the_contract_shape_and_says_why_a_camera_runs_nowhere(
     assert 'streamsrv_cluster_camera_unassigned{camera="off",reason="disabled"} 1.0' in text
     assert 'streamsrv_cluster_node_cameras{node_id="a"} 1.0' in text
     assert 'streamsrv_cluster_leases_total{node_id="a",outcome="acquired"} 1.0' in text
+    # what the Grafana dashboards ask of the cluster metrics is here, with the labels they filter on
+    scraped: dict[str, list[set[str]]] = {}
+    for family in text_string_to_metric_families(text):
+        for sample in family.samples:
+            scraped.setdefault(sample.name, []).append(set(sample.labels))
+    for query, selector in queried():
+        if selector.metric.startswith(CLUSTER_METRIC_PREFIX):
+            needed = selector.labels - TARGET_LABELS
+            assert any(needed <= labels for labels in scraped.get(selector.metric, [])), (query.panel, selector)
 
 
 def test_a_dead_node_is_listed_not_alive_and_a_live_one_cannot_be_cloned(client: redis.Redis) -> None:

@@ -22,6 +22,7 @@ from tests.support.waiting import wait_for
 
 READY_TIMEOUT_S = 120.0  # loading the model on a busy 2-core machine
 STOP_TIMEOUT_S = 30.0  # a graceful stop flushes events and joins the decoders; SIGKILL only after this
+IDLE_CONNECTION_S = 2.0  # under uvicorn's 5 s keep-alive, so the server never closes a connection as it is reused
 
 
 class AppServer(ManagedProcess):
@@ -40,8 +41,11 @@ class AppServer(ManagedProcess):
         return f"http://127.0.0.1:{self.port}"
 
     def client(self, api_key: str | None = None, timeout_s: float = 30.0) -> httpx.Client:
+        """A client for the server. It drops idle connections after 2 s: uvicorn closes them after 5 s, and a client
+        that reuses one just then reads a reset (the soak, sampling every 5 s, hit that in CI)."""
         headers = {"Authorization": f"Bearer {api_key}"} if api_key else {}
-        return httpx.Client(base_url=self.base_url, headers=headers, timeout=timeout_s)
+        limits = httpx.Limits(keepalive_expiry=IDLE_CONNECTION_S)
+        return httpx.Client(base_url=self.base_url, headers=headers, timeout=timeout_s, limits=limits)
 
     def log(self) -> str:
         """Everything the server printed so far, all runs."""

@@ -17,6 +17,7 @@ DASHBOARDS = sorted((REPO_ROOT / "dashboards").glob("*.json"))
 # by the relabeling of the scrape jobs this repository ships (docker/prometheus/prometheus.yml,
 # deploy/k8s/prometheus/scrape-config.yaml; tests/test_deploy.py and tests/test_k8s.py check that they add it).
 TARGET_LABELS = frozenset({"instance", "job", "node"})
+CLUSTER_METRIC_PREFIX = "streamsrv_cluster_"  # only a node in cluster mode has these
 
 
 @dataclass(frozen=True)
