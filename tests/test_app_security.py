@@ -107,3 +107,16 @@ def test_the_event_websocket_takes_the_key_as_a_token_parameter(app: tuple[TestC
     with http.websocket_connect(f"/api/events/ws?token={API_KEY}&camera=dead&since=0") as socket:
         assert '"camera.online"' in socket.receive_text()
         assert '"camera.offline"' in socket.receive_text()
+
+
+def test_a_refused_form_field_with_surrogates_is_a_422_not_a_500(http: TestClient) -> None:
+    """The fuzz test's find: surrogates in a refused form field reach the 422 body, which must still be UTF-8."""
+    boundary = "b0undary"
+    parts = [(b"url", b"rtsp://cam/1"), (b"rules", b'[{"\\ud8d9\\uded4": true}]')]
+    part = b'--%s\r\nContent-Disposition: form-data; name="%s"\r\n\r\n%s\r\n'
+    body = b"".join(part % (boundary.encode(), name, value) for name, value in parts)
+    body += b"--" + boundary.encode() + b"--\r\n"
+    headers = {**AUTH, "Content-Type": f"multipart/form-data; boundary={boundary}"}
+    answer = http.post("/api/jobs", content=body, headers=headers)
+    assert answer.status_code == 422, answer.text
+    assert "rules" in answer.text

@@ -83,14 +83,20 @@ def _redacted(value: Any) -> Any:
     if isinstance(value, float) and not math.isfinite(value):
         return str(value)  # a NaN or Infinity from the body: JSON cannot carry it back (it would be a 500)
     if isinstance(value, str):
-        return redact_url(value)
+        return redact_url(_utf8(value))
     if isinstance(value, Exception):  # a validator's ValueError in ``ctx``: its message, not ``{}``
-        return redact_url(str(value))
+        return redact_url(_utf8(str(value)))
     if isinstance(value, dict):
-        return {k: _redacted(v) for k, v in value.items()}
+        return {_redacted(k): _redacted(v) for k, v in value.items()}
     if isinstance(value, list | tuple):
         return [_redacted(v) for v in value]
     return value
+
+
+def _utf8(text: str) -> str:
+    """``text`` without lone surrogates (a form field's bytes that were not UTF-8 arrive as such): they cannot be
+    written as UTF-8 JSON (it would be a 500), so they are shown escaped."""
+    return text.encode("utf-8", "backslashreplace").decode("utf-8")
 
 
 async def redacted_validation_error(request: Request, exc: Exception) -> JSONResponse:
