@@ -17,6 +17,19 @@ from streamsrv.config.base import StrictModel
 from streamsrv.config.yaml_source import refuse_literal
 
 
+def url_password_from_env(url: Any, info: ValidationInfo) -> Any:
+    """A field validator: a password in ``url`` must come from a ``${NAME}`` reference in a config file."""
+    refuse_literal(url, info, url=True)
+    return url
+
+
+def secret_from_env(secret: Any, info: ValidationInfo) -> Any:
+    """A field validator: a secret must come from a ``${NAME}`` reference in a config file; ``${NAME:-}`` with the
+    variable unset is no secret (an unsigned webhook, no MQTT password), not an empty one."""
+    refuse_literal(secret, info)
+    return secret or None
+
+
 class WebhookConfig(StrictModel):
     """One HTTP receiver: each matching event is POSTed as JSON, signed, retried, and kept in an outbox until
     delivered."""
@@ -47,17 +60,8 @@ class WebhookConfig(StrictModel):
     backoff_initial_s: float = Field(1.0, gt=0, le=3600, description="Delay before the first retry (doubles).")
     backoff_max_s: float = Field(300.0, gt=0, le=86400, description="Cap on the delay between retries.")
 
-    @field_validator("url", mode="before")
-    @classmethod
-    def _url_password_from_env(cls, url: Any, info: ValidationInfo) -> Any:
-        refuse_literal(url, info, url=True)
-        return url
-
-    @field_validator("secret", mode="before")
-    @classmethod
-    def _secret_from_env(cls, secret: Any, info: ValidationInfo) -> Any:
-        refuse_literal(secret, info)
-        return secret or None  # `${HOOK_SECRET:-}` with the variable unset: unsigned, not signed with ""
+    _url_password_from_env = field_validator("url", mode="before")(url_password_from_env)
+    _secret_from_env = field_validator("secret", mode="before")(secret_from_env)
 
     @field_validator("url")
     @classmethod
@@ -107,17 +111,8 @@ class MqttConfig(StrictModel):
         description="How often line counts and zone occupancy are read and, when changed, published.",
     )
 
-    @field_validator("url", mode="before")
-    @classmethod
-    def _url_password_from_env(cls, url: Any, info: ValidationInfo) -> Any:
-        refuse_literal(url, info, url=True)
-        return url
-
-    @field_validator("password", mode="before")
-    @classmethod
-    def _password_from_env(cls, password: Any, info: ValidationInfo) -> Any:
-        refuse_literal(password, info)
-        return password or None  # `${MQTT_PASSWORD:-}` with the variable unset: no password
+    _url_password_from_env = field_validator("url", mode="before")(url_password_from_env)
+    _password_from_env = field_validator("password", mode="before")(secret_from_env)
 
     @field_validator("url")
     @classmethod
